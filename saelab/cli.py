@@ -1,0 +1,111 @@
+"""Command line: ``saelab presets | train | lab | report``. Errors are one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SUMMARY_KEYS = ("steps", "l0", "l0_frac", "dead_frac", "dead_frac_batch", "mse", "fvu", "l1_recon_ratio",
+                "mmcs", "frac_recovered", "wall_seconds", "steps_per_second")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="saelab", description="Why do SAE latents die? A lab of phases.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("presets", help="list the named configs")
+    t = sub.add_parser("train", help="train one arm into a run directory")
+    t.add_argument("--preset", default="seed-test1", help="named config (saelab presets)")
+    t.add_argument("--config", type=Path, help="a config.json instead of a preset")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a field by its dotted path, e.g. sae.d_sae=256 (repeatable)")
+    t.add_argument("--out", type=Path, help="run directory (default reports/runs/<preset>)")
+    t.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    lab = sub.add_parser("lab", help="run every phase notebook with papermill and render the HTML report")
+    lab.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
+    lab.add_argument("--out", type=Path, default=Path("reports/lab"))
+    lab.add_argument("--only", default="", help="comma-separated phase prefixes, e.g. 01,03")
+    lab.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
+                     help="extra notebook parameter passed to every phase (value parsed as JSON when possible)")
+    rep = sub.add_parser("report", help="re-render the HTML pages and index of executed notebooks")
+    rep.add_argument("--out", type=Path, default=Path("reports/lab"))
+    return p
+
+
+def _print_summary(runs: dict) -> None:
+    for name, run in runs.items():
+        s = run.summary
+        print(f"{name}: " + ", ".join(f"{k}={s[k]:.4g}" if isinstance(s.get(k), float) else f"{k}={s.get(k)}"
+                                      for k in SUMMARY_KEYS if k in s))
+        print(f"  run directory: {run.path}")
+        if run.autopsy:
+            from saelab.diagnose import format_autopsy
+
+            print("  " + format_autopsy(run.autopsy).replace("\n", "\n  "))
+
+
+def _train(args: argparse.Namespace) -> int:
+    from saelab import config, train
+
+    if args.resume:
+        runs = train.train(None, args.resume, resume=True, progress=not args.quiet)
+    else:
+        if args.config:
+            if not args.config.exists():
+                raise ValueError(f"--config {args.config}: no such file")
+            cfg = config.RunConfig.from_json(args.config.read_text())
+        else:
+            cfg = config.preset(args.preset)
+        cfg = cfg.with_overrides(args.overrides)
+        out = args.out or Path("reports/runs") / args.preset
+        if (out / "checkpoint").exists():
+            raise ValueError(f"{out} already holds a run; use --resume {out} or another --out")
+        runs = train.train(cfg, out, progress=not args.quiet)
+    _print_summary(runs)
+    return 0
+
+
+def _parse_param(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise ValueError(f"parameter {text!r} must look like name=value")
+    name, raw = text.split("=", 1)
+    try:
+        return name, json.loads(raw)
+    except json.JSONDecodeError:
+        return name, raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "presets":
+            from saelab.config import PRESETS, preset_summary
+
+            for name in PRESETS:
+                print(f"{name:22s} {preset_summary(name)}")
+            return 0
+        if args.command == "train":
+            return _train(args)
+        if args.command == "lab":
+            from saelab.report import run_lab
+
+            only = [s.strip() for s in args.only.split(",") if s.strip()] or None
+            params = dict(_parse_param(p) for p in args.parameter)
+            return run_lab(profile=args.profile, out=args.out, only=only, parameters=params or None)
+        if args.command == "report":
+            from saelab.report import rerender
+
+            return rerender(args.out)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"saelab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("saelab: interrupted; completed work is saved (resume with saelab train --resume DIR)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Loss terms as pure functions. Every function accepts optional leading dimensions (an arm
+dimension K) before the batch: z [..., B, S], x [..., B, d]; reductions return shape [...]."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+L1_FORMS = ("mean_all", "per_sample_sum", "per_feature_mean", "sum", "decoder_weighted")
+
+
+def reconstruction(x: Tensor, x_hat: Tensor, form: str = "mse_mean") -> Tensor:
+    """mse_mean: mean over batch and features (the seed's loss); sum_features: squared error summed
+    over d_in, averaged over the batch (Bricken 2023)."""
+    sq = (x_hat - x).square()
+    if form == "mse_mean":
+        return sq.mean(dim=(-2, -1))
+    if form == "sum_features":
+        return sq.sum(-1).mean(-1)
+    raise ValueError(f"unknown reconstruction form {form!r}; use mse_mean or sum_features")
+
+
+def l1_penalty(z: Tensor, form: str, W_dec: Tensor | None = None) -> Tensor:
+    """The sparsity penalty, before alpha.
+
+    mean_all          z.abs().mean()              the seed's line 216
+    per_sample_sum    z.abs().sum(-1).mean()      option A (Bricken 2023)
+    per_feature_mean  z.abs().mean(0).mean()      option B (numerically equal to mean_all)
+    sum               z.abs().sum()               option C
+    decoder_weighted  (|z| * ||W_dec row||).sum(-1).mean()   Anthropic, April 2024 update
+    """
+    a = z.abs()
+    if form == "mean_all":
+        return a.mean(dim=(-2, -1))
+    if form == "per_sample_sum":
+        return a.sum(-1).mean(-1)
+    if form == "per_feature_mean":
+        return a.mean(-2).mean(-1)
+    if form == "sum":
+        return a.sum(dim=(-2, -1))
+    if form == "decoder_weighted":
+        if W_dec is None:
+            raise ValueError("l1_penalty form 'decoder_weighted' needs W_dec")
+        norms = W_dec.norm(dim=-1)  # [..., S]
+        return (a * norms.unsqueeze(-2)).sum(-1).mean(-1)
+    if form == "none":
+        return a.new_zeros(a.shape[:-2])
+    raise ValueError(f"unknown l1 form {form!r}; use one of {list(L1_FORMS)} or none")
+
+
+def l1_divisor(form: str, batch_size: int, d_sae: int) -> float:
+    """What each form divides sum|z| by; the penalty's gradient on one z is sign(z) / divisor.
+    (decoder_weighted counts as per_sample_sum for a unit-norm decoder.)"""
+    divisors = {
+        "mean_all": batch_size * d_sae,
+        "per_feature_mean": batch_size * d_sae,
+        "per_sample_sum": batch_size,
+        "decoder_weighted": batch_size,
+        "sum": 1,
+    }
+    if form not in divisors:
+        raise ValueError(f"unknown l1 form {form!r}; use one of {list(L1_FORMS)}")
+    return float(divisors[form])
+
+
+def convert_alpha(alpha: float, from_form: str, to_form: str, batch_size: int, d_sae: int) -> float:
+    """Alpha for ``to_form`` that gives the same gradient on z as ``alpha`` on ``from_form`` (the
+    seed's Task 2.2: mean_all -> per_sample_sum multiplies by d_sae, 0.003 -> 6.1 at 2048)."""
+    return alpha * l1_divisor(to_form, batch_size, d_sae) / l1_divisor(from_form, batch_size, d_sae)
+
+
+def l1_breakdown(z: Tensor, alpha: float, penalty: Tensor, rec: Tensor) -> dict[str, float]:
+    """The seed's Task 1.1 debug numbers for one arm (z [B, S])."""
+    a = z.detach().abs()
+    pen, r = float(penalty), float(rec)
+    return {
+        "l1_sum": float(a.sum()),
+        "l1_mean": float(a.mean()),
+        "l1_feature_mean": float(a.mean(0).mean()),
+        "alpha": float(alpha),
+        "l1_penalty": pen,
+        "alpha_x_penalty": alpha * pen,
+        "reconstruction": r,
+        "l1_recon_ratio": alpha * pen / r if r > 0 else float("nan"),
+    }
+
+
+def dead_in_batch(codes: Tensor) -> Tensor:
+    """[..., B, S] -> bool [..., S]: the latent never fired on any row of the batch."""
+    return ~(codes > 0).any(dim=-2)
+
+
+def reanimation(pre_codes: Tensor, codes: Tensor, coef: float | Tensor) -> Tensor:
+    """Seed 000's auxiliary term, as it is added to the loss: ``-coef * mean(pre * is_dead)``,
+    where is_dead marks latents that never fired in the batch and the mean runs over all B*S
+    entries. Negative when dead latents have positive pre-activations; its gradient pushes dead
+    pre-activations up. ``coef`` may be a tensor broadcasting over the leading dims."""
+    is_dead = dead_in_batch(codes).to(pre_codes.dtype).detach()
+    term = (pre_codes * is_dead.unsqueeze(-2)).mean(dim=(-2, -1))
+    return -coef * term
+
+
+def auxk(
+    x: Tensor,
+    x_hat: Tensor,
+    pre: Tensor,
+    W_dec: Tensor,
+    dead: Tensor,
+    k_aux: int,
+) -> Tensor:
+    """AuxK (Gao et al. 2024, section A.2): the top ``k_aux`` dead latents (by pre-activation)
+    reconstruct the detached residual e = x - x_hat; the loss is ||e - e_hat||^2 over the
+    residual's variance ||e - mean(e)||^2. Zero for arms with no dead latents.
+
+    x, x_hat [K, B, d]; pre [K, B, S]; W_dec [K, S, d]; dead bool [K, S]. Returns [K].
+    """
+    e = (x - x_hat).detach()
+    k = min(k_aux, pre.shape[-1])
+    masked = pre.masked_fill(~dead.unsqueeze(1), float("-inf"))
+    vals, idx = masked.topk(k, dim=-1, sorted=False)
+    vals = torch.relu(torch.nan_to_num(vals, neginf=0.0))  # fewer than k dead: the rest contribute 0
+    codes = torch.zeros_like(pre).scatter(-1, idx, vals)
+    e_hat = torch.bmm(codes, W_dec)
+    var = (e - e.mean(dim=-2, keepdim=True)).square().sum(-1).mean(-1).clamp_min(1e-12)
+    loss = (e_hat - e).square().sum(-1).mean(-1) / var
+    has_dead = dead.any(-1).to(loss.dtype)
+    return loss * has_dead

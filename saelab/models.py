@@ -1,0 +1,180 @@
+"""SAE variants with stacked parameters: K arms share one module and train in lockstep.
+
+Shapes (K arms, B rows, d = d_in, S = d_sae):
+    W_enc [K, S, d]   row i is the encoder vector of latent i (as nn.Linear.weight)
+    b_enc [K, S]
+    W_dec [K, S, d]   row i is the decoder direction of latent i
+    b_dec [K, d]
+    x [K, B, d] -> pre [K, B, S] -> codes [K, B, S] -> x_hat [K, B, d]
+
+Every variant exposes pre-activations, so remedies (reanimation, AuxK) compose with all of them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from saelab.config import SAEConfig
+
+
+class SAE(nn.Module):
+    """Linear encoder with bias, an activation, linear decoder with bias (the seed's
+    ``sparse_autoencoder.py``). Subclasses only choose the activation."""
+
+    def __init__(self, cfg: SAEConfig, n_arms: int = 1, seed: int = 0, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if cfg.d_in < 1:
+            raise ValueError("sae.d_in must be resolved from the data source before building a model")
+        self.cfg = cfg
+        K, S, d = n_arms, cfg.d_sae, cfg.d_in
+        W_enc, W_dec = _init_weights(cfg, K, seed, dtype)
+        self.W_enc = nn.Parameter(W_enc)
+        self.b_enc = nn.Parameter(torch.zeros(K, S, dtype=dtype))
+        self.W_dec = nn.Parameter(W_dec)
+        self.b_dec = nn.Parameter(torch.zeros(K, d, dtype=dtype))
+
+    @property
+    def n_arms(self) -> int:
+        return self.W_enc.shape[0]
+
+    def preacts(self, x: Tensor) -> Tensor:
+        """[K, B, d] -> [K, B, S]"""
+        return torch.baddbmm(self.b_enc.unsqueeze(1), x, self.W_enc.transpose(1, 2))
+
+    def activate(self, pre: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        pre = self.preacts(x)
+        return pre, self.activate(pre)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """[K, B, S] -> [K, B, d]"""
+        return torch.baddbmm(self.b_dec.unsqueeze(1), codes, self.W_dec)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        pre, codes = self.encode(x)
+        return pre, codes, self.decode(codes)
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Unit-norm decoder rows (Bricken 2023); called after each step under decoder_constraint=unit_norm."""
+        self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+    @torch.no_grad()
+    def project_decoder_grad(self) -> None:
+        """Remove the gradient component parallel to each decoder row, so the unit-norm step moves
+        along the sphere rather than fighting the renormalization (Bricken 2023)."""
+        g, w = self.W_dec.grad, self.W_dec
+        if g is not None:
+            g.sub_((g * w).sum(-1, keepdim=True) * w)
+
+    def arm_state(self, arm: int) -> dict[str, Tensor]:
+        """Weights of one arm without the arm dimension (what sae.safetensors stores)."""
+        return {name: p.detach()[arm].clone() for name, p in self.named_parameters()} | {
+            name: b[arm].clone() for name, b in self.named_buffers()
+        }
+
+
+def _init_weights(cfg: SAEConfig, K: int, seed: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Kaiming-uniform encoder and decoder like nn.Linear; `tied` starts the encoder as the
+    decoder's transpose with unit-norm decoder rows (Conerly et al. 2024). Every arm gets the same
+    initial weights, so arms differ only in the factor under study."""
+    g = torch.Generator().manual_seed(seed)
+    S, d = cfg.d_sae, cfg.d_in
+    bound_enc = 1 / math.sqrt(d)  # nn.Linear(d, S): kaiming_uniform(a=sqrt(5)) gives U(-1/sqrt(fan_in), ...)
+    bound_dec = 1 / math.sqrt(S)
+    W_dec = (torch.rand(S, d, generator=g, dtype=torch.float64) * 2 - 1) * bound_dec
+    if cfg.init == "tied":
+        W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True) * 0.1  # Conerly 2024: small random directions
+        W_enc = W_dec.clone()
+    else:
+        W_enc = (torch.rand(S, d, generator=g, dtype=torch.float64) * 2 - 1) * bound_enc
+    if cfg.decoder_constraint == "unit_norm":
+        W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True)
+    stack = lambda w: w.to(dtype).unsqueeze(0).repeat(K, 1, 1)  # noqa: E731
+    return stack(W_enc), stack(W_dec)
+
+
+class ReLUSAE(SAE):
+    def activate(self, pre: Tensor) -> Tensor:
+        return torch.relu(pre)
+
+
+class TopKSAE(SAE):
+    """Keep the k largest pre-activations per row, then ReLU (Gao et al. 2024)."""
+
+    def activate(self, pre: Tensor) -> Tensor:
+        vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
+        return torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
+
+
+class BatchTopKSAE(SAE):
+    """Keep the k*B largest pre-activations over the whole batch (Bussmann et al. 2024). In eval
+    mode a latent fires when its pre-activation exceeds a threshold tracked during training (an
+    exponential average of the smallest kept value), so eval codes do not depend on the batch."""
+
+    def __init__(self, cfg: SAEConfig, n_arms: int = 1, seed: int = 0, dtype: torch.dtype = torch.float32):
+        super().__init__(cfg, n_arms, seed, dtype)
+        self.register_buffer("threshold", torch.zeros(n_arms, dtype=dtype))
+
+    def activate(self, pre: Tensor) -> Tensor:
+        K, B, S = pre.shape
+        post = torch.relu(pre)
+        if not self.training:
+            return post * (post > self.threshold.view(K, 1, 1))
+        flat = post.reshape(K, B * S)
+        vals, idx = flat.topk(min(self.cfg.k * B, B * S), dim=-1, sorted=False)
+        with torch.no_grad():
+            kept_min = vals.masked_fill(vals <= 0, float("inf")).amin(-1)
+            kept_min = torch.where(torch.isfinite(kept_min), kept_min, self.threshold)
+            self.threshold.lerp_(kept_min, 0.01)
+        return torch.zeros_like(flat).scatter(-1, idx, vals).view(K, B, S)
+
+
+class _JumpStep(torch.autograd.Function):
+    """z = pre * H(pre - theta). The Heaviside gets a straight-through gradient with respect to
+    theta through a rectangle kernel of width `bandwidth` (Rajamanoharan et al. 2024, eq. 11)."""
+
+    @staticmethod
+    def forward(ctx, pre: Tensor, theta: Tensor, bandwidth: float) -> Tensor:
+        ctx.save_for_backward(pre, theta)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > theta)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        pre, theta = ctx.saved_tensors
+        eps = ctx.bandwidth
+        grad_pre = grad_out * (pre > theta)
+        kernel = ((pre - theta).abs() < eps / 2).to(pre.dtype) / eps
+        grad_theta = -(theta * kernel * grad_out)
+        grad_theta = grad_theta.sum(dim=1, keepdim=True)  # reduce over the batch
+        return grad_pre, grad_theta, None
+
+
+class JumpReLUSAE(SAE):
+    def __init__(self, cfg: SAEConfig, n_arms: int = 1, seed: int = 0, dtype: torch.dtype = torch.float32):
+        super().__init__(cfg, n_arms, seed, dtype)
+        theta = torch.full((n_arms, cfg.d_sae), max(cfg.jumprelu_threshold, 1e-12), dtype=dtype)
+        self.log_threshold = nn.Parameter(theta.log())
+
+    def activate(self, pre: Tensor) -> Tensor:
+        theta = self.log_threshold.exp().unsqueeze(1)  # [K, 1, S]
+        return _JumpStep.apply(torch.relu(pre), theta, self.cfg.jumprelu_bandwidth)
+
+
+MODELS: dict[str, type[SAE]] = {
+    "relu": ReLUSAE,
+    "topk": TopKSAE,
+    "batchtopk": BatchTopKSAE,
+    "jumprelu": JumpReLUSAE,
+}
+
+
+def build(cfg: SAEConfig, n_arms: int = 1, seed: int = 0, dtype: torch.dtype = torch.float32) -> SAE:
+    """Build the registered variant for ``cfg.architecture`` with ``n_arms`` stacked copies."""
+    return MODELS[cfg.architecture](cfg, n_arms=n_arms, seed=seed, dtype=dtype)

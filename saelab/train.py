@@ -1,0 +1,514 @@
+"""One training function: K arms in lockstep, every arm sees the same batch at every step.
+
+Arms whose SAE configs agree are stacked into one module (leading arm dim) and trained with
+batched matrix products; arms may differ in everything else (penalty, LR, schedule,
+normalization, resampling, auxiliary losses). Data, steps and logging cadence are shared.
+
+    for step: x = source.batch(step)                       (identical for every arm)
+      for group: X = normalize_k(x) -> forward -> per-arm losses -> backward -> Adam(lr_k)
+                 -> decoder constraint -> trackers -> resampling -> metrics row every log_interval
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from saelab import diagnose, losses, metrics, remedies, runs, schedules
+from saelab.config import RunConfig
+from saelab.data import Source, make_source, resolve
+from saelab.models import SAE, build
+from saelab.normalize import Normalizer, make_normalizer
+from saelab.optim import StackedAdam
+from saelab.tracking import DETECTORS, DeadTracker, precision_recall
+
+SHARED_FIELDS = ("data", "steps", "log_interval", "eval_rows", "checkpoint_every", "seed", "device", "dtype")
+EVAL_CHUNK = 4096
+RESAMPLE_POOL_ROWS = 8192  # rows the anthropic strategy samples from (recent training batches)
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or weight became NaN/Inf; the last good state was checkpointed."""
+
+    def __init__(self, arm: int, step: int, quantity: str):
+        super().__init__(f"arm {arm}: {quantity} is not finite at step {step}")
+        self.arm, self.step, self.quantity = arm, step, quantity
+
+
+@dataclass
+class _Group:
+    """Arms sharing one stacked model."""
+
+    idx: list[int]  # global arm indices, in stacking order
+    model: SAE
+    adam: StackedAdam
+    tracker: DeadTracker
+    normalizers: list[Normalizer]
+    shared_norm: bool  # every arm normalizes identically: compute once
+    last: dict = field(default_factory=dict)  # tensors of the latest step, for logs and resampling
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}[name]
+
+
+def _check_shared(cfgs: dict[str, RunConfig]) -> None:
+    first_name, first = next(iter(cfgs.items()))
+    for name, cfg in cfgs.items():
+        for f in SHARED_FIELDS:
+            if getattr(cfg, f) != getattr(first, f):
+                raise ValueError(
+                    f"arms train in lockstep and must share {f!r}: arm {name!r} has {getattr(cfg, f)!r}, "
+                    f"arm {first_name!r} has {getattr(first, f)!r}"
+                )
+
+
+def _per_form(forms: list[str], fn) -> Tensor:
+    """fn(form) -> [K]; picks each arm's value when arms use different forms."""
+    if len(set(forms)) == 1:
+        return fn(forms[0])
+    by_form = {f: fn(f) for f in set(forms)}
+    return torch.stack([by_form[f][i] for i, f in enumerate(forms)])
+
+
+def _normalize(g: _Group, x: Tensor) -> tuple[Tensor, list]:
+    """x [B, d] -> X [K, B, d] (each arm's normalization) and each arm's inverse info."""
+    if g.shared_norm:
+        xn, info = g.normalizers[0](x)
+        return xn.unsqueeze(0).expand(len(g.idx), -1, -1), [info] * len(g.idx)
+    pairs = [n(x) for n in g.normalizers]
+    return torch.stack([p[0] for p in pairs]), [p[1] for p in pairs]
+
+
+def _vec(values: list[float], like: Tensor) -> Tensor:
+    return torch.tensor(values, dtype=like.dtype, device=like.device)
+
+
+def _step_group(g: _Group, cfgs: list[RunConfig], x: Tensor, step: int) -> Tensor:
+    """Forward, per-arm losses, backward, clipping, Adam, decoder constraint, trackers.
+    Returns the per-arm loss [K] (detached)."""
+    model, arm_cfgs = g.model, [cfgs[i] for i in g.idx]
+    X, _ = _normalize(g, x)
+    pre, codes, x_hat = model(X)
+    rec = _per_form([c.penalty.reconstruction for c in arm_cfgs], lambda f: losses.reconstruction(X, x_hat, f))
+    pen = _per_form([c.penalty.form for c in arm_cfgs], lambda f: losses.l1_penalty(codes, f, model.W_dec))
+    alpha = _vec([schedules.alpha_at(step, c.penalty) for c in arm_cfgs], rec)
+    loss = rec + alpha * pen
+    coef = [schedules.reanimation_coef_at(step, c.aux) for c in arm_cfgs]
+    if any(coef):
+        loss = loss + losses.reanimation(pre, codes, _vec(coef, rec))
+    auxk_coef = [c.aux.auxk_coef for c in arm_cfgs]
+    if any(auxk_coef):
+        dead = g.tracker.dead("tokens")
+        aux = losses.auxk(X, x_hat, pre, model.W_dec, dead, arm_cfgs[0].aux.auxk_k)
+        loss = loss + _vec(auxk_coef, rec) * aux
+    if not torch.isfinite(loss).all():
+        bad = int((~torch.isfinite(loss)).nonzero()[0])
+        raise NonFiniteError(g.idx[bad], step, f"loss ({float(loss[bad])})")
+    g.adam.zero_grad()
+    loss.sum().backward()  # arms own disjoint slices, so one backward gives every arm its own gradient
+    if model.cfg.decoder_constraint == "unit_norm":
+        model.project_decoder_grad()
+    clip = [c.optim.grad_clip for c in arm_cfgs]
+    if any(clip):
+        _clip_per_arm(model, _vec(clip, rec))
+    lr = _vec([schedules.lr_at(step, c) for c in arm_cfgs], rec)
+    g.adam.step(lr)
+    if model.cfg.decoder_constraint == "unit_norm":
+        model.normalize_decoder()
+    codes = codes.detach()
+    g.tracker.update(codes)
+    g.last = {"X": X, "codes": codes, "x_hat": x_hat.detach(), "rec": rec.detach(), "pen": pen.detach(),
+              "alpha": alpha, "loss": loss.detach(), "lr": lr, "x": x}
+    return loss.detach()
+
+
+@torch.no_grad()
+def _clip_per_arm(model: SAE, max_norm: Tensor) -> None:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    sq = sum(g.square().flatten(1).sum(1) for g in grads)
+    scale = torch.where(max_norm > 0, (max_norm / (sq.sqrt() + 1e-6)).clamp_max(1.0), torch.ones_like(sq))
+    for g in grads:
+        g.mul_(scale.view(-1, *([1] * (g.ndim - 1))))
+
+
+@torch.no_grad()
+def _evaluate(g: _Group, x_eval: Tensor) -> dict[str, Tensor]:
+    """Held-out metrics per arm of the group: fire counts [K, S], mse, fvu (normalized space and
+    original space), l0 [K]."""
+    model = g.model
+    was_training = model.training
+    model.eval()
+    K = len(g.idx)
+    fire = torch.zeros(K, model.cfg.d_sae, dtype=torch.int64, device=x_eval.device)
+    sq = torch.zeros(K, dtype=torch.float64, device=x_eval.device)
+    sq_orig, l0_sum = sq.clone(), sq.clone()
+    parts_n, parts_o = [], []
+    for chunk in x_eval.split(EVAL_CHUNK):
+        X, infos = _normalize(g, chunk)
+        pre, codes, x_hat = model(X)
+        fire += metrics.fire_counts(codes)
+        l0_sum += (codes != 0).sum((1, 2)).double()
+        sq += (x_hat - X).double().square().sum((1, 2))
+        x_hat_orig = torch.stack([n.inverse(x_hat[k], infos[k]) for k, n in enumerate(g.normalizers)])
+        sq_orig += (x_hat_orig - chunk).double().square().sum((1, 2))
+        parts_n.append(X.double().sum(1)), parts_o.append(chunk.double().sum(0))
+    n, d = x_eval.shape
+    X_all, _ = _normalize(g, x_eval)
+    var = (X_all.double() - X_all.double().mean(1, keepdim=True)).square().sum((1, 2))
+    var_orig = (x_eval.double() - x_eval.double().mean(0)).square().sum()
+    model.train(was_training)
+    return {
+        "fire": fire,
+        "mse": sq / (n * d),
+        "fvu": sq / var.clamp_min(1e-300),
+        "mse_orig": sq_orig / (n * d),
+        "fvu_orig": sq_orig / var_orig.clamp_min(1e-300),
+        "l0": l0_sum / n,
+    }
+
+
+def _metric_rows(g: _Group, cfgs: list[RunConfig], ev: dict, step: int, truth_dict: Tensor | None) -> list[dict]:
+    """One metrics row per arm of the group at ``step`` (completed steps)."""
+    model, last, S = g.model, g.last, g.model.cfg.d_sae
+    truth = ev["fire"] == 0
+    rows = []
+    pr = {d: precision_recall(g.tracker.dead(d), truth) for d in DETECTORS}
+    dead_det = {d: g.tracker.dead(d).double().mean(-1) for d in DETECTORS}
+    if truth_dict is not None:
+        mmcs = metrics.mmcs(model.W_dec.detach().float(), truth_dict)
+        frac = metrics.frac_recovered(model.W_dec.detach().float(), truth_dict)
+    for k, arm in enumerate(g.idx):
+        cfg = cfgs[arm]
+        row = {
+            "step": step,
+            "lr": schedules.lr_at(max(step - 1, 0), cfg),
+            "alpha": schedules.alpha_at(max(step - 1, 0), cfg.penalty),
+            "reanim_coef": schedules.reanimation_coef_at(max(step - 1, 0), cfg.aux),
+            "mse": float(ev["mse"][k]),
+            "fvu": float(ev["fvu"][k]),
+            "explained_variance": 1 - float(ev["fvu"][k]),
+            "mse_orig": float(ev["mse_orig"][k]),
+            "fvu_orig": float(ev["fvu_orig"][k]),
+            "l0": float(ev["l0"][k]),
+            "l0_frac": float(ev["l0"][k]) / S,
+            "dead_frac": float(truth[k].double().mean()),
+            "mmcs": float(mmcs[k]) if truth_dict is not None else float("nan"),
+            "frac_recovered": float(frac[k]) if truth_dict is not None else float("nan"),
+        }
+        if last:  # the training batch of the latest step (the seed's Task 1.1 numbers)
+            bd = losses.l1_breakdown(last["codes"][k], float(last["alpha"][k]), last["pen"][k], last["rec"][k])
+            row |= {"loss": float(last["loss"][k]), "rec_loss": bd["reconstruction"]}
+            row |= {key: bd[key] for key in ("l1_sum", "l1_mean", "l1_feature_mean", "l1_penalty", "l1_recon_ratio")}
+            row |= {f"norm_{key}": v for key, v in g.normalizers[k].stats(last["x"]).items() if isinstance(v, (int, float))}
+        row["dead_frac_batch"] = float(dead_det["single_batch"][k]) if last else float("nan")
+        row["dead_frac_window"] = float(dead_det["window"][k]) if last else float("nan")
+        row["dead_frac_tokens"] = float(dead_det["tokens"][k])
+        for d in DETECTORS:
+            row[f"det_{d}_precision"] = float(pr[d][0][k])
+            row[f"det_{d}_recall"] = float(pr[d][1][k])
+        rows.append(row)
+    return rows
+
+
+def _resample_due(cfg: RunConfig, step: int) -> bool:
+    r = cfg.resample
+    if r.strategy == "off" or step <= 0 or step % r.interval or step < r.first_step:
+        return False
+    return not (r.after_warmup and step < cfg.schedule.warmup_steps)
+
+
+@torch.no_grad()
+def _resample(g: _Group, cfgs: list[RunConfig], k: int, step: int, source: Source, x_eval: Tensor,
+              gen: torch.Generator) -> dict:
+    """Run arm k's resampling strategy and describe it (with detector quality vs the truth)."""
+    cfg = cfgs[g.idx[k]]
+    r = cfg.resample
+    before = _evaluate(g, x_eval)
+    truth = before["fire"] == 0
+    detected = g.tracker.dead(r.detector)
+    pr = {d: precision_recall(g.tracker.dead(d), truth) for d in DETECTORS}
+    if r.strategy == "anthropic":  # sample from recent training batches, weighted by squared loss
+        n_batches = max(1, RESAMPLE_POOL_ROWS // cfg.data.batch_size)
+        raw = torch.cat([source.batch(s, cfg.data.batch_size) for s in range(max(0, step - n_batches), step)])
+        pool = g.normalizers[k](raw.to(x_eval))[0]
+        _, _, x_hat = g.model(pool.unsqueeze(0).expand(len(g.idx), -1, -1))
+        x_hat = x_hat[k]
+    else:  # the seed resamples from the current batch
+        pool, x_hat = g.last["X"][k], g.last["x_hat"][k]
+    per_row_loss = (x_hat - pool).square().sum(-1)
+    details = remedies.resample(r.strategy, g.model, g.adam.state, k, detected[k], pool, per_row_loss,
+                                reset_adam=r.reset_adam, generator=gen)
+    revived = detected[k].nonzero().flatten()
+    g.tracker.revive(k, revived)
+    after = _evaluate(g, x_eval)
+    return {
+        "step": step, "kind": "resample", "strategy": r.strategy, "detector": r.detector,
+        "n_detected": int(detected[k].sum()), "n_truly_dead": int(truth[k].sum()),
+        "dead_frac_before": float(truth[k].double().mean()), "dead_frac_after": float((after["fire"][k] == 0).double().mean()),
+        "l0_before": float(before["l0"][k]), "l0_after": float(after["l0"][k]),
+        **{f"det_{d}_precision": float(pr[d][0][k]) for d in DETECTORS},
+        **{f"det_{d}_recall": float(pr[d][1][k]) for d in DETECTORS},
+        **{key: v for key, v in details.items() if key not in ("step", "kind")},
+    }
+
+
+@dataclass
+class _State:
+    """Everything a run accumulates besides weights: restored on resume."""
+
+    rows: dict[str, list[dict]]
+    events: dict[str, list[dict]]
+    fire_steps: list[int]
+    fire_counts: dict[str, list[Tensor]]
+    wall: float = 0.0
+
+
+def _build_groups(cfgs: list[RunConfig], source: Source, device: torch.device) -> list[_Group]:
+    by_key: dict = {}
+    for i, c in enumerate(cfgs):
+        by_key.setdefault(c.sae, []).append(i)
+    first, groups = cfgs[0], []
+    dtype = _dtype(first.dtype)
+    for sae_cfg, idx in by_key.items():
+        arm_cfgs = [cfgs[i] for i in idx]
+        model = build(sae_cfg, n_arms=len(idx), seed=first.seed, dtype=dtype).to(device)
+        params = dict(model.named_parameters())
+        betas = torch.tensor([[c.optim.beta1, c.optim.beta2] for c in arm_cfgs], dtype=torch.float64, device=device)
+        eps = torch.tensor([c.optim.eps for c in arm_cfgs], dtype=torch.float64, device=device)
+        normalizers = [make_normalizer(c.normalize, sae_cfg.d_in) for c in arm_cfgs]
+        shared = len({c.normalize for c in arm_cfgs}) == 1
+        fit_batches = max(c.normalize.estimate_batches for c in arm_cfgs)
+        if any(c.normalize.mode == "dataset_scalar" for c in arm_cfgs):
+            batches = [source.batch(s, first.data.batch_size).to(device, dtype) for s in range(fit_batches)]
+            for n in normalizers:
+                n.fit(batches)
+        groups.append(_Group(idx, model, StackedAdam(params, betas, eps),
+                             DeadTracker(len(idx), sae_cfg.d_sae, first.tracking, device), normalizers, shared))
+    return groups
+
+
+def _checkpoint(out: Path, groups: list[_Group], gens: list[torch.Generator], step: int, state: _State,
+                dirs: dict[str, Path], names: list[str]) -> None:
+    tensors: dict[str, Tensor] = {}
+    meta = {"step": step, "wall": state.wall, "normalizers": []}
+    for i, g in enumerate(groups):
+        tensors |= {f"g{i}.model.{k}": v for k, v in g.model.state_dict().items()}
+        tensors |= {f"g{i}.adam.{k}": v for k, v in g.adam.state_dict().items()}
+        tensors |= {f"g{i}.tracker.{k}": v for k, v in g.tracker.state_dict().items()}
+        meta["normalizers"].append([n.state_dict() for n in g.normalizers])
+    tensors |= {f"gen{i}": gen.get_state() for i, gen in enumerate(gens)}
+    runs.write_tensors(out / "checkpoint" / "state.safetensors", tensors)
+    runs.write_json(out / "checkpoint" / "meta.json", meta)
+    for name in names:
+        _flush(dirs[name], name, state, names)
+
+
+def _restore(out: Path, groups: list[_Group], gens: list[torch.Generator]) -> tuple[int, float]:
+    path = out / "checkpoint" / "state.safetensors"
+    if not path.exists():
+        raise ValueError(f"cannot resume {out}: no checkpoint at {path}")
+    tensors = runs.read_tensors(path)
+    meta = runs.read_json(out / "checkpoint" / "meta.json")
+    for i, g in enumerate(groups):
+        pick = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+        g.model.load_state_dict(pick(f"g{i}.model."))
+        g.adam.load_state_dict(pick(f"g{i}.adam."))
+        g.tracker.load_state_dict(pick(f"g{i}.tracker."))
+        for n, st in zip(g.normalizers, meta["normalizers"][i]):
+            n.load_state_dict(st)
+    for i, gen in enumerate(gens):
+        gen.set_state(tensors[f"gen{i}"])
+    return int(meta["step"]), float(meta["wall"])
+
+
+def _flush(path: Path, name: str, state: _State, names: list[str]) -> None:
+    """Write the arm's metrics, events and latent history so far (atomic files)."""
+    runs.write_metrics(path / "metrics.parquet", state.rows[name])
+    runs.write_jsonl(path / "events.jsonl", state.events[name])
+    if state.fire_steps:
+        runs.write_tensors(path / "latents.safetensors", {
+            "steps": torch.tensor(state.fire_steps, dtype=torch.int64),
+            "fire_counts": torch.stack(state.fire_counts[name]).to(torch.int32),
+        })
+
+
+def train(
+    arms: RunConfig | dict[str, RunConfig] | None,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    resume: bool = False,
+    stop_at: int | None = None,
+    source: Source | None = None,
+    factor: str | None = None,
+) -> dict[str, runs.Run]:
+    """Train one arm (a RunConfig: ``out`` is its run directory) or several in lockstep (a dict
+    name -> RunConfig: ``out/<name>`` per arm plus ``out/arms.json``). ``resume`` continues from
+    ``out/checkpoint``; ``stop_at`` checkpoints and returns after that many steps (an interruption
+    that ``resume`` undoes). Returns the loaded runs."""
+    out = Path(out)
+    if resume and (out / "arms.json").exists():
+        arms = dict.fromkeys(runs.read_json(out / "arms.json")["arms"])
+    elif resume:
+        arms = RunConfig()  # placeholder: the config is read back from the run directory
+    single = isinstance(arms, RunConfig)
+    named = {out.name or "run": arms} if single else dict(arms)
+    if not named:
+        raise ValueError("train needs at least one arm")
+    names = list(named)
+    dirs = {n: out if single else out / n for n in names}
+    if resume:
+        named = {n: runs.load_run(dirs[n]).config for n in names}
+    _check_shared(named)
+    first = named[names[0]]
+    source = source or make_source(first)
+    cfgs = [resolve(named[n], source) for n in names]
+    first = cfgs[0]
+    device, dtype = torch.device(first.device), _dtype(first.dtype)
+    torch.manual_seed(first.seed)
+    groups = _build_groups(cfgs, source, device)
+    gens = [torch.Generator().manual_seed(first.seed * 7919 + i) for i in range(len(cfgs))]
+    x_eval = source.eval_set(first.eval_rows).to(device, dtype)
+    truth_dict = source.ground_truth.to(device) if source.ground_truth is not None else None
+    arm_of = {a: (g, k) for g in groups for k, a in enumerate(g.idx)}
+    sched_events = {n: {e["step"]: e for e in schedules.schedule_events(c)} for n, c in zip(names, cfgs)}
+
+    state = _State({n: [] for n in names}, {n: [] for n in names}, [], {n: [] for n in names})
+    start = 0
+    if resume:
+        start, state.wall = _restore(out, groups, gens)
+        for n in names:
+            old = runs.load_run(dirs[n])
+            state.rows[n] = [r for r in old.metrics.to_dict("records") if r["step"] <= start]
+            state.events[n] = [e for e in old.events if e["step"] <= start]
+            if old.latents:
+                keep = old.latents["steps"] <= start
+                state.fire_counts[n] = list(old.latents["fire_counts"][keep].to(torch.int64))
+                state.fire_steps = old.latents["steps"][keep].tolist()
+    else:
+        if not single:
+            runs.write_json(out / "arms.json", {"arms": names, "factor": factor})
+        for n, c in zip(names, cfgs):
+            dirs[n].mkdir(parents=True, exist_ok=True)
+            runs._atomic(dirs[n] / "config.json", lambda tmp, c=c: Path(tmp).write_text(c.to_json() + "\n"))
+        _initial(groups, cfgs, names, dirs, x_eval, source, state)
+
+    end = first.steps if stop_at is None else min(first.steps, stop_at)
+    bar = tqdm(total=first.steps, initial=start, disable=not progress, desc=out.name, unit="step", leave=False)
+    t0 = time.perf_counter() - state.wall
+    step = start
+    try:
+        for step in range(start, end):
+            x = source.batch(step, first.data.batch_size).to(device, dtype)
+            for g in groups:
+                try:
+                    _step_group(g, cfgs, x, step)
+                except NonFiniteError as e:  # raised before the update: the state is still good
+                    state.wall = time.perf_counter() - t0
+                    _checkpoint(out, groups, gens, step, state, dirs, names)
+                    raise RuntimeError(f"arm {names[e.arm]!r}: {e.quantity} is not finite at step {e.step}; "
+                                       f"the last good state is checkpointed in {out / 'checkpoint'} "
+                                       f"(saelab train --resume {out})") from None
+            done = step + 1
+            _after_step(groups, cfgs, names, dirs, done, x_eval, source, gens, arm_of, sched_events, truth_dict, state, bar)
+            bar.update(1)
+            if first.checkpoint_every and done % first.checkpoint_every == 0 and done < end:
+                state.wall = time.perf_counter() - t0
+                _checkpoint(out, groups, gens, done, state, dirs, names)
+    except KeyboardInterrupt:
+        state.wall = time.perf_counter() - t0
+        _checkpoint(out, groups, gens, step, state, dirs, names)
+        raise
+    finally:
+        bar.close()
+    state.wall = time.perf_counter() - t0
+    _checkpoint(out, groups, gens, end, state, dirs, names)
+    if end < first.steps:
+        return {n: runs.load_run(dirs[n]) for n in names}
+    return _finish(groups, cfgs, names, dirs, state, end - start, source)
+
+
+def _initial(groups, cfgs, names, dirs, x_eval, source, state: _State) -> None:
+    """Step-0 metrics row, init diagnostics and the Task 5.1 norm numbers on the held-out set."""
+    state.fire_steps.append(0)
+    for g in groups:
+        ev = _evaluate(g, x_eval)
+        X, _ = _normalize(g, x_eval)
+        with torch.no_grad():
+            pre = g.model.preacts(X)
+        truth = source.ground_truth
+        for k, arm in enumerate(g.idx):
+            n = names[arm]
+            state.rows[n].extend(_metric_rows(g, cfgs, ev, 0, truth.to(x_eval.device) if truth is not None else None)[k:k + 1])
+            state.fire_counts[n].append(ev["fire"][k].cpu())
+            init = diagnose.init_diagnostics(x_eval.cpu(), pre[k].cpu())
+            runs.write_json(dirs[n] / "init.json", init)
+            stats = g.normalizers[k].stats(x_eval)
+            state.events[n].append({"step": 0, "kind": "norm_stats", "where": "held-out set", **stats})
+
+
+def _after_step(groups, cfgs, names, dirs, done, x_eval, source, gens, arm_of, sched_events, truth_dict,
+                state: _State, bar) -> None:
+    """Schedule events, resampling and the metrics row for the step just completed."""
+    for n in names:
+        if done in sched_events[n]:
+            state.events[n].append(sched_events[n][done])
+    for a, (n, cfg) in enumerate(zip(names, cfgs)):
+        if _resample_due(cfg, done):
+            g, k = arm_of[a]
+            state.events[n].append(_resample(g, cfgs, k, done, source, x_eval, gens[a]))
+    if done % cfgs[0].log_interval and done != cfgs[0].steps:
+        return
+    for g in groups:
+        for name, p in g.model.named_parameters():
+            bad = ~torch.isfinite(p.detach()).flatten(1).all(1)
+            if bad.any():
+                arm = names[g.idx[int(bad.nonzero()[0])]]
+                raise RuntimeError(f"arm {arm!r}: weights {name} became non-finite by step {done}; the last good "
+                                   f"state is the latest checkpoint (saelab train --resume)")
+    state.fire_steps.append(done)
+    postfix = {}
+    for g in groups:
+        ev = _evaluate(g, x_eval)
+        for k, row in enumerate(_metric_rows(g, cfgs, ev, done, truth_dict)):
+            n = names[g.idx[k]]
+            state.rows[n].append(row)
+            state.fire_counts[n].append(ev["fire"][k].cpu())
+            postfix[n[:12]] = f"dead {row['dead_frac']:.0%} L0 {row['l0']:.1f}"
+    if len(postfix) <= 3:
+        bar.set_postfix(postfix, refresh=False)
+    for n in names:
+        _flush(dirs[n], n, state, names)
+
+
+def _finish(groups, cfgs, names, dirs, state: _State, steps_run: int, source: Source) -> dict[str, runs.Run]:
+    """Final weights, summary, autopsy and lifecycles per arm."""
+    out = {}
+    for g in groups:
+        for k, arm in enumerate(g.idx):
+            n, cfg = names[arm], cfgs[arm]
+            run = runs.load_run(dirs[n])
+            run.weights = g.model.arm_state(k)
+            last = state.rows[n][-1]
+            run.autopsy = diagnose.autopsy(run.metrics, run.events)
+            run.lifecycles = diagnose.lifecycles(run.latents["steps"], run.latents["fire_counts"], run.events)
+            run.summary = {
+                **last,
+                "arm": n,
+                "steps": cfg.steps,
+                "wall_seconds": state.wall,
+                "steps_per_second": steps_run / state.wall if state.wall > 0 else float("nan"),
+                "n_arms_in_lockstep": len(cfgs),
+                "source": source.describe(),
+                "n_collapses": len(run.autopsy.get("collapses", [])),
+            }
+            run.save()
+            out[n] = run
+    return out
