@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
@@ -74,7 +75,9 @@ class SAEConfig(_Section):
         self._check()
         self._require(self.d_in >= 0, "d_in", "must be >= 0 (0: take the width from the data source)")
         self._require(self.d_sae >= 1, "d_sae", "must be >= 1")
-        self._require(1 <= self.k <= self.d_sae, "k", f"must be between 1 and d_sae={self.d_sae}")
+        self._require(self.k >= 1, "k", "must be >= 1")
+        if self.architecture in ("topk", "batchtopk"):
+            self._require(self.k <= self.d_sae, "k", f"must be <= d_sae={self.d_sae} for {self.architecture}")
         self._require(self.jumprelu_threshold >= 0, "jumprelu_threshold", "must be >= 0")
         self._require(self.jumprelu_bandwidth > 0, "jumprelu_bandwidth", "must be > 0")
 
@@ -259,7 +262,7 @@ class RunConfig(_Section):
         self._require(self.eval_rows >= 1, "eval_rows", "must be >= 1")
         self._require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         self._require(self.seed >= 0, "seed", "must be >= 0")
-        self._require(self.device == "cpu" or self.device.startswith("cuda"), "device", "must be cpu, cuda or cuda:N")
+        self._require(re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is not None, "device", "must be cpu, cuda or cuda:N")
         if self.sae.architecture in ("topk", "batchtopk") and self.aux.auxk_k > self.sae.d_sae:
             raise ValueError(f"aux.auxk_k={self.aux.auxk_k} must be <= sae.d_sae={self.sae.d_sae}")
 
@@ -283,6 +286,8 @@ class RunConfig(_Section):
         """Copy with whole fields replaced; nested dicts update a section field by field."""
         d = self.to_dict()
         for key, value in sections.items():
+            if dataclasses.is_dataclass(value):
+                value = dataclasses.asdict(value)
             if isinstance(value, dict) and isinstance(d.get(key), dict):
                 d[key] = {**d[key], **value}
             else:
@@ -330,6 +335,8 @@ def _build(cls: type, d: Any, prefix: str) -> Any:
         else:
             if hint is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
+            if hint is int and isinstance(value, float) and value.is_integer():
+                value = int(value)
             kwargs[key] = value
     return cls(**kwargs)
 
@@ -353,12 +360,18 @@ def parse_value(path: str, raw: str) -> Any:
                 raise ValueError
             return low in ("true", "1", "yes")
         if hint is int:
-            return int(float(raw)) if float(raw).is_integer() else int(raw)
+            try:
+                return int(raw)
+            except ValueError:
+                as_float = float(raw)  # accept 1e4 / 256.0, reject 2.5
+                if not as_float.is_integer():
+                    raise
+                return int(as_float)
         if hint is float:
             return float(raw)
     except ValueError:
-        kind = "true/false" if hint is bool else hint.__name__
-        raise ValueError(f"{path}={raw!r} must be a {kind}") from None
+        kind = {bool: "true or false", int: "an integer", float: "a number"}[hint]
+        raise ValueError(f"{path}={raw!r} must be {kind}") from None
     return raw
 
 
@@ -378,8 +391,9 @@ def set_path(d: dict[str, Any], path: str, value: Any) -> None:
 
 
 def seed_pipeline() -> RunConfig:
-    """The seed's failed run train_00c727f7: latent 2048, batch 128, 50k steps, lr 3e-4,
-    linear warmup 5,000, l1_alpha 0.003 on the mean-over-all L1 (seed line 216), per-sample
+    """The seed's failed run train_00c727f7 (latent 2048, batch 128, 50k steps).
+
+    lr 3e-4, linear warmup 5,000, l1_alpha 0.003 on the mean-over-all L1 (seed line 216), per-sample
     constant_norm_rescale (lines 106-110) and single-batch resampling every 5,000 steps after warmup
     with x*0.1 re-init (lines 926-971)."""
     return RunConfig(
@@ -396,8 +410,9 @@ def seed_pipeline() -> RunConfig:
 
 
 def seed_test1() -> RunConfig:
-    """The seed's Test 1 (minimal reproduction): latent 256, batch 64, 10k steps, l1_alpha 0.003,
-    warmup 500, resampling every 2,500 steps, log every 50; otherwise the seed pipeline."""
+    """The seed's Test 1, its minimal reproduction (latent 256, batch 64, 10k steps).
+
+    l1_alpha 0.003, warmup 500, resampling every 2,500 steps, log every 50; otherwise the seed pipeline."""
     base = seed_pipeline()
     return base.replace(
         sae={"d_sae": 256},
@@ -410,7 +425,9 @@ def seed_test1() -> RunConfig:
 
 
 def seed_fixed() -> RunConfig:
-    """All of the seed's "Expected Fixes" on Test 1's shapes: per-sample-sum L1 (Fix #1) with alpha
+    """All of the seed's "Expected Fixes" applied to Test 1.
+
+    Per-sample-sum L1 (Fix #1) with alpha
     rescaled by d_sae (Fix #2: 0.003 * 256), warmup cut to 2% of training (Fix #3), windowed dead
     detection (Fix #4) with the Task 4.2 re-init, and the Task 5.1 clamp on the normalization."""
     base = seed_test1()
@@ -423,7 +440,9 @@ def seed_fixed() -> RunConfig:
 
 
 def anthropic_2023() -> RunConfig:
-    """Towards Monosemanticity (Bricken et al. 2023): per-sample L1 sum, constant LR, Anthropic
+    """Towards Monosemanticity (Bricken et al. 2023) on Test 1's shapes.
+
+    Per-sample L1 sum, constant LR, Anthropic
     neuron resampling (loss-weighted inputs, Adam state reset), unit-norm decoder rows."""
     base = seed_test1()
     return base.replace(
@@ -436,7 +455,9 @@ def anthropic_2023() -> RunConfig:
 
 
 def anthropic_april_2024() -> RunConfig:
-    """Anthropic's April 2024 training update: decoder-norm-weighted L1 with alpha warmup over the
+    """Anthropic's April 2024 training update on Test 1's shapes.
+
+    Decoder-norm-weighted L1 with alpha warmup over the
     first 5% of training, dataset-wide scalar normalization (E||x|| = sqrt(d_in)), tied init, LR
     decaying linearly to 0 over the last 20%, gradient clipping at 1, no resampling."""
     base = seed_test1()
@@ -451,7 +472,9 @@ def anthropic_april_2024() -> RunConfig:
 
 
 def gao_topk_auxk() -> RunConfig:
-    """Gao et al. 2024 (Scaling and evaluating sparse autoencoders): TopK, no L1, unit-norm decoder,
+    """Gao et al. 2024, TopK with the AuxK loss, on Test 1's shapes.
+
+    Scaling and evaluating sparse autoencoders: TopK, no L1, unit-norm decoder,
     tied init, AuxK with weight 1/32 on latents dead for dead_tokens tokens, no resampling."""
     base = seed_test1()
     return base.replace(
@@ -481,6 +504,6 @@ def preset(name: str) -> RunConfig:
 
 
 def preset_summary(name: str) -> str:
-    """First line of a preset's docstring, for ``saelab presets``."""
+    """First paragraph of a preset's docstring, on one line, for ``saelab presets``."""
     doc = (PRESETS[name].__doc__ or "").strip()
-    return " ".join(doc.split(".")[0].split()) if doc else ""
+    return " ".join(doc.split("\n\n")[0].split())

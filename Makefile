@@ -1,0 +1,38 @@
+# saelab: the README's two commands are `make lab` (set up, then run the lab) and `make test`.
+# `make setup` is idempotent: it reruns only when pyproject.toml or constraints.txt changed.
+
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.stamp
+TORCH := torch==2.13.0
+
+# Everything runs offline: models come from installed packages, never from a hub.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup lab train-demo test clean-reports
+
+setup: $(STAMP)
+
+# torch first and pinned, so that nothing else pulls a CUDA build; on this project's machines
+# `pip install torch==2.13.0` takes the local CPU wheel. Never install torchvision.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install $(TORCH)
+	$(PIP) install -c constraints.txt -e '.[all]'
+	touch $@
+
+# The main job: every phase notebook in the default profile, executed and rendered to reports/lab/.
+lab: setup
+	$(VENV)/bin/saelab lab --profile quick --out reports/lab
+
+# One arm of the seed's Test 1, trained into reports/seed-test1/; prints the final summary.
+train-demo: setup
+	$(VENV)/bin/saelab train --preset seed-test1 --out reports/seed-test1
+
+test: setup
+	$(PY) -m pytest -q
+
+clean-reports:
+	rm -rf reports/

@@ -1,0 +1,325 @@
+"""Activation files as a data source (``data.source = "file:<path>"``): users' own activations,
+for example caches written by SAELens or TransformerLens, and saelab's own MiniLM cache.
+
+Formats: ``.npy`` (float16/32/64), ``.safetensors`` (one tensor, or a named one with
+``file:<path>#<name>``; float16/32/64 and bfloat16), a folder or a glob of such files (shards,
+rows concatenated in sorted name order), and ``.pt`` only through
+``torch.load(weights_only=True)``. Nothing is ever unpickled. Arrays must be 2-D [rows, d_in].
+
+Bounded memory: only headers are parsed up front; rows are read on demand with positioned reads
+(``readinto`` at a byte offset), never through a long-lived memory map, because every page a map
+touches counts toward the process's resident set until it is unmapped. Streaming a 2 GB file
+keeps at most two shuffle chunks resident (see benchmarks/stream_file.py for the measured peak).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import pickle
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from saelab.config import RunConfig
+
+SUFFIXES = (".npy", ".safetensors", ".pt", ".pth")
+MAX_CHUNK_BYTES = 256 * 2**20  # float32 bytes of one shuffle chunk; caps data.shuffle_buffer for wide rows
+_ST_DTYPES = {"F16": "float16", "F32": "float32", "F64": "float64", "BF16": "bfloat16"}
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One 2-D array in one file: ``rows`` x ``d_in`` values of ``dtype``, row-major, starting
+    ``offset`` bytes into ``path`` (``tensor`` holds a .pt file's tensor instead)."""
+
+    path: Path
+    offset: int
+    rows: int
+    d_in: int
+    dtype: str  # numpy dtype name, or "bfloat16" (read as uint16, widened by torch)
+    tensor: Tensor | None = None
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) as float32 [stop - start, d_in]."""
+        if self.tensor is not None:
+            return self.tensor[start:stop].to(torch.float32).numpy().copy()
+        storage = "uint16" if self.dtype == "bfloat16" else self.dtype
+        buf = np.empty((stop - start, self.d_in), dtype=storage)
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + start * self.d_in * buf.itemsize)
+            got = f.readinto(memoryview(buf).cast("B"))
+        if got != buf.nbytes:
+            raise ValueError(f"{self.path}: truncated; rows {start}..{stop} need {buf.nbytes} bytes, read {got}")
+        if self.dtype == "bfloat16":
+            return torch.from_numpy(buf.view(np.int16)).view(torch.bfloat16).to(torch.float32).numpy()
+        return buf.astype(np.float32, copy=False)
+
+
+def _fail(path: Path, problem: str) -> ValueError:
+    return ValueError(f"activation file {path}: {problem}")
+
+
+def _check_shape(path: Path, shape: tuple[int, ...], dtype: str) -> tuple[int, int]:
+    if len(shape) != 2:
+        raise _fail(path, f"has shape {list(shape)} (rank {len(shape)}); activations must be 2-D [rows, d_in] (reshape to [-1, d_in])")
+    rows, d_in = shape
+    if rows == 0:
+        raise _fail(path, f"is empty: shape {list(shape)} has no rows")
+    if d_in == 0:
+        raise _fail(path, f"has rows of width 0 (shape {list(shape)})")
+    if dtype not in ("float16", "float32", "float64", "bfloat16"):
+        raise _fail(path, f"has dtype {dtype}; activations must be floating point (float16/32/64, bfloat16)")
+    return rows, d_in
+
+
+def _check_size(path: Path, offset: int, nbytes: int, size: int) -> None:
+    if offset + nbytes > size:
+        raise _fail(path, f"is truncated: the header says the data ends at byte {offset + nbytes} but the file has {size} bytes")
+
+
+def npy_segment(path: Path) -> Segment:
+    """Parse a .npy header (never unpickles: object dtypes are refused)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise _fail(path, "is empty (0 bytes)")
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        except ValueError as e:  # bad magic, a cut-off or malformed header
+            raise _fail(path, f"is not a valid .npy file ({e})") from None
+        offset = f.tell()
+    if dtype.hasobject:
+        raise _fail(path, "holds Python objects; loading it would need unpickling, which saelab never does")
+    if fortran and len(shape) == 2 and shape[0] > 1 and shape[1] > 1:
+        raise _fail(path, "is stored in Fortran (column-major) order; save np.ascontiguousarray(x) instead")
+    if dtype.byteorder == ">":
+        raise _fail(path, "is big-endian; save x.astype(x.dtype.newbyteorder('<')) instead")
+    rows, d_in = _check_shape(path, tuple(shape), dtype.name if dtype.kind == "f" else str(dtype))
+    _check_size(path, offset, rows * d_in * dtype.itemsize, size)
+    return Segment(path, offset, rows, d_in, dtype.name)
+
+
+def safetensors_segment(path: Path, name: str | None = None) -> Segment:
+    """Parse a safetensors header (an 8-byte little-endian length, then JSON giving each
+    tensor's dtype, shape and byte range) and locate the tensor ``name`` (or the only one)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise _fail(path, "is empty (0 bytes)")
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise _fail(path, f"is truncated: {size} bytes is shorter than a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if 8 + n > size:
+            raise _fail(path, f"is truncated or not safetensors: the header claims {n} bytes but the file has {size}")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise _fail(path, f"has a malformed safetensors header ({e})") from None
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    if not tensors:
+        raise _fail(path, "is empty: it holds no tensors")
+    if name is None:
+        if len(tensors) > 1:
+            raise _fail(path, f"holds {len(tensors)} tensors {sorted(tensors)}; pick one with file:{path}#<name>")
+        name = next(iter(tensors))
+    if name not in tensors:
+        raise _fail(path, f"has no tensor {name!r}; it holds {sorted(tensors)}")
+    info = tensors[name]
+    dtype = _ST_DTYPES.get(info["dtype"], info["dtype"])
+    rows, d_in = _check_shape(path, tuple(info["shape"]), dtype)
+    begin, end = info["data_offsets"]
+    itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+    if end - begin != rows * d_in * itemsize:
+        raise _fail(path, f"tensor {name!r}: byte range {begin}..{end} does not match shape {[rows, d_in]} of {dtype}")
+    _check_size(path, 8 + n + begin, end - begin, size)
+    return Segment(path, 8 + n + begin, rows, d_in, dtype)
+
+
+def pt_segment(path: Path, name: str | None = None) -> Segment:
+    """A .pt file through ``torch.load(weights_only=True, mmap=True)``: a tensor, or a dict of
+    tensors (the named or the only one). Anything needing a full unpickler is refused."""
+    if path.stat().st_size == 0:
+        raise _fail(path, "is empty (0 bytes)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        raise _fail(path, f"refused: it holds objects other than tensors and saelab only loads .pt with weights_only=True ({str(e).splitlines()[0]}); save a tensor or use .safetensors") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise _fail(path, f"could not be read by torch.load(weights_only=True): {str(e).splitlines()[0]} (truncated or not a torch file?)") from None
+    if isinstance(obj, dict):
+        found = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+        if name is None and len(found) == 1:
+            name = next(iter(found))
+        if name not in found:
+            raise _fail(path, f"pick one tensor with file:{path}#<name>; it holds {sorted(map(str, found))}")
+        obj = found[name]
+    if not isinstance(obj, Tensor):
+        raise _fail(path, f"holds a {type(obj).__name__}, not a tensor")
+    dtype = str(obj.dtype).removeprefix("torch.")
+    rows, d_in = _check_shape(path, tuple(obj.shape), dtype)
+    return Segment(path, 0, rows, d_in, dtype, tensor=obj.contiguous())
+
+
+def open_segments(spec: str) -> list[Segment]:
+    """Segments for ``<path>[#tensor]``: a file, a folder (its files with a known suffix) or a glob."""
+    path_text, name = spec, None
+    if "#" in spec and not Path(spec).expanduser().exists():
+        path_text, name = spec.rsplit("#", 1)
+    path = Path(path_text).expanduser()
+    if any(c in path_text for c in "*?["):
+        paths = [Path(p) for p in sorted(glob.glob(str(path)))]
+        if not paths:
+            raise ValueError(f"activation files {path_text!r}: the pattern matches no file")
+    elif path.is_dir():
+        paths = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+        if not paths:
+            raise ValueError(f"activation folder {path}: holds no {'/'.join(SUFFIXES)} files")
+    elif path.is_file():
+        paths = [path]
+    else:
+        raise ValueError(f"activation file {path}: no such file or folder")
+    segments = []
+    for p in paths:
+        suffix = p.suffix.lower()
+        if suffix == ".npy":
+            if name is not None:
+                raise _fail(p, f"a .npy file holds one array; drop '#{name}'")
+            segments.append(npy_segment(p))
+        elif suffix == ".safetensors":
+            segments.append(safetensors_segment(p, name))
+        elif suffix in (".pt", ".pth"):
+            segments.append(pt_segment(p, name))
+        else:
+            raise _fail(p, f"has an unknown format {suffix or '(no suffix)'!r}; use one of {', '.join(SUFFIXES)}")
+    widths = {s.d_in for s in segments}
+    if len(widths) > 1:
+        raise ValueError(f"activation files {path_text!r}: shards have different widths {sorted(widths)}")
+    return segments
+
+
+class FileSource:
+    """Rows of one or more activation files, streamed with bounded memory.
+
+    The last ``eval_rows`` rows are held out (``eval_set``); training uses the rest. Training
+    rows are cut into chunks of ``chunk_rows`` consecutive rows (``data.shuffle_buffer``, capped
+    at MAX_CHUNK_BYTES); epoch e visits the chunks in a permutation seeded by (seed, e) and the
+    rows of each chunk in a permutation seeded by (seed, e, chunk). Batch ``step`` is positions
+    [step*B, (step+1)*B) of that endless stream, so it is a pure function of (seed, step, B) and
+    a resumed run gets exactly the batches it would have had. Only the chunks a batch needs are
+    read (at most two stay cached); every chunk is checked for NaN/Inf when read.
+    """
+
+    ground_truth = None
+
+    def __init__(self, segments: list[Segment], eval_rows: int, seed: int, shuffle_buffer: int,
+                 label: str, info: dict | None = None):
+        self.segments, self.label, self.seed, self.info = segments, label, seed, dict(info or {})
+        self.d_in = segments[0].d_in
+        self.rows = sum(s.rows for s in segments)
+        self._starts = np.cumsum([0] + [s.rows for s in segments])
+        if self.rows <= eval_rows:
+            raise ValueError(f"{label}: {self.rows} rows is not more than eval_rows={eval_rows} (held out); use more data or fewer eval rows")
+        self.eval_rows = eval_rows
+        self.train_rows = self.rows - eval_rows
+        cap = max(1, MAX_CHUNK_BYTES // (4 * self.d_in))
+        self.chunk_rows = min(shuffle_buffer, self.train_rows, cap)
+        self.n_chunks = math.ceil(self.train_rows / self.chunk_rows)
+        self._sizes = np.full(self.n_chunks, self.chunk_rows, dtype=np.int64)
+        self._sizes[-1] = self.train_rows - (self.n_chunks - 1) * self.chunk_rows
+        self._chunks: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._perms: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._eval = torch.from_numpy(self._read(self.train_rows, self.rows))  # checked up front
+
+    def _locate(self, row: int) -> tuple[Path, int]:
+        i = int(np.searchsorted(self._starts, row, side="right")) - 1
+        return self.segments[i].path, row - int(self._starts[i])
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        """Global rows [start, stop) as float32, rejecting the first NaN/Inf row by file and index."""
+        parts = []
+        for seg, s0 in zip(self.segments, self._starts[:-1]):
+            lo, hi = max(start, int(s0)), min(stop, int(s0) + seg.rows)
+            if lo < hi:
+                parts.append(seg.read(lo - int(s0), hi - int(s0)))
+        x = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():
+            path, row = self._locate(start + int(bad.argmax()))
+            raise _fail(path, f"row {row} contains NaN or Inf (first such row among rows read so far)")
+        return x
+
+    def _cached(self, store: OrderedDict, key, make, keep: int):
+        if key in store:
+            store.move_to_end(key)
+            return store[key]
+        while len(store) >= keep:  # drop before reading, so at most `keep` are ever resident
+            store.popitem(last=False)
+        store[key] = make()
+        return store[key]
+
+    def _chunk(self, c: int) -> np.ndarray:
+        start = c * self.chunk_rows
+        return self._cached(self._chunks, c, lambda: self._read(start, start + int(self._sizes[c])), keep=2)
+
+    def _perm(self, *key: int) -> np.ndarray:
+        """Chunk order of epoch key[0] (len(key) == 1) or row order inside chunk key[1]."""
+        n = self.n_chunks if len(key) == 1 else int(self._sizes[key[1]])
+        return self._cached(self._perms, key, lambda: np.random.default_rng([self.seed, *key]).permutation(n), keep=8)
+
+    def batch(self, step: int, batch_size: int) -> Tensor:
+        """Training rows for ``step``: float32 [batch_size, d_in], a pure function of (seed, step)."""
+        pos = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.int64)
+        epoch, offset = np.divmod(pos, self.train_rows)
+        out = np.empty((batch_size, self.d_in), dtype=np.float32)
+        for e in np.unique(epoch):
+            where = np.flatnonzero(epoch == e)
+            order = self._perm(int(e))
+            ends = np.cumsum(self._sizes[order])
+            k = np.searchsorted(ends, offset[where], side="right")  # position in this epoch's chunk order
+            within = offset[where] - (ends[k] - self._sizes[order[k]])
+            for kk in np.unique(k):
+                c = int(order[kk])
+                m = k == kk
+                out[where[m]] = self._chunk(c)[self._perm(int(e), c)[within[m]]]
+        return torch.from_numpy(out)
+
+    def eval_set(self, n_rows: int) -> Tensor:
+        """The last ``n_rows`` rows: float32 [n_rows, d_in], never in a training batch."""
+        if n_rows > self.eval_rows:
+            raise ValueError(f"{self.label}: eval_set({n_rows}) asks for more than the {self.eval_rows} held-out rows (eval_rows)")
+        return self._eval[self.eval_rows - n_rows:].clone()
+
+    def describe(self) -> dict:
+        files = [str(s.path) for s in self.segments]
+        return {
+            "name": "file", **self.info, "d_in": self.d_in, "rows": self.rows, "train_rows": self.train_rows,
+            "eval_rows": self.eval_rows, "chunk_rows": self.chunk_rows, "dtype": sorted({s.dtype for s in self.segments}),
+            "files": files if len(files) <= 8 else files[:4] + [f"... {len(files)} files"],
+        }
+
+
+def check_width(cfg: RunConfig, d_in: int, what: str) -> None:
+    """Reject an explicit ``sae.d_in`` that differs from the data's width."""
+    if cfg.sae.d_in and cfg.sae.d_in != d_in:
+        raise ValueError(f"sae.d_in={cfg.sae.d_in} but {what} has width d_in={d_in}; set sae.d_in={d_in} or 0 (take it from the source)")
+
+
+def make_file_source(cfg: RunConfig) -> FileSource:
+    """The source for ``data.source = "file:<path>[#tensor]"``."""
+    spec = cfg.data.source.removeprefix("file:")
+    segments = open_segments(spec)
+    check_width(cfg, segments[0].d_in, f"activation file {spec}")
+    return FileSource(segments, cfg.eval_rows, cfg.seed, cfg.data.shuffle_buffer, f"activation file {spec}",
+                      info={"source": cfg.data.source})
