@@ -173,3 +173,53 @@ def paragraphs(path: Path) -> Iterator[str]:
                 lines = []
     if lines:
         yield "\n".join(lines)
+
+
+# ----- packing text into model inputs ---------------------------------------------------------
+
+
+def special_template(tokenizer) -> tuple[list[int], list[int]]:
+    """Token ids the tokenizer puts before and after a single sequence ([CLS] / [SEP] for BERT,
+    nothing for GPT-2), found by encoding a word with and without special tokens."""
+    plain = tokenizer("hello", add_special_tokens=False)["input_ids"]
+    full = tokenizer("hello", add_special_tokens=True)["input_ids"]
+    for i in range(len(full) - len(plain) + 1):
+        if full[i:i + len(plain)] == plain:
+            return full[:i], full[i + len(plain):]
+    return [], []
+
+
+def pack_tokens(documents: Iterator[str], tokenizer, body_len: int, max_tokens: int, sep: int | None) -> Iterator[list[int]]:
+    """Token ids of the documents packed into bodies of ``body_len`` tokens (the last may be
+    shorter), documents joined by ``sep``; stops after ``max_tokens`` text tokens."""
+    stream: list[int] = []
+    left = max_tokens
+    docs = iter(documents)
+    while left > 0:
+        group = [d for _, d in zip(range(64), docs)]
+        if not group:
+            break
+        for ids in tokenizer(group, add_special_tokens=False, verbose=False)["input_ids"]:
+            if left <= 0:
+                break
+            stream.extend(ids[:left])
+            left -= min(len(ids), left)
+            if sep is not None and left > 0:
+                stream.append(sep)
+        while len(stream) >= body_len:
+            yield stream[:body_len]
+            del stream[:body_len]
+    if stream:
+        yield stream
+
+
+def equal_length_groups(bodies: Iterator[list[int]], size: int) -> Iterator[list[list[int]]]:
+    """Bodies in groups of up to ``size`` with equal length (only the corpus's last body is shorter)."""
+    group: list[list[int]] = []
+    for body in bodies:
+        if group and (len(group) == size or len(body) != len(group[0])):
+            yield group
+            group = []
+        group.append(body)
+    if group:
+        yield group

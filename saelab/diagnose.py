@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 CAUSE_KINDS = ("resample", "warmup_end", "lr_change", "penalty_warmup_end")  # events that can explain a collapse
+SHOWN_DETAILS = ("n_resampled", "detector", "strategy", "lr_before", "lr_after")  # printed by format_autopsy
 ONSET_LEVEL, END_LEVEL = 0.1, 0.9  # a collapse spans the 10%..90% points of its rise (rise-time convention)
-L0_FLOOR = 1e-9  # L0 below this counts as zero when taking logs
 
 
 def _num(v: Any) -> float | None:
@@ -45,19 +45,18 @@ def detect_collapses(
     A pair of log rows (i, j) with ``0 < step_j - step_i <= window_steps`` triggers when
     ``dead_frac_j - dead_frac_i > dead_rise`` (fraction points) or ``l0_i / l0_j > l0_drop_factor``.
     Overlapping triggered spans merge into one event. Within an event the rise is located by the
-    rise-time convention on dead_frac (or on -log L0 if only L0 triggered), taking the lowest value
-    before the peak as the base: ``start_step`` is the last log at or below 10% of the rise (the last
-    healthy log), ``onset_step`` the first log above it (the rise is first seen there, so its cause
-    lies at or before it), ``end_step`` the first log at 90% of the rise, ``peak_step`` the peak.
-    ``*_before`` are read at start_step and ``*_after`` at end_step. window_steps=None uses
-    ``default_window``.
+    rise-time convention on dead_frac (or on the fall of L0 if only L0 triggered), with the lowest
+    value before the peak as the base: ``start_step`` is the last log at or below 10% of the rise
+    (the last healthy log), ``onset_step`` the first log above it (the rise is first seen there, so
+    its cause lies at or before it), ``end_step`` the first log at 90% of the rise, ``peak_step``
+    the peak. ``*_before`` are read at start_step, ``*_after`` at end_step; ``l0_factor`` is
+    l0_before / l0_after (None if l0_after is 0). window_steps=None uses ``default_window``.
     """
     df = metrics.sort_values("step")
     steps = df["step"].to_numpy(dtype=np.int64)
     dead = df["dead_frac"].to_numpy(dtype=np.float64)
     l0 = df["l0"].to_numpy(dtype=np.float64)
     window = default_window(steps) if window_steps is None else window_steps
-    neg_log_l0 = -np.log(np.maximum(l0, L0_FLOOR))
 
     spans: list[list[int | bool]] = []  # [first row, last row, dead triggered, l0 triggered]
     for i in range(len(steps)):
@@ -78,7 +77,7 @@ def detect_collapses(
 
     out = []
     for a, b, by_dead, by_l0 in spans:
-        curve = dead if by_dead else neg_log_l0
+        curve = dead if by_dead else -l0
         s, c, e, p = (a + k for k in _rise(curve[a : b + 1]))
         l0_after = l0[e]
         out.append(
@@ -116,8 +115,9 @@ def _rise(seg: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def _details(e: dict[str, Any]) -> dict[str, Any]:
-    """An event's scalar numbers (lists such as resampled indices are left out)."""
-    return {k: v for k, v in e.items() if k not in ("step", "kind") and (v is None or isinstance(v, (bool, int, float, str)))}
+    """An event's scalar numbers (lists such as resampled indices are left out; NaN/inf -> None)."""
+    scalars = {k: v for k, v in e.items() if k not in ("step", "kind") and (v is None or isinstance(v, (bool, int, float, str)))}
+    return {k: _num(v) if isinstance(v, float) else v for k, v in scalars.items()}
 
 
 def attribute(collapses: list[dict[str, Any]], events: list[dict[str, Any]], lookback_steps: int) -> list[dict[str, Any]]:
@@ -138,19 +138,10 @@ def attribute(collapses: list[dict[str, Any]], events: list[dict[str, Any]], loo
             listed.append({"kind": e["kind"], "step": int(e["step"]), "position": pos,
                            "distance": int(c["onset_step"] - e["step"]), "details": _details(e)})  # fmt: skip
         prior = [e for e in listed if e["position"] != "during"]
-        suspect = prior[-1] if prior else None
-        tied = [e["kind"] for e in prior[:-1] if suspect and e["step"] == suspect["step"]]
-        out.append(
-            c
-            | {
-                "events": listed,
-                "suspect": suspect["kind"] if suspect else "none",
-                "suspect_step": suspect["step"] if suspect else None,
-                "suspect_distance": suspect["distance"] if suspect else None,
-                "suspect_details": suspect["details"] if suspect else {},
-                "tied_with": tied,
-            }
-        )
+        s = prior[-1] if prior else {"kind": "none", "step": None, "distance": None, "details": {}}
+        tied = [e["kind"] for e in prior[:-1] if e["step"] == s["step"]]
+        out.append(c | {"events": listed, "suspect": s["kind"], "suspect_step": s["step"],
+                        "suspect_distance": s["distance"], "suspect_details": s["details"], "tied_with": tied})  # fmt: skip
     return out
 
 
@@ -168,14 +159,16 @@ def autopsy(metrics: pd.DataFrame, events: list[dict[str, Any]], **kw: Any) -> d
         raise TypeError(f"autopsy() got unknown options {sorted(kw)}")
     found = detect_collapses(metrics, params["dead_rise"], params["window_steps"], params["l0_drop_factor"])
     collapses = attribute(found, events, params["lookback_steps"])
-    keys = ("start_step", "end_step", "dead_before", "dead_after", "l0_before", "l0_after", "suspect", "suspect_step", "suspect_distance")
+    keys = ("start_step", "end_step", "dead_before", "dead_after", "l0_before", "l0_after")
+    keys += ("suspect", "suspect_step", "suspect_distance")
     last = metrics.sort_values("step").iloc[-1] if len(metrics) else None
+    final = {"step": int(last["step"]), "dead_frac": _num(last["dead_frac"]), "l0": _num(last["l0"])} if last is not None else None
     return {
         "params": params,
         "n_collapses": len(collapses),
         "collapses": collapses,
         "table": [{k: c[k] for k in keys} for c in collapses],
-        "final": {"step": int(last["step"]), "dead_frac": _num(last["dead_frac"]), "l0": _num(last["l0"])} if last is not None else None,
+        "final": final,
     }
 
 
@@ -199,8 +192,10 @@ def format_autopsy(a: dict[str, Any]) -> str:
         if c["suspect"] == "none":
             line += "suspect: none in the lookback window"
         else:
-            nums = ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in list(c["suspect_details"].items())[:3])
-            line += f"suspect: {c['suspect']} at step {c['suspect_step']} ({c['suspect_distance']} steps before{'; ' + nums if nums else ''})"
+            d = c["suspect_details"]
+            keys = [k for k in SHOWN_DETAILS if k in d] or list(d)[:3]
+            nums = "".join(f"; {k}={_fmt(d[k]) if isinstance(d[k], float) else d[k]}" for k in keys)
+            line += f"suspect: {c['suspect']} at step {c['suspect_step']} ({c['suspect_distance']} steps before first seen{nums})"
             if c["tied_with"]:
                 line += f" [same step: {', '.join(c['tied_with'])}]"
         lines.append(line)

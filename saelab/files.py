@@ -9,7 +9,7 @@ rows concatenated in sorted name order), and ``.pt`` only through
 Bounded memory: only headers are parsed up front; rows are read on demand with positioned reads
 (``readinto`` at a byte offset), never through a long-lived memory map, because every page a map
 touches counts toward the process's resident set until it is unmapped. Streaming a 2 GB file
-keeps at most two shuffle chunks resident (see benchmarks/stream_file.py for the measured peak).
+keeps one shuffle chunk resident (see benchmarks/stream_file.py for the measured peak).
 """
 
 from __future__ import annotations
@@ -153,9 +153,17 @@ def pt_segment(path: Path, name: str | None = None) -> Segment:
     if path.stat().st_size == 0:
         raise _fail(path, "is empty (0 bytes)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:  # the legacy (non-zip) format cannot be memory-mapped
+            if "mmap" not in str(e):
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise _fail(path, f"refused: it holds objects other than tensors and saelab only loads .pt with weights_only=True ({str(e).splitlines()[0]}); save a tensor or use .safetensors") from None
+        why = next((ln.strip() for ln in str(e).splitlines() if ln.strip().startswith(("Unsupported", "WeightsUnpickler error: U"))), "")
+        why = why.split(" Please use")[0]
+        raise _fail(path, f"refused: it holds objects other than tensors and saelab only loads .pt with "
+                          f"weights_only=True ({why or 'not a plain tensor file'}); save a tensor or use .safetensors") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise _fail(path, f"could not be read by torch.load(weights_only=True): {str(e).splitlines()[0]} (truncated or not a torch file?)") from None
     if isinstance(obj, dict):
@@ -218,7 +226,7 @@ class FileSource:
     rows of each chunk in a permutation seeded by (seed, e, chunk). Batch ``step`` is positions
     [step*B, (step+1)*B) of that endless stream, so it is a pure function of (seed, step, B) and
     a resumed run gets exactly the batches it would have had. Only the chunks a batch needs are
-    read (at most two stay cached); every chunk is checked for NaN/Inf when read.
+    read (one stays cached); every chunk is checked for NaN/Inf when read.
     """
 
     ground_truth = None
@@ -254,10 +262,11 @@ class FileSource:
             if lo < hi:
                 parts.append(seg.read(lo - int(s0), hi - int(s0)))
         x = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        bad = ~np.isfinite(x).all(axis=1)
-        if bad.any():
-            path, row = self._locate(start + int(bad.argmax()))
-            raise _fail(path, f"row {row} contains NaN or Inf (first such row among rows read so far)")
+        for i in range(0, len(x), 8192):  # in blocks: no chunk-sized temporary
+            bad = ~np.isfinite(x[i:i + 8192]).all(axis=1)
+            if bad.any():
+                path, row = self._locate(start + i + int(bad.argmax()))
+                raise _fail(path, f"row {row} contains NaN or Inf (first such row among rows read so far)")
         return x
 
     def _cached(self, store: OrderedDict, key, make, keep: int):
@@ -271,7 +280,7 @@ class FileSource:
 
     def _chunk(self, c: int) -> np.ndarray:
         start = c * self.chunk_rows
-        return self._cached(self._chunks, c, lambda: self._read(start, start + int(self._sizes[c])), keep=2)
+        return self._cached(self._chunks, c, lambda: self._read(start, start + int(self._sizes[c])), keep=1)
 
     def _perm(self, *key: int) -> np.ndarray:
         """Chunk order of epoch key[0] (len(key) == 1) or row order inside chunk key[1]."""

@@ -81,27 +81,45 @@ def final_value(run: Any, column: str) -> float:
 
 
 def autopsy_events(run: Any) -> list[dict[str, Any]]:
-    """Collapse events of a run's autopsy (``{"collapses": [...]}`` or a bare list), each with
-    ``step`` and ``kind`` ("collapse" unless given)."""
+    """Collapses of a run's autopsy (saelab.diagnose: ``{"collapses": [...]}``), each flattened to
+    its scalar fields plus ``kind="collapse"`` and ``step`` (the onset step)."""
     a = getattr(run, "autopsy", None) or {}
-    evs = a.get("collapses", a.get("events", [])) if isinstance(a, Mapping) else a
-    return [{"kind": "collapse", **e} for e in evs if isinstance(e, Mapping) and e.get("step") is not None]
+    out = []
+    for c in a.get("collapses", []) if isinstance(a, Mapping) else a:
+        step = c.get("onset_step", c.get("step", c.get("start_step")))
+        if step is not None:
+            scalars = {k: v for k, v in c.items() if isinstance(v, (int, float, str, bool))}
+            out.append({**scalars, "kind": "collapse", "step": int(step)})
+    return out
 
 
 def norm_stats_frame(runs: Mapping[str, Any]) -> pd.DataFrame:
-    """Task 5.1 ranges per arm: for each ``<q>_min`` / ``<q>_max`` pair in the norm_stats events,
-    the smallest min and largest max over the run. Columns arm, quantity, min, max, n_events
-    (a null, i.e. a non-finite value written to JSON, becomes inf)."""
+    """Task 5.1 ranges per arm: for each quantity q with ``q_min`` / ``q_max`` in the norm_stats
+    events or ``norm_q_min`` / ``norm_q_max`` metrics columns (per logged batch), the smallest min
+    and the largest max over the run. Columns arm, quantity, min, max, n (events + rows used).
+    A null (a non-finite number written to JSON) counts as inf."""
     rows = []
     for arm, run in as_runs(runs).items():
-        evs = [e for e in run.events if e.get("kind") == "norm_stats"]
-        keys = dict.fromkeys(k[:-4] for e in evs for k in e if k.endswith("_min") and f"{k[:-4]}_max" in e)
-        for q in keys:
-            lo = [math.inf if e.get(f"{q}_min") is None else float(e[f"{q}_min"]) for e in evs if f"{q}_min" in e]
-            hi = [math.inf if e.get(f"{q}_max") is None else float(e[f"{q}_max"]) for e in evs if f"{q}_max" in e]
-            rows.append({"arm": arm, "quantity": NORM_LABELS.get(q, q), "min": min(lo), "max": max(hi),
-                         "n_events": len(evs)})
-    return pd.DataFrame(rows, columns=["arm", "quantity", "min", "max", "n_events"])
+        lo: dict[str, list[float]] = {}
+        hi: dict[str, list[float]] = {}
+        for e in (e for e in run.events if e.get("kind") == "norm_stats"):
+            for k in e:
+                if k.endswith("_min") and f"{k[:-4]}_max" in e:
+                    lo.setdefault(k[:-4], []).append(_num(e[k]))
+                    hi.setdefault(k[:-4], []).append(_num(e[f"{k[:-4]}_max"]))
+        m = run.metrics
+        for col in m.columns:
+            q = col[5:-4]
+            if col.startswith("norm_") and col.endswith("_min") and f"norm_{q}_max" in m:
+                lo.setdefault(q, []).extend(m[col].astype(float).fillna(np.inf).tolist())
+                hi.setdefault(q, []).extend(m[f"norm_{q}_max"].astype(float).fillna(np.inf).tolist())
+        rows += [{"arm": arm, "quantity": NORM_LABELS.get(q, q), "min": min(lo[q]), "max": max(hi[q]),
+                  "n": len(lo[q])} for q in lo]
+    return pd.DataFrame(rows, columns=["arm", "quantity", "min", "max", "n"])
+
+
+def _num(v: Any) -> float:
+    return math.inf if v is None else float(v)
 
 
 def event_hover(arm: str, ev: Mapping[str, Any]) -> str:
@@ -194,7 +212,7 @@ def _fire_frequency(run: Any, step_index: int = -1) -> tuple[np.ndarray, int, in
     """(fraction of held-out rows each latent fired on [d_sae], log step, eval_rows) at a log step."""
     lat = run.latents
     counts = to_numpy(lat["fire_counts"])[step_index].astype(np.float64)
-    rows = int(to_numpy(lat["eval_rows"]))
+    rows = int(to_numpy(lat["eval_rows"])) if "eval_rows" in lat else int(run.config.eval_rows)
     return counts / rows, int(to_numpy(lat["steps"])[step_index]), rows
 
 
@@ -280,20 +298,26 @@ def _table(header: list[str], columns: list[list[Any]], title: str, fill: list[l
 
 
 def autopsy_table(runs: Mapping[str, Any]) -> go.Figure:
-    """Collapse events of every arm (from autopsy.json) with their attribution, as a table."""
+    """Collapses of every arm (saelab.diagnose's autopsy) with what triggered them, the change in
+    dead fraction and L0, and the event they are attributed to, as a table."""
     rows = []
     for arm, run in as_runs(runs).items():
         evs = autopsy_events(run)
         for e in evs:
-            details = ", ".join(f"{k}={_fmt(v)}" for k, v in e.items()
-                                if k not in ("step", "kind", "attribution", "dead_before", "dead_after"))
-            rows.append([arm, e["step"], _fmt(e.get("dead_before", "")), _fmt(e.get("dead_after", "")),
-                         str(e.get("attribution", "")), details])
+            span = f"{e.get('start_step', e['step'])}–{e.get('end_step', e['step'])}"
+            dead = f"{_fmt(e.get('dead_before', ''))} → {_fmt(e.get('dead_after', ''))}"
+            l0 = f"{_fmt(e.get('l0_before', ''))} → {_fmt(e.get('l0_after', ''))}"
+            suspect = e.get("suspect", e.get("attribution", "")) or "none found"
+            if e.get("suspect_step") is not None:
+                suspect += f" at step {e['suspect_step']} ({e.get('suspect_distance', '?')} steps before onset)"
+            rows.append([arm, e["step"], span, e.get("trigger", ""), dead, l0, suspect])
         if not evs:
-            rows.append([arm, "—", "", "", "no collapse detected", ""])
-    cols = [list(c) for c in zip(*rows)] if rows else [[] for _ in range(6)]
-    return _table(["arm", "step", "dead before", "dead after", "attributed to", "details"], cols,
-                  "Autopsy: collapse events and their attribution")
+            rows.append([arm, "—", "", "", "", "", "no collapse detected"])
+    cols = [list(c) for c in zip(*rows)] if rows else [[] for _ in range(7)]
+    fig = _table(["arm", "onset step", "steps", "trigger", "dead fraction", "L0", "attributed to"], cols,
+                 "Autopsy: collapses and their attribution")
+    fig.data[0].columnwidth = [1.2, 0.9, 1, 1.3, 1.4, 1.4, 3]
+    return fig
 
 
 def detector_pr(runs: Mapping[str, Any], max_points: int = MAX_POINTS) -> go.Figure:
@@ -419,7 +443,7 @@ def norm_ranges(runs: Mapping[str, Any]) -> go.Figure:
             xs += [r["min"], r["max"], None]
             ys += [y, y, None]
             hover += [f"<b>{arm}</b><br>{r['quantity']}: [{_fmt(r['min'])}, {_fmt(r['max'])}]<br>"
-                      f"over {r['n_events']} norm_stats event(s)"] * 2 + [""]
+                      f"over {r['n']} logged batches / norm_stats events"] * 2 + [""]
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=arm, line={"color": color(i), "width": 5},
                                  marker={"size": 9}, hovertext=hover, hoverinfo="text"))
     positive = len(df) > 0 and bool((df[["min", "max"]].to_numpy(np.float64) > 0).all())

@@ -498,7 +498,10 @@ def _finish(groups, cfgs, names, dirs, state: _State, steps_run: int, source: So
             run.weights = g.model.arm_state(k)
             last = state.rows[n][-1]
             run.autopsy = diagnose.autopsy(run.metrics, run.events)
-            run.lifecycles = diagnose.lifecycles(run.latents["steps"], run.latents["fire_counts"], run.events)
+            life = diagnose.lifecycles(run.latents["steps"], run.latents["fire_counts"], run.events)
+            # lifecycles.json is JSON: per-latent tensors become lists; alive [T, S] is left out
+            # (it is latents.safetensors' fire_counts > 0)
+            run.lifecycles = {key: v.tolist() if isinstance(v, Tensor) else v for key, v in life.items() if key != "alive"}
             run.summary = {
                 **last,
                 "arm": n,

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 from saelab.config import RunConfig
-from saelab.corpus import Corpus, load_corpus
+from saelab.corpus import Corpus, equal_length_groups, load_corpus, pack_tokens, special_template
 from saelab.files import FileSource, check_width, safetensors_segment
 
 CACHE_FORMAT = "saelab-activations-v1"  # part of the settings hash: bump when the layout changes
@@ -92,6 +91,8 @@ def resolve_model(source: str) -> ModelSpec:
     if folder.is_dir():
         folder = folder.resolve()
         return ModelSpec(source, str(folder), True, _slug(folder.name), f"dir:{folder}:{_folder_fingerprint(folder)}")
+    if name.startswith(("/", ".", "~")) or folder.exists():
+        raise ValueError(f"data.source={source!r}: {folder} is not a model folder (config.json, weights, tokenizer files)")
     return ModelSpec(source, name, False, _slug(name.replace("/", "--")), f"hub:{name}")
 
 
@@ -148,41 +149,6 @@ def load_model(spec: ModelSpec, device: str):
         hint = " (offline: HF_HUB_OFFLINE is set and the model is not in the local Hugging Face cache)" if local_only and not spec.local else ""
         raise ValueError(f"data.source={spec.name!r}: could not load the model{hint}: {str(e).splitlines()[0]}") from None
     return model.eval().to(device), tokenizer
-
-
-def _special_template(tokenizer) -> tuple[list[int], list[int]]:
-    """Token ids the tokenizer puts before and after a single sequence ([CLS] / [SEP] for BERT,
-    nothing for GPT-2), found by encoding a word with and without special tokens."""
-    plain = tokenizer("hello", add_special_tokens=False)["input_ids"]
-    full = tokenizer("hello", add_special_tokens=True)["input_ids"]
-    for i in range(len(full) - len(plain) + 1):
-        if full[i:i + len(plain)] == plain:
-            return full[:i], full[i + len(plain):]
-    return [], []
-
-
-def _bodies(corpus: Corpus, tokenizer, body_len: int, max_tokens: int, sep: int | None) -> Iterator[list[int]]:
-    """Token ids of the corpus packed into bodies of ``body_len`` tokens (the last may be
-    shorter), documents joined by ``sep``; stops after ``max_tokens`` text tokens."""
-    stream: list[int] = []
-    left = max_tokens
-    docs = corpus.documents()
-    while left > 0:
-        group = [d for _, d in zip(range(64), docs)]
-        if not group:
-            break
-        for ids in tokenizer(group, add_special_tokens=False, verbose=False)["input_ids"]:
-            if left <= 0:
-                break
-            stream.extend(ids[:left])
-            left -= min(len(ids), left)
-            if sep is not None and left > 0:
-                stream.append(sep)
-        while len(stream) >= body_len:
-            yield stream[:body_len]
-            del stream[:body_len]
-    if stream:
-        yield stream
 
 
 def _truncate_if_exact(model, layer: int, forward) -> tuple[bool, torch.Tensor]:
@@ -250,12 +216,13 @@ def build_cache(spec: ModelSpec, cfg: RunConfig, corpus: Corpus, folder: Path) -
     max_pos = getattr(mc, "max_position_embeddings", None)
     if max_pos and d.context_length > max_pos:
         raise ValueError(f"data.context_length={d.context_length} exceeds {spec.name}'s max_position_embeddings={max_pos}")
-    prefix, suffix = _special_template(tokenizer)
+    prefix, suffix = special_template(tokenizer)
     body_len = d.context_length - len(prefix) - len(suffix)
     if body_len < 1:
         raise ValueError(f"data.context_length={d.context_length} leaves no room beside {len(prefix) + len(suffix)} special tokens")
     sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
-    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+    # positions dropped by drop_special_tokens ([CLS], [SEP], BOS/EOS...); [UNK] stands for real text and stays
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}), dtype=torch.long)
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     for stale in folder.parent.glob(folder.name + ".partial-*"):  # left by a killed build
@@ -270,8 +237,8 @@ def build_cache(spec: ModelSpec, cfg: RunConfig, corpus: Corpus, folder: Path) -
         per_forward = max(1, TOKENS_PER_FORWARD // d.context_length)
         truncated: bool | None = None
         bar = tqdm(total=d.max_tokens, unit="tok", desc=f"{spec.slug} layer {d.layer} activations")
-        bodies = _bodies(corpus, tokenizer, body_len, d.max_tokens, sep)
-        for group in _groups(bodies, per_forward):
+        bodies = pack_tokens(corpus.documents(), tokenizer, body_len, d.max_tokens, sep)
+        for group in equal_length_groups(bodies, per_forward):
             ids = torch.tensor([prefix + b + suffix for b in group], dtype=torch.long, device=device)
 
             def forward() -> torch.Tensor:
@@ -316,18 +283,6 @@ def build_cache(spec: ModelSpec, cfg: RunConfig, corpus: Corpus, folder: Path) -
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
-
-
-def _groups(bodies: Iterator[list[int]], size: int) -> Iterator[list[list[int]]]:
-    """Bodies in groups of up to ``size`` with equal length (only the corpus's last body is shorter)."""
-    group: list[list[int]] = []
-    for body in bodies:
-        if group and (len(group) == size or len(body) != len(group[0])):
-            yield group
-            group = []
-        group.append(body)
-    if group:
-        yield group
 
 
 def _pid_alive(text: str) -> bool:

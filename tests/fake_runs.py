@@ -103,8 +103,8 @@ def write_fake_run(
     alive = (log_steps[:, None] < death[None, :]) | (log_steps[:, None] >= revived[None, :])
     fire = rng.binomial(eval_rows, np.broadcast_to(rate, alive.shape)) * alive
     fire_counts = fire.astype(np.int32)
-    save_file({"steps": log_steps, "fire_counts": fire_counts,
-               "eval_rows": np.array(eval_rows, dtype=np.int64)}, str(path / "latents.safetensors"))
+    # like saelab.train: no "eval_rows" tensor (readers take config.eval_rows)
+    save_file({"steps": log_steps, "fire_counts": fire_counts}, str(path / "latents.safetensors"))
 
     dead_frac = (fire_counts == 0).mean(axis=1)
     l0 = fire_counts.sum(axis=1) / eval_rows
@@ -124,6 +124,9 @@ def write_fake_run(
         "frac_recovered": np.linspace(0.05, 0.6, n_logs),
     }
     m["loss"] = m["mse"] + m["l1_penalty"]
+    for q, lo, hi in (("x_norm", 0.5, 30.0), ("coef", math.sqrt(d_in) / 30, math.sqrt(d_in) / 0.5),
+                      ("out_norm", math.sqrt(d_in), math.sqrt(d_in))):  # per logged training batch
+        m[f"norm_{q}_min"], m[f"norm_{q}_max"] = np.full(n_logs, lo), np.full(n_logs, hi)
     for d in DETECTORS:
         m[f"det_{d}_precision"] = rng.uniform(0.3 if d == "single_batch" else 0.8, 1.0, n_logs)
         m[f"det_{d}_recall"] = rng.uniform(0.7, 1.0, n_logs)
@@ -133,13 +136,23 @@ def write_fake_run(
     summary = {k: float(v) for k, v in metrics.iloc[-1].items()}
     summary.update(arm=path.name, steps=int(steps), wall_seconds=12.5, steps_per_second=steps / 12.5)
     (path / "summary.json").write_text(json.dumps(summary, indent=2))
-    autopsy: dict[str, Any] = {"collapses": []}
+    # the shape saelab.diagnose.autopsy writes
+    autopsy: dict[str, Any] = {"params": {"dead_rise": 0.2}, "collapses": [], "table": [],
+                               "final": {"step": int(steps), "dead_frac": float(dead_frac[-1]), "l0": float(l0[-1])}}
     if collapse:
         i = int(np.searchsorted(log_steps, collapse_step))
-        autopsy["collapses"].append({"step": int(log_steps[min(i + 1, n_logs - 1)]), "kind": "collapse",
-                        "dead_before": float(dead_frac[max(i - 1, 0)]),
-                        "dead_after": float(dead_frac[min(i + 1, n_logs - 1)]),
-                        "attribution": "warmup_end", "lag_steps": 2 * log_interval})
+        before, after = max(i - 1, 0), min(i + 1, n_logs - 1)
+        c = {"start_step": int(log_steps[before]), "onset_step": int(log_steps[i]), "end_step": int(log_steps[after]),
+             "peak_step": int(log_steps[after]), "trigger": "dead_rise+l0_drop",
+             "dead_before": float(dead_frac[before]), "dead_after": float(dead_frac[after]),
+             "l0_before": float(l0[before]), "l0_after": float(l0[after]),
+             "events": [{"kind": "warmup_end", "step": warmup, "position": "before",
+                         "distance": int(log_steps[i]) - warmup, "details": {"lr": lr}}],
+             "suspect": "warmup_end", "suspect_step": warmup, "suspect_distance": int(log_steps[i]) - warmup,
+             "suspect_details": {"lr": lr}, "tied_with": []}
+        autopsy["collapses"].append(c)
+        autopsy["table"].append({k: c[k] for k in ("start_step", "end_step", "dead_before", "dead_after", "suspect")})
+    autopsy["n_collapses"] = len(autopsy["collapses"])
     (path / "autopsy.json").write_text(json.dumps(autopsy, indent=2))
     (path / "init.json").write_text(json.dumps({"encoder_norm_mean": 1.0, "decoder_norm_mean": 1.0}))
     w = {"W_enc": rng.normal(size=(d_sae, d_in)).astype(np.float32),
@@ -164,3 +177,54 @@ def write_fake_arms(out: Path, arms: dict[str, dict[str, Any]] | None = None, fa
 def fake_arms(out: Path, arms: dict[str, dict[str, Any]] | None = None, **common: Any) -> dict[str, Any]:
     """Write fake arms under ``out`` and load them back."""
     return load_arms(write_fake_arms(out, arms, **common))
+
+
+# ----- phase notebooks for tests of the batch (the real phases live in notebooks/) -------------
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "notebooks" / "_template.ipynb"
+FIGURES_CODE = """\
+import sys
+from pathlib import Path
+
+import pandas as pd
+import plotly.io as pio
+
+sys.path.insert(0, tests_dir)
+from fake_runs import fake_arms
+from saelab import plots
+
+pio.renderers.default = "plotly_mimetype+notebook"
+runs = fake_arms(Path(out_dir) / "arms")
+rows = [{"arm": "seed", "metric": "dead (final)", "value": 0.6, "target": "<10%", "range": "<20%", "pass": False}]
+spread = pd.DataFrame({"arm": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1], "dead_frac": [0.1, 0.2, 0.5, 0.7]})
+for fig in [plots.training_curves(runs), plots.firing_histogram(runs), plots.death_heatmap(runs["seed"]),
+            plots.autopsy_table(runs), plots.detector_pr(runs), plots.lr_schedules(runs),
+            plots.dead_vs_l0(runs), plots.norm_ranges(runs), plots.validation_table(rows),
+            plots.replicate_spread(spread)]:
+    fig.show()
+"""
+N_FIGURES_IN_FIGURES_NOTEBOOK = 10
+
+
+def write_test_notebooks(nb_dir: Path, broken: bool = True, figures: bool = False) -> Path:
+    """Phase notebooks for batch tests in ``nb_dir``: ``00_template`` (the template as is),
+    ``01_broken`` (the template with a cell that raises before the verdict) and ``02_figures``
+    (every saelab.plots builder on fake runs; takes a ``tests_dir`` parameter)."""
+    import nbformat
+
+    nb_dir.mkdir(parents=True, exist_ok=True)
+    template = nbformat.read(str(TEMPLATE), as_version=4)
+    nbformat.write(template, str(nb_dir / "00_template.ipynb"))
+    if broken:
+        nb = nbformat.read(str(TEMPLATE), as_version=4)
+        verdict_at = next(i for i, c in enumerate(nb.cells) if c.source.startswith("## Verdict"))
+        nb.cells.insert(verdict_at, nbformat.v4.new_code_cell('raise RuntimeError("deliberate failure for the test")'))
+        nbformat.write(nb, str(nb_dir / "01_broken.ipynb"))
+    if figures:
+        nb = nbformat.read(str(TEMPLATE), as_version=4)
+        params = nbformat.v4.new_code_cell(f'profile = "smoke"\nout_dir = "reports/_figures"\ntests_dir = {str(Path(__file__).parent)!r}')
+        params.metadata["tags"] = ["parameters"]
+        nb.cells = [nbformat.v4.new_markdown_cell("# Every figure builder"), params,
+                    nbformat.v4.new_code_cell(FIGURES_CODE)]
+        nbformat.write(nb, str(nb_dir / "02_figures.ipynb"))
+    return nb_dir

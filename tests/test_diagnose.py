@@ -48,7 +48,7 @@ def test_collapse_right_after_a_resample_is_attributed_to_it():
     assert c["tied_with"] == []
     json.dumps(a, allow_nan=False)
     text = format_autopsy(a)
-    assert "1 collapse" in text and "suspect: resample at step 2500" in text and "n_resampled=40" in text
+    assert "1 collapse" in text and "suspect: resample at step 2500" in text and "n_resampled=40; detector=single_batch" in text
 
 
 def test_smooth_run_has_no_collapse():
@@ -83,7 +83,9 @@ def test_l0_only_collapse_and_zero_l0():
     l0 = [20, 20, 19, 20, 8, 0.5, 0.0, 0.0, 0.0, 0.0]
     [c] = detect_collapses(_metrics(steps, np.full(10, 0.05), l0), window_steps=300)
     assert c["trigger"] == "l0_drop" and c["start_step"] == 300 and c["onset_step"] == 400
-    assert c["l0_after"] == 0.0 and c["l0_factor"] is None  # undefined ratio is None, not inf
+    assert c["end_step"] == 500 and c["l0_after"] == 0.5 and c["l0_factor"] == pytest.approx(40.0)  # 90% of the fall
+    [z] = detect_collapses(_metrics(steps[:5], np.full(5, 0.05), [20, 20, 20, 0.0, 0.0]), window_steps=300)
+    assert z["l0_after"] == 0.0 and z["l0_factor"] is None  # undefined ratio is None, not inf
 
 
 def test_two_separate_collapses_stay_separate_and_overlaps_merge():

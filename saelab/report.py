@@ -1,0 +1,319 @@
+"""The lab batch: run every phase notebook with papermill, render each to an offline HTML page,
+and write ``index.html`` with each phase's status and the verdicts the notebooks computed.
+
+Layout of ``out`` (every page is written to a temporary name and renamed, so an interrupted
+batch leaves whole pages from the previous run, never half-written ones)::
+
+    <stem>.ipynb, <stem>.html   executed notebook and its page, per phase
+    runs/<stem>/                the phase's run directories, verdicts.json (validation.json for 06)
+    results.json                status, wall time and verdicts per phase (merged across batches)
+    index.html                  the report's front page
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_NOTE = "<p><i>Interactive widget: open this notebook in JupyterLab to use it.</i></p>"
+# A remote script cannot load offline, and a failed load is a console error: nbconvert links
+# require.js and MathJax from a CDN and plotly adds a MathJax CDN tag to every figure. None of
+# them is needed to draw plotly figures (plotly.js itself is embedded once by the notebook).
+REMOTE_SCRIPT = re.compile(r"""<script\b[^>]*\bsrc\s*=\s*["']?(?:https?:)?//[^>]*>\s*</script>""", re.IGNORECASE)
+
+
+@dataclass
+class PhaseResult:
+    """Outcome of one phase notebook in a batch."""
+
+    stem: str  # notebook file name without .ipynb, e.g. "01_l1_penalty"
+    status: str  # "ok" | "failed"
+    wall_s: float  # seconds spent executing the notebook
+    error: str = ""  # last line of the error ("ValueError: ...") when failed
+    verdicts: list[dict[str, Any]] = field(default_factory=list)  # from runs/<stem>/verdicts.json
+    profile: str = ""
+    finished: str = ""  # ISO 8601 UTC time the phase finished
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; pages are meant to be served and shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def find_notebooks(notebooks_dir: Path, only: list[str] | None = None) -> list[Path]:
+    """Phase notebooks ``NN_*.ipynb`` in ``notebooks_dir``, sorted; ``only`` keeps those whose
+    number ("01") or full stem ("01_l1_penalty") is listed and raises on a name that matches none."""
+    found = sorted(Path(notebooks_dir).glob(NOTEBOOK_GLOB))
+    if not found:
+        raise FileNotFoundError(f"no phase notebooks ({NOTEBOOK_GLOB}) in {notebooks_dir}")
+    if not only:
+        return found
+    keep = [p for p in found if p.stem in only or p.stem.split("_", 1)[0] in only]
+    unknown = [o for o in only if not any(p.stem == o or p.stem.split("_", 1)[0] == o for p in found)]
+    if unknown:
+        raise ValueError(f"--only {unknown} matches no notebook; phases: {[p.stem for p in found]}")
+    return keep
+
+
+def load_verdicts(path: Path) -> list[dict[str, Any]]:
+    """A phase's verdicts.json as a list of dicts (empty when absent); raises ValueError naming the
+    file when it is not a list of objects."""
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    if not isinstance(data, list) or not all(isinstance(v, dict) for v in data):
+        raise ValueError(f"{path} must hold a list of verdict objects")
+    return data
+
+
+def _error_line(exc: BaseException) -> str:
+    if hasattr(exc, "ename"):  # papermill.PapermillExecutionError: the notebook raised
+        return f"{exc.ename}: {exc.evalue}".strip()
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}".strip()
+
+
+def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: bool = True) -> PhaseResult:
+    """Execute one notebook into ``out/<stem>.ipynb`` and render ``out/<stem>.html``. A failure in
+    the notebook is recorded in the result (and shown on its page), never raised."""
+    import papermill as pm
+
+    stem = notebook.stem
+    run_dir = Path(parameters["out_dir"])
+    for stale in ("verdicts.json", "validation.json"):  # only this run's verdicts may count
+        (run_dir / stale).unlink(missing_ok=True)
+    partial = out / f".{stem}.partial.ipynb"
+    error, t0 = "", time.perf_counter()
+    try:
+        pm.execute_notebook(str(notebook), str(partial), parameters=parameters, progress_bar=progress,
+                            cwd=str(REPO))
+    except Exception as exc:  # noqa: BLE001 - one failing phase must not stop the batch
+        error = _error_line(exc)
+    wall = time.perf_counter() - t0
+    executed = out / f"{stem}.ipynb"
+    if partial.exists():
+        os.replace(partial, executed)
+        render_notebook(executed, out / f"{stem}.html", error=error)
+    else:  # the kernel never started: no notebook to render
+        executed.unlink(missing_ok=True)
+        write_atomic(out / f"{stem}.html", _error_page(stem, error))
+    try:
+        verdicts = load_verdicts(run_dir / "verdicts.json")
+    except ValueError as exc:
+        verdicts, error = [], error or str(exc)
+    return PhaseResult(stem=stem, status="failed" if error else "ok", wall_s=round(wall, 2), error=error,
+                       verdicts=verdicts, profile=str(parameters.get("profile", "")),
+                       finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def run_lab(
+    profile: str = "quick",
+    out: Path = Path("reports/lab"),
+    only: list[str] | None = None,
+    notebooks_dir: Path = REPO / "notebooks",
+    parameters: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> int:
+    """Run the phase notebooks (sorted; ``only`` filters by number or stem) with papermill,
+    passing ``profile``, ``out_dir=out/runs/<stem>`` and ``parameters``; write each executed
+    notebook and its HTML page to ``out`` and then ``out/index.html``. A failing notebook does not
+    stop the others. Returns 0 when every phase of this batch succeeded, else 1."""
+    out = Path(out).resolve()
+    notebooks = find_notebooks(Path(notebooks_dir), only)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for i, nb in enumerate(notebooks, 1):
+        if progress:
+            print(f"[{i}/{len(notebooks)}] {nb.stem} (profile {profile})", file=sys.stderr, flush=True)
+        params = {"profile": profile, "out_dir": str(out / "runs" / nb.stem), **(parameters or {})}
+        r = run_phase(nb, out, params, progress)
+        results.append(r)
+        if progress:
+            tail = f": {r.error}" if r.error else ""
+            print(f"[{i}/{len(notebooks)}] {nb.stem} {r.status} in {r.wall_s:.1f} s{tail}", file=sys.stderr, flush=True)
+    merged = {r["stem"]: PhaseResult(**r) for r in _previous_results(out)}
+    merged.update({r.stem: r for r in results})
+    everything = [merged[k] for k in sorted(merged)]
+    write_atomic(out / "results.json", json.dumps([asdict(r) for r in everything], indent=2, default=str))
+    build_index(out, everything)
+    if progress:
+        print(f"report: {out / 'index.html'}", file=sys.stderr, flush=True)
+    return 0 if all(r.status == "ok" for r in results) else 1
+
+
+def _previous_results(out: Path) -> list[dict[str, Any]]:
+    """Results of earlier batches into ``out`` whose page still exists (kept for ``--only``)."""
+    try:
+        rows = json.loads((out / "results.json").read_text())
+        return [r for r in rows if (out / f"{r['stem']}.html").exists()]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def make_offline(page: str) -> str:
+    """Drop remote ``<script src=http...>`` tags and give the page an inline favicon, so it loads
+    with no network and no failed request."""
+    page = REMOTE_SCRIPT.sub("", page)
+    return re.sub(r"<head>", '<head>\n<link rel="icon" href="data:,">', page, count=1)
+
+
+def render_notebook(executed: Path, html_path: Path, hide_code: bool = True, error: str = "") -> None:
+    """Render an executed notebook to a self-contained HTML page (code and prompts hidden by
+    default; widgets replaced by a note since they cannot render offline). ``error``, when given,
+    is shown in red at the top (papermill marks the failing cell itself, but not a kernel that
+    never started)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(executed), as_version=4)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            if WIDGET_VIEW in o.get("data", {}):
+                o["data"] = {"text/html": WIDGET_NOTE}
+    exporter = HTMLExporter(template_name="lab", exclude_input=hide_code, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    title = Path(executed).stem.replace("_", " ")
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + _banner(nb, error), make_offline(body), count=1)
+    write_atomic(Path(html_path), body)
+
+
+def _banner(nb: Any, error: str = "") -> str:
+    pm = nb.metadata.get("papermill", {})
+    params = ", ".join(f"{k}={v!r}" for k, v in (pm.get("parameters") or {}).items())
+    took = f" in {pm['duration']:.1f} s" if isinstance(pm.get("duration"), (int, float)) else ""
+    when = f" · executed {pm['end_time'][:19].replace('T', ' ')}{took}" if pm.get("end_time") else ""
+    return ('<div style="font:14px system-ui,sans-serif;padding:8px 16px;background:#f4f6fa;'
+            'border-bottom:1px solid #d0d7e2"><a href="index.html">&larr; lab index</a>'
+            f"{' · parameters: ' + html.escape(params) if params else ''}{html.escape(when)}"
+            + (f'<div style="color:#b42318;font-weight:600">failed: {html.escape(error)}</div>' if error else "")
+            + "</div>")
+
+
+def _error_page(stem: str, error: str) -> str:
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">'
+            f"<title>{html.escape(stem)}</title></head><body style=\"font-family:system-ui,sans-serif\">"
+            f'<p><a href="index.html">&larr; lab index</a></p><h1>{html.escape(stem)} did not run</h1>'
+            f"<pre>{html.escape(error)}</pre></body></html>")
+
+
+def build_index(out: Path, results: list[PhaseResult]) -> Path:
+    """Write ``out/index.html``: the hypotheses table from every phase's verdicts, the validation
+    table (from ``runs/<stem>/validation.json`` when a phase wrote one) and a card per phase with
+    its status, wall time, link and verdicts. Plain HTML and CSS, no script. Returns the path."""
+    out = Path(out)
+    validation: list[dict[str, Any]] = []
+    for r in results:
+        f = out / "runs" / r.stem / "validation.json"
+        if f.exists():
+            validation += json.loads(f.read_text())
+    path = out / "index.html"
+    write_atomic(path, index_page(results, validation))
+    return path
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _num(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+
+
+def _badge(word: str) -> str:
+    return f'<span class="badge {_e(str(word).lower())}">{_e(word)}</span>'
+
+
+def _verdict_rows(results: list[PhaseResult]) -> str:
+    rows = []
+    for r in results:
+        for v in r.verdicts:
+            anchor = str(v.get("evidence", "")).lstrip("#")
+            link = f'<a href="{_e(r.stem)}.html#{_e(anchor)}">evidence</a>' if anchor else f'<a href="{_e(r.stem)}.html">page</a>'
+            numbers = "; ".join(f"{_e(k)} = {_e(_num(x))}" for k, x in (v.get("numbers") or {}).items())
+            rows.append(f"<tr><td>{_e(v.get('hypothesis', ''))}</td><td>{_badge(v.get('verdict', '?'))}</td>"
+                        f"<td>{_e(v.get('effect', ''))}</td><td class=num>{numbers}</td>"
+                        f"<td>{_e(v.get('phase') or r.stem)}</td><td>{link}</td></tr>")
+    return "".join(rows)
+
+
+def _validation_rows(rows: list[dict[str, Any]]) -> str:
+    out = []
+    for v in rows:
+        ok = v.get("pass")
+        word = "pass" if ok is True else "fail" if ok is False else "n/a"
+        out.append("<tr>" + "".join(f"<td>{_e(_num(v.get(k, '')))}</td>" for k in ("arm", "metric", "value", "target", "range"))
+                   + f"<td>{_badge(word)}</td></tr>")
+    return "".join(out)
+
+
+def _card(r: PhaseResult) -> str:
+    links = f'<a href="{_e(r.stem)}.html">report page</a> · <a href="{_e(r.stem)}.ipynb">notebook</a>'
+    err = f'<pre class="error">{_e(r.error)}</pre>' if r.error else ""
+    items = "".join(f"<li>{_badge(v.get('verdict', '?'))} {_e(v.get('hypothesis', ''))}</li>" for v in r.verdicts)
+    verdicts = f"<ul>{items}</ul>" if items else '<p class="muted">no verdicts</p>'
+    return (f'<div class="card {_e(r.status)}"><h3>{_e(r.stem)} {_badge(r.status)}</h3>'
+            f'<p class="muted">{r.wall_s:.1f} s · profile {_e(r.profile or "?")} · {_e(r.finished[:16].replace("T", " "))} UTC</p>'
+            f"<p>{links}</p>{err}{verdicts}</div>")
+
+
+CSS = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1f2328;max-width:1180px;margin:0 auto;padding:24px}
+h1{margin:0 0 4px}h2{margin-top:32px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
+.muted{color:#656d76;font-size:13px;margin:2px 0}
+table{border-collapse:collapse;width:100%;font-size:14px}th,td{border-bottom:1px solid #d8dee4;padding:6px 8px;
+text-align:left;vertical-align:top}th{background:#f3f5f8}td.num{font-family:ui-monospace,monospace;font-size:12px}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;background:#eaeef2}
+.badge.confirmed,.badge.fail,.badge.failed{background:#ffd8d3;color:#82071e}
+.badge.refuted,.badge.pass,.badge.ok{background:#d3f3da;color:#0a5c26}.badge.inconclusive{background:#fff1c2;color:#6e4b00}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:14px}
+.card{border:1px solid #d0d7de;border-radius:8px;padding:10px 14px;background:#fff}.card.failed{border-color:#cf222e}
+.card h3{margin:4px 0}.card ul{padding-left:18px;margin:6px 0}
+pre.error{white-space:pre-wrap;background:#fff5f5;border-left:3px solid #cf222e;padding:6px;font-size:12px}
+"""
+
+
+def index_page(results: list[PhaseResult], validation: list[dict[str, Any]]) -> str:
+    """The index page's HTML for these phase results and validation rows."""
+    n_failed = sum(r.status != "ok" for r in results)
+    counts = {w: sum(v.get("verdict") == w for r in results for v in r.verdicts) for w in ("confirmed", "refuted", "inconclusive")}
+    profiles = ", ".join(sorted({r.profile for r in results if r.profile})) or "?"
+    status = f"{len(results) - n_failed} of {len(results)} phases ran" + (f", {n_failed} failed" if n_failed else "")
+    verdicts = _verdict_rows(results)
+    hyp = (f"<p>{' · '.join(f'{_badge(w)} {n}' for w, n in counts.items())}</p><table><tr><th>hypothesis</th>"
+           f"<th>verdict</th><th>effect</th><th>numbers</th><th>phase</th><th>link</th></tr>{verdicts}</table>"
+           if verdicts else '<p class="muted">No phase wrote verdicts.</p>')
+    val = (f"<h2>Validation metrics (the seed's table)</h2><table><tr><th>arm</th><th>metric</th><th>value</th>"
+           f"<th>target</th><th>acceptable range</th><th>result</th></tr>{_validation_rows(validation)}</table>"
+           if validation else "")
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>saelab report</title>'
+            f"<style>{CSS}</style></head><body><h1>saelab: why do the latents die?</h1>"
+            f'<p class="muted">{_e(status)} · profile {_e(profiles)} · total {sum(r.wall_s for r in results):.0f} s'
+            f" · built {when}</p><h2>Hypotheses</h2>{hyp}{val}<h2>Phases</h2>"
+            f'<div class="cards">{"".join(_card(r) for r in results)}</div></body></html>\n')

@@ -1,0 +1,184 @@
+"""The lab batch on small notebooks: pages, index, failure handling, offline HTML."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import nbformat
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/fake_runs.py, whatever pytest's import mode
+from fake_runs import TEMPLATE, write_test_notebooks  # noqa: E402
+
+from saelab import report  # noqa: E402
+from saelab.report import PhaseResult, build_index, find_notebooks, make_offline, render_notebook, run_lab  # noqa: E402
+
+REMOTE_SCRIPT = re.compile(r"""<script[^>]*\bsrc\s*=\s*["']?(https?:)?//""", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """The template and a deliberately failing copy, run once as a batch (about 10 s)."""
+    root = tmp_path_factory.mktemp("lab")
+    nbs = write_test_notebooks(root / "notebooks", broken=True)
+    out = root / "out"
+    rc = run_lab(profile="smoke", out=out, notebooks_dir=nbs, progress=False)
+    return SimpleNamespace(rc=rc, out=out, nbs=nbs, index=(out / "index.html").read_text())
+
+
+def _card(index: str, stem: str) -> str:
+    m = re.search(rf'<div class="card (\w+)"><h3>{stem} .*?</div>', index, re.S)
+    assert m, f"no card for {stem}"
+    return m.group(0)
+
+
+@pytest.mark.slow
+def test_batch_writes_every_page_and_exits_nonzero_when_one_fails(lab):
+    assert lab.rc == 1
+    for stem in ("00_template", "01_broken"):
+        assert (lab.out / f"{stem}.ipynb").stat().st_size > 0
+        assert (lab.out / f"{stem}.html").stat().st_size > 0
+    assert not [p.name for p in lab.out.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+@pytest.mark.slow
+def test_index_marks_the_failed_phase_with_its_error_and_keeps_the_other(lab):
+    broken, ok = _card(lab.index, "01_broken"), _card(lab.index, "00_template")
+    assert 'class="card failed"' in broken and "RuntimeError: deliberate failure for the test" in broken
+    assert 'class="card ok"' in ok and 'href="00_template.html"' in ok and "template: the batch machinery" in ok
+    assert re.search(r"\d+\.\d s · profile smoke", ok)  # wall time per notebook
+    assert "1 of 2 phases ran, 1 failed" in lab.index
+    results = {r["stem"]: r for r in json.loads((lab.out / "results.json").read_text())}
+    assert results["01_broken"]["status"] == "failed" and results["00_template"]["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_hypotheses_table_links_each_verdict_to_its_evidence_anchor(lab):
+    assert 'href="00_template.html#Verdict">evidence</a>' in lab.index
+    assert 'id="Verdict"' in (lab.out / "00_template.html").read_text()
+    assert "points = 100; seeds = 1" in lab.index
+
+
+@pytest.mark.slow
+def test_pages_embed_plotly_js_once_and_load_nothing_remote(lab):
+    page = (lab.out / "00_template.html").read_text()
+    assert page.count("* plotly.js v") == 1  # the bundle's banner: embedded once, not per figure
+    assert page.count('class="plotly-graph-div"') == 2
+    assert not REMOTE_SCRIPT.search(page) and not REMOTE_SCRIPT.search(lab.index)
+    assert '<link rel="icon" href="data:,">' in page
+    assert "print(" not in page and "pio.renderers.default" not in page  # code hidden by default
+
+
+@pytest.mark.slow
+def test_failed_page_still_renders_with_the_traceback(lab):
+    page = (lab.out / "01_broken.html").read_text()
+    assert "deliberate failure for the test" in page and "failed: RuntimeError" in page
+    assert page.count('class="plotly-graph-div"') >= 1  # cells before the failure kept their output
+    executed = nbformat.read(str(lab.out / "01_broken.ipynb"), as_version=4)
+    assert executed.metadata.papermill.exception is True
+
+
+@pytest.mark.slow
+def test_parameters_reach_the_notebook(lab):
+    executed = nbformat.read(str(lab.out / "00_template.ipynb"), as_version=4)
+    assert executed.metadata.papermill.parameters == {"profile": "smoke", "out_dir": str(lab.out / "runs" / "00_template")}
+    assert json.loads((lab.out / "runs" / "00_template" / "verdicts.json").read_text())[0]["verdict"] == "inconclusive"
+
+
+@pytest.mark.slow
+def test_rerunning_one_phase_keeps_the_others_and_ignores_stale_verdicts(lab, tmp_path):
+    out = shutil.copytree(lab.out, tmp_path / "out")
+    stale = [{"hypothesis": "STALE from an earlier run", "phase": "01", "verdict": "confirmed", "effect": "",
+              "numbers": {}, "evidence": ""}]
+    (out / "runs" / "01_broken" / "verdicts.json").write_text(json.dumps(stale))
+    assert run_lab(profile="smoke", out=out, only=["01"], notebooks_dir=lab.nbs, progress=False) == 1
+    index = (out / "index.html").read_text()
+    assert "STALE" not in index
+    assert 'class="card ok"><h3>00_template' in index and 'class="card failed"><h3>01_broken' in index
+
+
+def test_kernel_that_never_starts_is_a_failed_phase_with_a_page(tmp_path):
+    nb = nbformat.read(str(TEMPLATE), as_version=4)
+    nb.metadata.kernelspec.name = "no_such_kernel_for_saelab"
+    (tmp_path / "nbs").mkdir()
+    nbformat.write(nb, str(tmp_path / "nbs" / "03_nokernel.ipynb"))
+    assert run_lab(profile="smoke", out=tmp_path / "out", notebooks_dir=tmp_path / "nbs", progress=False) == 1
+    page = (tmp_path / "out" / "03_nokernel.html").read_text()
+    assert "no_such_kernel_for_saelab" in page
+    assert "NoSuchKernel" in _card((tmp_path / "out" / "index.html").read_text(), "03_nokernel")
+
+
+def test_find_notebooks_sorts_filters_and_rejects_unknown_names(tmp_path):
+    for name in ("10_c", "00_a", "01_b", "_template", "notes"):
+        (tmp_path / f"{name}.ipynb").write_text("{}")
+    assert [p.stem for p in find_notebooks(tmp_path)] == ["00_a", "01_b", "10_c"]
+    assert [p.stem for p in find_notebooks(tmp_path, ["01", "10_c"])] == ["01_b", "10_c"]
+    with pytest.raises(ValueError, match="'7'.*00_a"):
+        find_notebooks(tmp_path, ["7"])
+    with pytest.raises(FileNotFoundError):
+        find_notebooks(tmp_path / "empty")
+
+
+def _notebook_with_widget() -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("SECRET_SOURCE = 1")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="visible output\n"),
+                    nbformat.v4.new_output("display_data", data={
+                        "text/plain": "VBox()", report.WIDGET_VIEW: {"model_id": "abc", "version_major": 2}})]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title"), cell]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2}}
+    return nb
+
+
+def test_render_notebook_hides_code_by_default_and_replaces_widgets(tmp_path):
+    nbformat.write(_notebook_with_widget(), str(tmp_path / "x.ipynb"))
+    render_notebook(tmp_path / "x.ipynb", tmp_path / "hidden.html")
+    render_notebook(tmp_path / "x.ipynb", tmp_path / "shown.html", hide_code=False)
+    hidden, shown = (tmp_path / "hidden.html").read_text(), (tmp_path / "shown.html").read_text()
+    assert "SECRET_SOURCE" not in hidden and "SECRET_SOURCE" in shown
+    assert "visible output" in hidden and report.WIDGET_NOTE in hidden
+    assert "html-manager" not in hidden and not REMOTE_SCRIPT.search(hidden)
+    assert 'href="index.html"' in hidden  # the way back to the index
+
+
+def test_make_offline_removes_only_remote_scripts():
+    page = ('<html><head><title>t</title></head><body><script src="https://cdn.example/x.js"></script>'
+            "<script src='//cdn.example/y.js'></script><script src=\"local.js\"></script>"
+            "<script>var inline = 1;</script></body></html>")
+    out = make_offline(page)
+    assert "cdn.example" not in out and 'src="local.js"' in out and "var inline = 1;" in out
+    assert out.startswith('<html><head>\n<link rel="icon" href="data:,">')
+
+
+def test_build_index_renders_verdicts_and_the_validation_table_escaped(tmp_path):
+    rows = [{"arm": "seed", "metric": "dead (final)", "value": 0.61, "target": "<10%", "range": "<20%", "pass": False},
+            {"arm": "fixed", "metric": "dead (final)", "value": 0.04, "target": "<10%", "range": "<20%", "pass": True}]
+    (tmp_path / "runs" / "06_validation").mkdir(parents=True)
+    (tmp_path / "runs" / "06_validation" / "validation.json").write_text(json.dumps(rows))
+    verdict = {"hypothesis": "Bug #1 <L1 scale>", "phase": "01_l1_penalty", "verdict": "confirmed",
+               "effect": "dead 61% -> 4%", "numbers": {"dead_seed": 0.61}, "evidence": "#verdict"}
+    results = [PhaseResult("01_l1_penalty", "ok", 3.25, verdicts=[verdict]), PhaseResult("06_validation", "ok", 1.0)]
+    index = build_index(tmp_path, results).read_text()
+    assert "Bug #1 &lt;L1 scale&gt;" in index and "<L1 scale>" not in index
+    assert '<span class="badge confirmed">confirmed</span>' in index
+    assert 'href="01_l1_penalty.html#verdict"' in index and "dead_seed = 0.61" in index
+    assert "Validation metrics" in index
+    assert index.count('<span class="badge fail">fail</span>') == 1 and index.count('<span class="badge pass">pass</span>') == 1
+    assert "3.2 s" in index or "3.3 s" in index
+
+
+def test_template_notebook_is_a_stripped_parameterized_phase():
+    nb = nbformat.read(str(TEMPLATE), as_version=4)
+    assert nb.metadata.kernelspec.name == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code[0].metadata.tags == ["parameters"]
+    ns: dict = {}
+    exec(code[0].source, ns)
+    assert (ns["profile"], ns["out_dir"], ns["seeds"]) == ("smoke", "reports/_template", [0])
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    assert any('pio.renderers.default = "plotly_mimetype+notebook"' in c.source for c in code)
