@@ -50,6 +50,9 @@ def _train(args: argparse.Namespace) -> int:
     from saelab import config, train
 
     if args.resume:
+        if args.overrides or args.config:
+            raise ValueError("--resume continues the run with its own config.json; drop --set/--config "
+                             "(or train a new run with --out)")
         runs = train.train(None, args.resume, resume=True, progress=not args.quiet)
     else:
         if args.config:
@@ -59,7 +62,7 @@ def _train(args: argparse.Namespace) -> int:
         else:
             cfg = config.preset(args.preset)
         cfg = cfg.with_overrides(args.overrides)
-        out = args.out or Path("reports/runs") / args.preset
+        out = args.out or Path("reports/runs") / (args.config.stem if args.config else args.preset)
         if (out / "checkpoint").exists():
             raise ValueError(f"{out} already holds a run; use --resume {out} or another --out")
         runs = train.train(cfg, out, progress=not args.quiet)

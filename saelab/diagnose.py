@@ -82,6 +82,7 @@ def detect_collapses(
         l0_after = l0[e]
         out.append(
             {
+                "step": int(steps[c]),  # = onset_step: where plots put the collapse marker
                 "start_step": int(steps[s]),
                 "onset_step": int(steps[c]),
                 "end_step": int(steps[e]),
@@ -126,7 +127,8 @@ def attribute(collapses: list[dict[str, Any]], events: list[dict[str, Any]], loo
     the last healthy log, at or before onset_step; "during": after onset_step), its distance
     ``onset_step - step`` and its scalar details. The suspect is the latest listed event at or
     before onset_step ("none" if there is none); other events at the same step are in tied_with
-    (the seed's pipeline ends its warmup and first resamples at the same step)."""
+    (the seed's pipeline ends its warmup and first resamples at the same step). ``attribution`` is
+    the same as one short string, e.g. "resample@5000+warmup_end" (what plots.autopsy_table shows)."""
     causes = sorted((e for e in events if e.get("kind") in CAUSE_KINDS), key=lambda e: e["step"])
     out = []
     for c in collapses:
@@ -140,8 +142,10 @@ def attribute(collapses: list[dict[str, Any]], events: list[dict[str, Any]], loo
         prior = [e for e in listed if e["position"] != "during"]
         s = prior[-1] if prior else {"kind": "none", "step": None, "distance": None, "details": {}}
         tied = [e["kind"] for e in prior[:-1] if e["step"] == s["step"]]
+        text = "none" if not prior else f"{s['kind']}@{s['step']}" + "".join(f"+{k}" for k in tied)
         out.append(c | {"events": listed, "suspect": s["kind"], "suspect_step": s["step"],
-                        "suspect_distance": s["distance"], "suspect_details": s["details"], "tied_with": tied})  # fmt: skip
+                        "suspect_distance": s["distance"], "suspect_details": s["details"], "tied_with": tied,
+                        "attribution": text})  # fmt: skip
     return out
 
 
@@ -215,7 +219,8 @@ def lifecycles(steps: Tensor, fire_counts: Tensor, events: list[dict[str, Any]])
     events in between the latest is named). Latents dead at the first log have no death.
     Returns alive ``[T, S]`` bool, last_fired_step ``[S]`` (-1: never alive at a log), n_deaths /
     n_revivals ``[S]``, revived_then_dead ``[S]`` bool, deaths / revivals (lists of dicts) and a
-    JSON-able summary with the transitions counted per preceding event.
+    JSON-able summary with the transitions counted per preceding event (``lifecycle_record`` gives
+    the JSON-able part for lifecycles.json).
     """
     steps = steps.to(torch.int64).cpu()
     alive = fire_counts.cpu() > 0
@@ -275,6 +280,24 @@ def lifecycles(steps: Tensor, fire_counts: Tensor, events: list[dict[str, Any]])
         "deaths": deaths,
         "revivals": revivals,
         "summary": summary,
+    }
+
+
+def lifecycle_record(life: dict[str, Any], max_items: int = 20_000) -> dict[str, Any]:
+    """The JSON-able part of ``lifecycles(...)`` for lifecycles.json: summary, per-latent
+    last_fired_step / n_deaths / n_revivals as lists, the latents revived then dead again, and the
+    first ``max_items`` deaths and revivals (``*_truncated`` says how many were left out). The alive
+    matrix is left out: it is ``latents.safetensors["fire_counts"] > 0``."""
+    return {
+        "summary": life["summary"],
+        "last_fired_step": life["last_fired_step"].tolist(),
+        "n_deaths": life["n_deaths"].tolist(),
+        "n_revivals": life["n_revivals"].tolist(),
+        "revived_then_dead": life["revived_then_dead"].nonzero().flatten().tolist(),
+        "deaths": life["deaths"][:max_items],
+        "revivals": life["revivals"][:max_items],
+        "deaths_truncated": max(0, len(life["deaths"]) - max_items),
+        "revivals_truncated": max(0, len(life["revivals"]) - max_items),
     }
 
 

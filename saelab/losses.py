@@ -64,8 +64,11 @@ def l1_divisor(form: str, batch_size: int, d_sae: int) -> float:
 
 
 def convert_alpha(alpha: float, from_form: str, to_form: str, batch_size: int, d_sae: int) -> float:
-    """Alpha for ``to_form`` that gives the same gradient on z as ``alpha`` on ``from_form`` (the
-    seed's Task 2.2: mean_all -> per_sample_sum multiplies by d_sae, 0.003 -> 6.1 at 2048)."""
+    """Alpha for ``to_form`` that gives the same gradient on z as ``alpha`` on ``from_form``.
+
+    mean_all -> per_sample_sum divides by d_sae (0.003 -> 1.46e-6 at 2048): per_sample_sum is
+    already d_sae times larger. The seed's Task 2.2 multiplies by d_sae instead (0.003 -> 6.1), which
+    makes the gradient on z d_sae**2 times stronger: a change of strength, not a conversion."""
     return alpha * l1_divisor(to_form, batch_size, d_sae) / l1_divisor(from_form, batch_size, d_sae)
 
 

@@ -1,7 +1,10 @@
 """Adam over stacked parameters with one learning rate per arm.
 
-torch.optim.Adam takes one LR per parameter tensor; arms share each tensor along dim 0, so the
-update is written out here (Kingma & Ba 2015, with bias correction, as torch.optim.Adam does).
+torch.optim.Adam takes one LR per parameter tensor; arms share each tensor along dim 0. The update
+runs torch's fused Adam kernel (the one behind ``torch.optim.Adam(fused=True)``: one pass over
+parameter, gradient and both moments) on arm slices: arms that share (lr, beta1, beta2, eps) at
+this step go in one call, on a single slab when they are adjacent. Kingma & Ba 2015 with bias
+correction, exactly as torch.optim.Adam(fused=True) computes it (tests/test_fastpaths.py).
 """
 
 from __future__ import annotations
@@ -15,30 +18,35 @@ class StackedAdam:
         """params: name -> parameter with a leading arm dim K; betas [K, 2]; eps [K]."""
         self.params = params
         self.betas, self.eps = betas, eps
+        # Python floats per arm: the fused kernel takes scalars, and reading them once here keeps
+        # the step free of tensor-to-float conversions (device syncs on a GPU).
+        self._hyper = [(float(b[0]), float(b[1]), float(e)) for b, e in zip(betas.tolist(), eps.tolist())]
         self.state = {n: {"m": torch.zeros_like(p), "v": torch.zeros_like(p)} for n, p in params.items()}
         self.step_count = 0
 
-    def _per_arm(self, t: Tensor, like: Tensor) -> Tensor:
-        return t.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
-
     @torch.no_grad()
-    def step(self, lr: Tensor) -> None:
-        """lr [K]: this step's learning rate per arm."""
+    def step(self, lr: Tensor | list[float]) -> None:
+        """lr [K] (a tensor or a list of floats): this step's learning rate per arm."""
+        lr = lr.tolist() if isinstance(lr, Tensor) else list(lr)
         self.step_count += 1
-        t = self.step_count
-        b1, b2 = self.betas[:, 0], self.betas[:, 1]
-        bc1 = 1 - b1.pow(t)
-        bc2 = 1 - b2.pow(t)
-        for name, p in self.params.items():
-            g = p.grad
-            if g is None:
-                continue
-            st = self.state[name]
-            m, v = st["m"], st["v"]
-            m.lerp_(g, self._per_arm(1 - b1, g))
-            v.lerp_(g * g, self._per_arm(1 - b2, g))
-            denom = (v / self._per_arm(bc2, v)).sqrt_().add_(self._per_arm(self.eps, v))
-            p.sub_(m * self._per_arm(lr / bc1, m) / denom)
+        groups: dict[tuple[float, float, float, float], list[int]] = {}
+        for k, (rate, hyper) in enumerate(zip(lr, self._hyper)):
+            groups.setdefault((float(rate), *hyper), []).append(k)
+        live = [(n, p) for n, p in self.params.items() if p.grad is not None]
+        if not live:
+            return
+        # The kernel reads the step count for bias correction (float32, like torch.optim.Adam's
+        # state['step']; exact up to 2**24 steps).
+        device = live[0][1].device
+        t = torch.tensor(float(self.step_count), dtype=torch.float32, device=device)
+        for (rate, b1, b2, eps), arms in groups.items():
+            ps, gs, ms, vs = [], [], [], []
+            for a, b in _runs(arms):
+                for n, p in live:
+                    st = self.state[n]
+                    ps.append(p[a:b]), gs.append(p.grad[a:b]), ms.append(st["m"][a:b]), vs.append(st["v"][a:b])
+            torch._fused_adam_(ps, gs, ms, vs, [], [t] * len(ps), lr=rate, beta1=b1, beta2=b2,
+                               weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
 
     def zero_grad(self) -> None:
         for p in self.params.values():
@@ -54,3 +62,14 @@ class StackedAdam:
             for k in st:
                 st[k].copy_(state[f"{n}.{k}"])
         self.step_count = int(state["step_count"])
+
+
+def _runs(arms: list[int]) -> list[tuple[int, int]]:
+    """[0, 1, 2, 5, 6] -> [(0, 3), (5, 7)]: maximal runs of adjacent arms, as slice bounds."""
+    out: list[tuple[int, int]] = []
+    for k in arms:
+        if out and out[-1][1] == k:
+            out[-1] = (out[-1][0], k + 1)
+        else:
+            out.append((k, k + 1))
+    return out

@@ -97,7 +97,8 @@ def norm_stats_frame(runs: Mapping[str, Any]) -> pd.DataFrame:
     """Task 5.1 ranges per arm: for each quantity q with ``q_min`` / ``q_max`` in the norm_stats
     events or ``norm_q_min`` / ``norm_q_max`` metrics columns (per logged batch), the smallest min
     and the largest max over the run. Columns arm, quantity, min, max, n (events + rows used).
-    A null (a non-finite number written to JSON) counts as inf."""
+    In events a null (a non-finite number written to JSON) counts as inf; in metrics NaN means
+    "not measured" and is skipped."""
     rows = []
     for arm, run in as_runs(runs).items():
         lo: dict[str, list[float]] = {}
@@ -111,8 +112,9 @@ def norm_stats_frame(runs: Mapping[str, Any]) -> pd.DataFrame:
         for col in m.columns:
             q = col[5:-4]
             if col.startswith("norm_") and col.endswith("_min") and f"norm_{q}_max" in m:
-                lo.setdefault(q, []).extend(m[col].astype(float).fillna(np.inf).tolist())
-                hi.setdefault(q, []).extend(m[f"norm_{q}_max"].astype(float).fillna(np.inf).tolist())
+                pair = m[[col, f"norm_{q}_max"]].astype(float).dropna()  # NaN: no batch at that row (step 0)
+                lo.setdefault(q, []).extend(pair[col].tolist())
+                hi.setdefault(q, []).extend(pair[f"norm_{q}_max"].tolist())
         rows += [{"arm": arm, "quantity": NORM_LABELS.get(q, q), "min": min(lo[q]), "max": max(hi[q]),
                   "n": len(lo[q])} for q in lo]
     return pd.DataFrame(rows, columns=["arm", "quantity", "min", "max", "n"])
@@ -263,20 +265,21 @@ def death_order(fire_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def death_heatmap(run: Any, max_rows: int = MAX_HEATMAP_ROWS, max_cols: int = MAX_HEATMAP_COLS) -> go.Figure:
     """Latent-by-step alive/dead map of one arm: rows are latents sorted by the step they die
-    (earliest at the top), grouped into at most ``max_rows`` rows whose colour is the fraction of
-    the group alive; columns are log steps (thinned to ``max_cols``); event markers on top."""
+    (earliest at the top), grouped into at most ``max_rows`` rows whose colour is the percentage
+    of the group alive; columns are log steps (thinned to ``max_cols``); event markers on top."""
     fc = to_numpy(run.latents["fire_counts"])
     steps = to_numpy(run.latents["steps"])
     dead_from, order = death_order(fc)
     alive = (fc > 0)[:, order].T.astype(np.float32)  # [d_sae, n_logs], sorted
     groups = np.array_split(np.arange(alive.shape[0]), min(max_rows, alive.shape[0]))
     cols = thin(alive.shape[1], max_cols)
-    z = np.stack([alive[g][:, cols].mean(0) for g in groups])
+    # percent alive as uint8: plotly ships it as a base64 typed array (~270 kB at 512 x 400)
+    z = np.rint(100 * np.stack([alive[g][:, cols].mean(0) for g in groups])).astype(np.uint8)
     ylab = [f"latents #{g[0]}–{g[-1]}" if len(g) > 1 else f"latent #{g[0]}" for g in groups]
     fig = go.Figure(go.Heatmap(
-        z=z, x=steps[cols], y=ylab, zmin=0, zmax=1, colorscale=[[0, "#1b1b1b"], [1, "#3fb950"]],
-        colorbar={"title": {"text": "fraction alive"}},
-        hovertemplate="step %{x}<br>%{y} (sorted by death step)<br>alive: %{z:.0%}<extra></extra>"))
+        z=z, x=steps[cols], y=ylab, zmin=0, zmax=100, colorscale=[[0, "#1b1b1b"], [1, "#3fb950"]],
+        colorbar={"title": {"text": "alive (%)"}},
+        hovertemplate="step %{x}<br>%{y} (sorted by death step)<br>alive: %{z}%<extra></extra>"))
     add_event_markers(fig, {run.name: marked_events(run)})
     n_dead = int((dead_from < fc.shape[0]).sum())
     fig.update_layout(

@@ -12,7 +12,6 @@ batch leaves whole pages from the previous run, never half-written ones)::
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
@@ -21,6 +20,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class PhaseResult:
     verdicts: list[dict[str, Any]] = field(default_factory=list)  # from runs/<stem>/verdicts.json
     profile: str = ""
     finished: str = ""  # ISO 8601 UTC time the phase finished
+    title: str = ""  # the notebook's first markdown heading
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -110,6 +111,9 @@ def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: b
                             cwd=str(REPO))
     except Exception as exc:  # noqa: BLE001 - one failing phase must not stop the batch
         error = _error_line(exc)
+    except BaseException:  # Ctrl-C: leave the previous page in place, no partial file behind
+        partial.unlink(missing_ok=True)
+        raise
     wall = time.perf_counter() - t0
     executed = out / f"{stem}.ipynb"
     if partial.exists():
@@ -124,7 +128,22 @@ def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: b
         verdicts, error = [], error or str(exc)
     return PhaseResult(stem=stem, status="failed" if error else "ok", wall_s=round(wall, 2), error=error,
                        verdicts=verdicts, profile=str(parameters.get("profile", "")),
-                       finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                       finished=datetime.now(timezone.utc).isoformat(timespec="seconds"), title=notebook_title(notebook))
+
+
+def notebook_title(notebook: Path) -> str:
+    """Text of the first markdown heading of a notebook ("" when there is none)."""
+    try:
+        cells = json.loads(Path(notebook).read_text())["cells"]
+    except (OSError, ValueError, KeyError):
+        return ""
+    for c in cells:
+        if c.get("cell_type") == "markdown":
+            src = "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+            m = re.search(r"^#+\s+(.+)$", src, re.M)
+            if m:
+                return m.group(1).strip()
+    return ""
 
 
 def run_lab(
@@ -142,6 +161,7 @@ def run_lab(
     out = Path(out).resolve()
     notebooks = find_notebooks(Path(notebooks_dir), only)
     out.mkdir(parents=True, exist_ok=True)
+    merged = {r.stem: r for r in _previous_results(out)}
     results = []
     for i, nb in enumerate(notebooks, 1):
         if progress:
@@ -149,25 +169,42 @@ def run_lab(
         params = {"profile": profile, "out_dir": str(out / "runs" / nb.stem), **(parameters or {})}
         r = run_phase(nb, out, params, progress)
         results.append(r)
+        merged[r.stem] = r
+        everything = [merged[k] for k in sorted(merged)]
+        # after every phase, so an interrupted batch still has an index of what finished
+        write_atomic(out / "results.json", json.dumps([asdict(x) for x in everything], indent=2, default=str))
+        build_index(out, everything)
         if progress:
             tail = f": {r.error}" if r.error else ""
             print(f"[{i}/{len(notebooks)}] {nb.stem} {r.status} in {r.wall_s:.1f} s{tail}", file=sys.stderr, flush=True)
-    merged = {r["stem"]: PhaseResult(**r) for r in _previous_results(out)}
-    merged.update({r.stem: r for r in results})
-    everything = [merged[k] for k in sorted(merged)]
-    write_atomic(out / "results.json", json.dumps([asdict(r) for r in everything], indent=2, default=str))
-    build_index(out, everything)
     if progress:
         print(f"report: {out / 'index.html'}", file=sys.stderr, flush=True)
     return 0 if all(r.status == "ok" for r in results) else 1
 
 
-def _previous_results(out: Path) -> list[dict[str, Any]]:
+def rerender(out: Path = Path("reports/lab"), hide_code: bool = True) -> int:
+    """Re-render every executed notebook in ``out`` to HTML and rebuild the index, without running
+    anything (``saelab report``). Returns 0, or 1 when ``out`` holds no executed phase."""
+    out = Path(out).resolve()
+    results = _previous_results(out)
+    if not results:
+        raise ValueError(f"{out} holds no executed phase notebooks (run saelab lab first)")
+    for r in results:
+        executed = out / f"{r.stem}.ipynb"
+        if executed.exists():
+            r.verdicts = load_verdicts(out / "runs" / r.stem / "verdicts.json")
+            render_notebook(executed, out / f"{r.stem}.html", hide_code=hide_code, error=r.error)
+    build_index(out, results)
+    print(f"report: {out / 'index.html'}", file=sys.stderr)
+    return 0
+
+
+def _previous_results(out: Path) -> list[PhaseResult]:
     """Results of earlier batches into ``out`` whose page still exists (kept for ``--only``)."""
     try:
         rows = json.loads((out / "results.json").read_text())
-        return [r for r in rows if (out / f"{r['stem']}.html").exists()]
-    except (OSError, ValueError, KeyError, TypeError):
+        return [PhaseResult(**r) for r in rows if (out / f"{r['stem']}.html").exists()]
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or written by another version
         return []
 
 
@@ -178,7 +215,7 @@ def make_offline(page: str) -> str:
     return re.sub(r"<head>", '<head>\n<link rel="icon" href="data:,">', page, count=1)
 
 
-def render_notebook(executed: Path, html_path: Path, hide_code: bool = True, error: str = "") -> None:
+def render_notebook(executed: Path, html: Path, hide_code: bool = True, error: str = "") -> None:
     """Render an executed notebook to a self-contained HTML page (code and prompts hidden by
     default; widgets replaced by a note since they cannot render offline). ``error``, when given,
     is shown in red at the top (papermill marks the failing cell itself, but not a kernel that
@@ -197,7 +234,7 @@ def render_notebook(executed: Path, html_path: Path, hide_code: bool = True, err
     title = Path(executed).stem.replace("_", " ")
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
     body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + _banner(nb, error), make_offline(body), count=1)
-    write_atomic(Path(html_path), body)
+    write_atomic(Path(html), body)
 
 
 def _banner(nb: Any, error: str = "") -> str:
@@ -207,16 +244,16 @@ def _banner(nb: Any, error: str = "") -> str:
     when = f" · executed {pm['end_time'][:19].replace('T', ' ')}{took}" if pm.get("end_time") else ""
     return ('<div style="font:14px system-ui,sans-serif;padding:8px 16px;background:#f4f6fa;'
             'border-bottom:1px solid #d0d7e2"><a href="index.html">&larr; lab index</a>'
-            f"{' · parameters: ' + html.escape(params) if params else ''}{html.escape(when)}"
-            + (f'<div style="color:#b42318;font-weight:600">failed: {html.escape(error)}</div>' if error else "")
+            f"{' · parameters: ' + escape(params) if params else ''}{escape(when)}"
+            + (f'<div style="color:#b42318;font-weight:600">failed: {escape(error)}</div>' if error else "")
             + "</div>")
 
 
 def _error_page(stem: str, error: str) -> str:
     return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">'
-            f"<title>{html.escape(stem)}</title></head><body style=\"font-family:system-ui,sans-serif\">"
-            f'<p><a href="index.html">&larr; lab index</a></p><h1>{html.escape(stem)} did not run</h1>'
-            f"<pre>{html.escape(error)}</pre></body></html>")
+            f"<title>{escape(stem)}</title></head><body style=\"font-family:system-ui,sans-serif\">"
+            f'<p><a href="index.html">&larr; lab index</a></p><h1>{escape(stem)} did not run</h1>'
+            f"<pre>{escape(error)}</pre></body></html>")
 
 
 def build_index(out: Path, results: list[PhaseResult]) -> Path:
@@ -235,7 +272,7 @@ def build_index(out: Path, results: list[PhaseResult]) -> Path:
 
 
 def _e(x: Any) -> str:
-    return html.escape(str(x))
+    return escape(str(x))
 
 
 def _num(v: Any) -> str:
@@ -254,7 +291,9 @@ def _verdict_rows(results: list[PhaseResult]) -> str:
         for v in r.verdicts:
             anchor = str(v.get("evidence", "")).lstrip("#")
             link = f'<a href="{_e(r.stem)}.html#{_e(anchor)}">evidence</a>' if anchor else f'<a href="{_e(r.stem)}.html">page</a>'
-            numbers = "; ".join(f"{_e(k)} = {_e(_num(x))}" for k, x in (v.get("numbers") or {}).items())
+            nums = v.get("numbers") or {}
+            nums = nums if isinstance(nums, dict) else {"value": nums}
+            numbers = "; ".join(f"{_e(k)} = {_e(_num(x))}" for k, x in nums.items())
             rows.append(f"<tr><td>{_e(v.get('hypothesis', ''))}</td><td>{_badge(v.get('verdict', '?'))}</td>"
                         f"<td>{_e(v.get('effect', ''))}</td><td class=num>{numbers}</td>"
                         f"<td>{_e(v.get('phase') or r.stem)}</td><td>{link}</td></tr>")
@@ -276,8 +315,10 @@ def _card(r: PhaseResult) -> str:
     err = f'<pre class="error">{_e(r.error)}</pre>' if r.error else ""
     items = "".join(f"<li>{_badge(v.get('verdict', '?'))} {_e(v.get('hypothesis', ''))}</li>" for v in r.verdicts)
     verdicts = f"<ul>{items}</ul>" if items else '<p class="muted">no verdicts</p>'
-    return (f'<div class="card {_e(r.status)}"><h3>{_e(r.stem)} {_badge(r.status)}</h3>'
-            f'<p class="muted">{r.wall_s:.1f} s · profile {_e(r.profile or "?")} · {_e(r.finished[:16].replace("T", " "))} UTC</p>'
+    title = f'<p class="title">{_e(r.title)}</p>' if r.title else ""
+    when = f" · {_e(r.finished[:16].replace('T', ' '))} UTC" if r.finished else ""
+    return (f'<div class="card {_e(r.status)}"><h3>{_e(r.stem)} {_badge(r.status)}</h3>{title}'
+            f'<p class="muted">{r.wall_s:.1f} s · profile {_e(r.profile or "?")}{when}</p>'
             f"<p>{links}</p>{err}{verdicts}</div>")
 
 
@@ -292,7 +333,7 @@ text-align:left;vertical-align:top}th{background:#f3f5f8}td.num{font-family:ui-m
 .badge.refuted,.badge.pass,.badge.ok{background:#d3f3da;color:#0a5c26}.badge.inconclusive{background:#fff1c2;color:#6e4b00}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:14px}
 .card{border:1px solid #d0d7de;border-radius:8px;padding:10px 14px;background:#fff}.card.failed{border-color:#cf222e}
-.card h3{margin:4px 0}.card ul{padding-left:18px;margin:6px 0}
+.card h3{margin:4px 0}.card .title{margin:0;font-weight:600}.card ul{padding-left:18px;margin:6px 0}
 pre.error{white-space:pre-wrap;background:#fff5f5;border-left:3px solid #cf222e;padding:6px;font-size:12px}
 """
 

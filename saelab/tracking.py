@@ -29,6 +29,9 @@ class DeadTracker:
         self.window_counts = torch.zeros(W, K, S, dtype=torch.int32, device=device)
         self.window_rows = torch.zeros(W, dtype=torch.int64, device=device)
         self.pos = 0
+        # batches each latent has lived through since the start or its last revival: the window
+        # detector judges a latent only on the batches of its current life
+        self.age = torch.zeros(K, S, dtype=torch.int64, device=device)
 
     def update(self, codes: Tensor) -> None:
         """codes [K, B, S] of the step just taken."""
@@ -39,25 +42,30 @@ class DeadTracker:
         self.window_counts[self.pos] = counts
         self.window_rows[self.pos] = codes.shape[1]
         self.pos = (self.pos + 1) % self.window_counts.shape[0]
+        self.age += 1
 
     def dead(self, detector: str) -> Tensor:
         """bool [K, S]: latents the detector calls dead now."""
         if detector == "single_batch":
             return self.batch_counts == 0
         if detector == "window":
-            rows = self.window_rows.sum()
-            if rows == 0:
-                return torch.zeros_like(self.batch_counts, dtype=torch.bool)
-            rate = self.window_counts.sum(0).to(torch.float64) / rows.to(torch.float64)
-            return rate < self.cfg.window_threshold
+            # rows in the newest n batches, n = 1..W (unfilled slots hold 0 rows)
+            recent = self.window_rows.roll(-self.pos).flip(0).cumsum(0)
+            n = self.age.clamp(max=recent.shape[0])
+            rows = recent[(n - 1).clamp_min(0)]
+            rate = self.window_counts.sum(0).to(torch.float64) / rows.clamp_min(1).to(torch.float64)
+            return (n > 0) & (rows > 0) & (rate < self.cfg.window_threshold)
         if detector == "tokens":
             return self.tokens_since_fired >= self.cfg.dead_tokens
         raise ValueError(f"unknown detector {detector!r}; use one of {list(DETECTORS)}")
 
     def revive(self, arm: int, latents: Tensor) -> None:
-        """Forget the history of resampled latents: they start a fresh life."""
+        """Forget the history of resampled latents: they start a fresh life, and the window and
+        tokens detectors call them dead again only on evidence gathered after this call. (The
+        single_batch detector keeps reporting the latest batch, which came before the revival.)"""
         self.tokens_since_fired[arm, latents] = 0
         self.window_counts[:, arm, latents] = 0
+        self.age[arm, latents] = 0
 
     def state_dict(self) -> dict[str, Tensor]:
         return {
@@ -66,6 +74,7 @@ class DeadTracker:
             "window_counts": self.window_counts.clone(),
             "window_rows": self.window_rows.clone(),
             "pos": torch.tensor(self.pos),
+            "age": self.age.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
@@ -74,6 +83,9 @@ class DeadTracker:
         self.window_counts = state["window_counts"].clone()
         self.window_rows = state["window_rows"].clone()
         self.pos = int(state["pos"])
+        # a state saved before ages were tracked: every latent has lived through the whole window
+        W = self.window_counts.shape[0]
+        self.age = state["age"].clone() if "age" in state else torch.full_like(self.tokens_since_fired, W)
 
 
 def precision_recall(predicted: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:

@@ -255,7 +255,7 @@ def _resample(g: _Group, cfgs: list[RunConfig], k: int, step: int, source: Sourc
         "l0_before": float(before["l0"][k]), "l0_after": float(after["l0"][k]),
         **{f"det_{d}_precision": float(pr[d][0][k]) for d in DETECTORS},
         **{f"det_{d}_recall": float(pr[d][1][k]) for d in DETECTORS},
-        **{key: v for key, v in details.items() if key not in ("step", "kind")},
+        **{key: v for key, v in details.items() if key not in ("step", "kind", "arm")},  # "arm" is group-local
     }
 
 
@@ -268,6 +268,7 @@ class _State:
     fire_steps: list[int]
     fire_counts: dict[str, list[Tensor]]
     wall: float = 0.0
+    eval_rows: int = 0  # held-out rows behind fire_counts (latents.safetensors "eval_rows")
 
 
 def _build_groups(cfgs: list[RunConfig], source: Source, device: torch.device) -> list[_Group]:
@@ -336,6 +337,7 @@ def _flush(path: Path, name: str, state: _State, names: list[str]) -> None:
         runs.write_tensors(path / "latents.safetensors", {
             "steps": torch.tensor(state.fire_steps, dtype=torch.int64),
             "fire_counts": torch.stack(state.fire_counts[name]).to(torch.int32),
+            "eval_rows": torch.tensor(state.eval_rows, dtype=torch.int64),
         })
 
 
@@ -380,7 +382,7 @@ def train(
     arm_of = {a: (g, k) for g in groups for k, a in enumerate(g.idx)}
     sched_events = {n: {e["step"]: e for e in schedules.schedule_events(c)} for n, c in zip(names, cfgs)}
 
-    state = _State({n: [] for n in names}, {n: [] for n in names}, [], {n: [] for n in names})
+    state = _State({n: [] for n in names}, {n: [] for n in names}, [], {n: [] for n in names}, eval_rows=x_eval.shape[0])
     start = 0
     if resume:
         start, state.wall = _restore(out, groups, gens)
@@ -432,7 +434,7 @@ def train(
     _checkpoint(out, groups, gens, end, state, dirs, names)
     if end < first.steps:
         return {n: runs.load_run(dirs[n]) for n in names}
-    return _finish(groups, cfgs, names, dirs, state, end - start, source)
+    return _finish(groups, cfgs, names, dirs, state, end, source)  # state.wall spans every resumed segment
 
 
 def _initial(groups, cfgs, names, dirs, x_eval, source, state: _State) -> None:

@@ -5,7 +5,15 @@ import pandas as pd
 import pytest
 import torch
 
-from saelab.diagnose import attribute, autopsy, detect_collapses, format_autopsy, init_diagnostics, lifecycles
+from saelab.diagnose import (
+    attribute,
+    autopsy,
+    detect_collapses,
+    format_autopsy,
+    init_diagnostics,
+    lifecycle_record,
+    lifecycles,
+)
 
 
 def _metrics(steps, dead, l0) -> pd.DataFrame:
@@ -45,7 +53,7 @@ def test_collapse_right_after_a_resample_is_attributed_to_it():
     assert c["suspect"] == "resample" and c["suspect_step"] == 2500 and c["suspect_distance"] == 50
     assert c["suspect_details"] == {"n_resampled": 40, "detector": "single_batch"}  # lists left out
     assert [e["kind"] for e in c["events"]] == ["resample"]  # warmup_end at 500 is outside the lookback
-    assert c["tied_with"] == []
+    assert c["tied_with"] == [] and c["attribution"] == "resample@2500" and c["step"] == 2550
     json.dumps(a, allow_nan=False)
     text = format_autopsy(a)
     assert "1 collapse" in text and "suspect: resample at step 2500" in text and "n_resampled=40; detector=single_batch" in text
@@ -115,10 +123,11 @@ def test_attribution_positions_ties_and_no_suspect():
         ("lr_change", "during", -100),
     ]
     assert a["suspect"] == "resample" and a["tied_with"] == ["warmup_end"]  # the seed's step-5000 confound
+    assert a["attribution"] == "resample@5000+warmup_end"
     [b] = attribute([collapse], [{"step": 5050, "kind": "lr_change"}], lookback_steps=10)
     assert b["events"][0]["position"] == "at_onset" and b["suspect"] == "lr_change" and b["suspect_distance"] == 50
     [n] = attribute([collapse], [{"step": 1000, "kind": "resample"}, {"step": 5300, "kind": "resample"}], 1000)
-    assert n["suspect"] == "none" and n["suspect_step"] is None and [e["step"] for e in n["events"]] == [5300]
+    assert n["suspect"] == "none" and n["attribution"] == "none" and n["suspect_step"] is None and [e["step"] for e in n["events"]] == [5300]
 
 
 def test_format_autopsy_without_suspect():
@@ -169,7 +178,10 @@ def test_lifecycles_on_a_hand_made_fire_count_matrix():
         {"kind": "resample", "step": 250, "deaths": 0, "revivals": 1},
         {"kind": "lr_change", "step": 400, "deaths": 1, "revivals": 0},
     ]
-    json.dumps(s, allow_nan=False)
+    rec = lifecycle_record(life, max_items=1)
+    assert json.loads(json.dumps(rec, allow_nan=False)) == rec
+    assert rec["last_fired_step"] == [500, 300, -1, 500] and rec["revived_then_dead"] == [1]
+    assert rec["deaths"] == life["deaths"][:1] and rec["deaths_truncated"] == 1 and rec["summary"] == s
 
 
 def test_lifecycles_before_any_event_and_single_log():

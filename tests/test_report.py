@@ -51,6 +51,7 @@ def test_index_marks_the_failed_phase_with_its_error_and_keeps_the_other(lab):
     broken, ok = _card(lab.index, "01_broken"), _card(lab.index, "00_template")
     assert 'class="card failed"' in broken and "RuntimeError: deliberate failure for the test" in broken
     assert 'class="card ok"' in ok and 'href="00_template.html"' in ok and "template: the batch machinery" in ok
+    assert '<p class="title">Template phase</p>' in ok  # the notebook's first heading
     assert re.search(r"\d+\.\d s · profile smoke", ok)  # wall time per notebook
     assert "1 of 2 phases ran, 1 failed" in lab.index
     results = {r["stem"]: r for r in json.loads((lab.out / "results.json").read_text())}

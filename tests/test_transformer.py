@@ -201,3 +201,10 @@ def test_text_corpus_and_real_stdlib(tmp_path):
     real = load_corpus("stdlib")
     assert len(real.files) > 300 and real.digest == load_corpus("stdlib").digest
     assert not any("idlelib" in p.parts or "test" in p.relative_to(real.root).parts for p in real.files)
+
+
+def test_unknown_model_folder_and_missing_text(tmp_path, text_file):
+    with pytest.raises(ValueError, match="is not a model folder"):
+        make_transformer_source(RunConfig().replace(data={"source": f"hf:{tmp_path / 'nope'}", "text": str(text_file)}))
+    with pytest.raises(ValueError, match="data.text=.*no such file or folder"):
+        make_transformer_source(RunConfig().replace(data={"source": "minilm", "text": str(tmp_path / "missing.txt")}))

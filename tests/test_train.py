@@ -1,0 +1,204 @@
+"""The lockstep trainer: files and columns, identical batches across arms, exact resume, and
+non-finite losses."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from saelab import metrics, runs, train
+from saelab.config import RunConfig
+from saelab.data import make_source, resolve
+from saelab.models import build
+
+BASE = RunConfig().with_overrides({
+    "sae.d_in": 16, "sae.d_sae": 32, "data.n_features": 48, "data.mean_active": 3.0, "data.batch_size": 32,
+    "steps": 300, "log_interval": 50, "eval_rows": 512, "schedule.warmup_steps": 50,
+    "penalty.form": "per_sample_sum", "penalty.alpha": 0.3, "optim.lr": 3e-3,  # strong enough that latents die
+    "resample.strategy": "seed", "resample.interval": 100, "resample.after_warmup": True,
+    "tracking.window_batches": 10, "tracking.dead_tokens": 320, "aux.auxk_k": 8,
+})
+# Arms covering every piece of state a checkpoint must carry: the tracker (three detectors),
+# a fitted normalizer, Adam resets, the per-arm generators (anthropic sampling), the reanimation
+# schedule, and a second stacked group (topk with AuxK).
+ARMS = {
+    "seed": BASE,
+    "seed_twin": BASE,
+    "fix": BASE.with_overrides({"resample.strategy": "seed-fix", "resample.detector": "window",
+                                "normalize.mode": "dataset_scalar", "resample.reset_adam": True}),
+    "anthropic": BASE.with_overrides({"resample.strategy": "anthropic", "resample.detector": "tokens",
+                                      "aux.reanimation_coef": 1e-2, "aux.reanimation_schedule": "linear_anneal",
+                                      "aux.reanimation_anneal_steps": 200}),
+    "topk": BASE.with_overrides({"sae.architecture": "topk", "sae.k": 4, "penalty.form": "none",
+                                 "aux.auxk_coef": 1 / 32, "resample.strategy": "off"}),
+}
+DOCUMENTED = [
+    "step", "lr", "alpha", "loss", "mse", "fvu", "explained_variance", "l0", "l0_frac", "dead_frac",
+    "dead_frac_batch", "dead_frac_window", "dead_frac_tokens", "l1_recon_ratio", "l1_penalty", "reanim_coef",
+    "l1_sum", "l1_mean", "l1_feature_mean", "mse_orig", "fvu_orig", "mmcs", "frac_recovered",
+] + [f"det_{d}_{m}" for d in ("single_batch", "window", "tokens") for m in ("precision", "recall")]
+FILES = ["config.json", "metrics.parquet", "events.jsonl", "latents.safetensors", "sae.safetensors",
+         "summary.json", "autopsy.json", "init.json", "lifecycles.json"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, _one_thread):
+    out = tmp_path_factory.mktemp("straight")
+    return out, train.train(ARMS, out, progress=False, factor="resample")
+
+
+def test_a_lockstep_run_writes_the_documented_files_and_columns(straight):
+    out, result = straight
+    assert list(result) == list(ARMS)
+    assert json.loads((out / "arms.json").read_text()) == {"arms": list(ARMS), "factor": "resample"}
+    assert list(runs.load_arms(out)) == list(ARMS)
+    for name, run in result.items():
+        files = {f.name for f in (out / name).iterdir()}
+        assert set(FILES) <= files, name
+        assert not [f for f in files if f.startswith(".")]  # no temporary files left
+        df = runs.load_run(out / name).metrics
+        assert set(DOCUMENTED) <= set(df.columns), sorted(set(DOCUMENTED) - set(df.columns))
+        assert df["step"].tolist() == [0, 50, 100, 150, 200, 250, 300]
+        assert run.config.sae.d_in == 16  # resolved from the source
+        lat = run.latents
+        assert lat["steps"].tolist() == df["step"].tolist()
+        assert lat["fire_counts"].shape == (7, 32) and int(lat["eval_rows"]) == 512
+        # the derived columns agree with their definitions
+        final = df.iloc[-1]
+        assert final["dead_frac"] == pytest.approx(float((lat["fire_counts"][-1] == 0).double().mean()))
+        assert final["l0_frac"] == pytest.approx(final["l0"] / 32)
+        assert final["explained_variance"] == pytest.approx(1 - final["fvu"])
+        assert final["l1_recon_ratio"] == pytest.approx(final["alpha"] * final["l1_penalty"] / final["rec_loss"])
+        assert not math.isnan(final["mmcs"]) and 0 <= final["frac_recovered"] <= 1  # synthetic: truth known
+        assert run.summary["arm"] == name and run.summary["steps"] == 300
+        assert run.summary["dead_frac"] == final["dead_frac"]
+        assert {w: tuple(t.shape) for w, t in run.weights.items() if w.startswith("W_")} == {"W_enc": (32, 16), "W_dec": (32, 16)}
+
+
+def test_saved_metrics_match_the_saved_weights(straight):
+    """Rebuild the final model from sae.safetensors and recompute the last row's held-out numbers."""
+    out, result = straight
+    run = result["seed"]  # normalize.mode none: the model sees the raw rows
+    source = make_source(run.config)
+    x = source.eval_set(run.config.eval_rows).unsqueeze(0)
+    model = build(resolve(run.config, source).sae, n_arms=1)
+    model.load_state_dict({k: v.unsqueeze(0) for k, v in run.weights.items()})
+    model.eval()
+    with torch.no_grad():
+        _, codes, x_hat = model(x)
+    final = run.metrics.iloc[-1]
+    assert final["mse"] == pytest.approx(metrics.mse(x, x_hat).item(), rel=1e-4)
+    assert final["fvu"] == pytest.approx(metrics.fvu(x, x_hat).item(), rel=1e-4)
+    assert final["l0"] == pytest.approx(metrics.l0(codes).item(), rel=1e-6)
+    assert final["dead_frac"] == pytest.approx(metrics.dead_fraction(metrics.fire_counts(codes)).item())
+    assert final["mmcs"] == pytest.approx(metrics.mmcs(model.W_dec[0].detach(), source.ground_truth).item(), rel=1e-5)
+
+
+def test_arms_see_identical_batches(straight):
+    _, result = straight
+    a, b = result["seed"].metrics, result["seed_twin"].metrics
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    for w in result["seed"].weights:
+        assert torch.equal(result["seed"].weights[w], result["seed_twin"].weights[w])
+    # every arm, in either stacked group, logged the same raw training batch statistics
+    cols = ["norm_x_norm_min", "norm_x_norm_max"]
+    for name, run in result.items():
+        pd.testing.assert_frame_equal(run.metrics[cols], a[cols], check_exact=True, obj=name)
+
+
+def test_the_run_exercised_what_the_resume_test_relies_on(straight):
+    _, result = straight
+    for name in ("seed", "fix", "anthropic"):
+        resampled = [e["n_resampled"] for e in result[name].events if e["kind"] == "resample"]
+        assert [e["step"] for e in result[name].events if e["kind"] == "resample"] == [100, 200, 300]
+        assert sum(resampled) > 0, f"{name}: nothing was resampled, so resume would not be tested on it"
+    assert any(e["kind"] == "warmup_end" and e["step"] == 50 for e in result["seed"].events)
+    assert result["topk"].metrics["dead_frac_tokens"].max() > 0, "AuxK never had a dead latent to train"
+    assert result["anthropic"].metrics["reanim_coef"].iloc[-1] == 0.0  # annealed to 0 by step 200
+
+
+def test_resume_continues_to_identical_metrics_and_weights(straight, tmp_path):
+    out, result = straight
+    split = tmp_path / "split"
+    partial = train.train(ARMS, split, progress=False, stop_at=150, factor="resample")
+    assert partial["seed"].metrics["step"].tolist() == [0, 50, 100, 150]
+    assert (split / "checkpoint" / "state.safetensors").exists()
+    assert not (split / "seed" / "sae.safetensors").exists()  # not finished
+    resumed = train.train(None, split, resume=True, progress=False)
+    assert list(resumed) == list(ARMS)
+    for name in ARMS:
+        a, b = result[name], resumed[name]
+        pd.testing.assert_frame_equal(b.metrics, a.metrics, check_exact=True, obj=name)
+        assert b.events == a.events, name
+        assert set(b.weights) == set(a.weights)
+        for w in a.weights:
+            assert torch.equal(b.weights[w], a.weights[w]), (name, w)
+        for k in a.latents:
+            assert torch.equal(b.latents[k], a.latents[k]), (name, k)
+        timing = {"wall_seconds", "steps_per_second"}
+        # the wall time spans both segments, so the rate counts all 300 steps
+        assert b.summary["steps_per_second"] * b.summary["wall_seconds"] == pytest.approx(300)
+        sa, sb = (runs.load_run(r.path).summary for r in (a, b))  # from JSON, where NaN is null
+        assert {k: v for k, v in sb.items() if k not in timing} == {k: v for k, v in sa.items() if k not in timing}
+        assert b.autopsy == a.autopsy and b.lifecycles == a.lifecycles
+
+
+def test_an_interrupt_between_steps_resumes_exactly(straight, tmp_path):
+    """A KeyboardInterrupt (raised here while the next batch is drawn) checkpoints and resumes."""
+    out, result = straight
+    cfgs = {"seed": ARMS["seed"], "fix": ARMS["fix"]}
+    source = make_source(BASE)
+    real = source.batch
+
+    def interrupted(step, batch_size):
+        if step == 120:
+            raise KeyboardInterrupt
+        return real(step, batch_size)
+
+    source.batch = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        train.train(cfgs, tmp_path / "r", progress=False, source=source)
+    resumed = train.train(None, tmp_path / "r", resume=True, progress=False)
+    for name in cfgs:
+        pd.testing.assert_frame_equal(resumed[name].metrics, result[name].metrics, check_exact=True, obj=name)
+        for w in result[name].weights:
+            assert torch.equal(resumed[name].weights[w], result[name].weights[w]), (name, w)
+
+
+def test_a_non_finite_loss_stops_with_the_arm_and_step_and_leaves_a_checkpoint(tmp_path):
+    cfg = BASE.with_overrides({"steps": 40, "log_interval": 20, "schedule.shape": "constant", "resample.strategy": "off"})
+    arms = {"ok": cfg, "boom": cfg.with_overrides({"optim.lr": 1e30})}  # one Adam step of 1e30 overflows the next loss
+    with pytest.raises(RuntimeError, match=r"arm 'boom'.*not finite at step 1"):
+        train.train(arms, tmp_path, progress=False)
+    assert (tmp_path / "checkpoint" / "state.safetensors").exists()
+    ok = runs.load_run(tmp_path / "ok")
+    assert ok.metrics["step"].tolist() == [0]
+    with pytest.raises(RuntimeError, match="arm 'boom'"):  # the checkpoint loads, and the failure is reproducible
+        train.train(None, tmp_path, resume=True, progress=False)
+
+
+def test_a_single_arm_trains_into_its_own_directory(tmp_path):
+    cfg = BASE.with_overrides({"steps": 20, "log_interval": 10, "resample.strategy": "off"})
+    result = train.train(cfg, tmp_path / "one", progress=False)
+    assert list(result) == ["one"]
+    assert not (tmp_path / "one" / "arms.json").exists()
+    assert runs.load_run(tmp_path / "one").metrics["step"].tolist() == [0, 10, 20]
+
+
+def test_arms_must_share_data_and_steps(tmp_path):
+    with pytest.raises(ValueError, match="'steps'"):
+        train.train({"a": BASE, "b": BASE.with_overrides({"steps": 10})}, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="not a saelab run directory"):
+        train.train(BASE, tmp_path / "nothing", resume=True, progress=False)
