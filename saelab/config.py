@@ -263,7 +263,7 @@ class RunConfig(_Section):
         self._require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         self._require(self.seed >= 0, "seed", "must be >= 0")
         self._require(re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is not None, "device", "must be cpu, cuda or cuda:N")
-        if self.sae.architecture in ("topk", "batchtopk") and self.aux.auxk_k > self.sae.d_sae:
+        if self.aux.auxk_coef > 0 and self.aux.auxk_k > self.sae.d_sae:
             raise ValueError(f"aux.auxk_k={self.aux.auxk_k} must be <= sae.d_sae={self.sae.d_sae}")
 
     # ----- dict / JSON round trip -------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from saelab.config import SAEConfig
@@ -105,11 +106,98 @@ class ReLUSAE(SAE):
 
 
 class TopKSAE(SAE):
-    """Keep the k largest pre-activations per row, then ReLU (Gao et al. 2024)."""
+    """Keep the k largest pre-activations per row, then ReLU (Gao et al. 2024).
+
+    ``forward`` (what training and evaluation call) never builds a dense product with the codes: the
+    decoder sums the k selected decoder rows per row (an embedding bag), and the backward pass sends
+    gradients only through the selected latents (see ``_TopKEncode``). ``encode``/``decode`` are the
+    plain dense reference; tests/test_fastpaths.py checks that both give the same numbers."""
 
     def activate(self, pre: Tensor) -> Tensor:
         vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
         return torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self.W_enc.dtype not in _BAG_DTYPES:
+            return super().forward(x)
+        pre, vals, idx = _TopKEncode.apply(x, self.W_enc, self.b_enc, self.cfg.k)
+        acts = torch.relu(vals)
+        codes = torch.zeros_like(pre).scatter_(-1, idx, acts)
+        return pre, codes, sparse_decode(acts, idx, self.W_dec, self.b_dec)
+
+
+_BAG_DTYPES = (torch.float32, torch.float64)  # dtypes the embedding-bag kernels accept on every device
+
+
+def _global_rows(idx: Tensor, S: int) -> Tensor:
+    """idx [K, B, k] latent indices per arm -> [K*B, k] row indices into the arms' stacked rows [K*S, d]."""
+    K = idx.shape[0]
+    offsets = torch.arange(K, device=idx.device).mul_(S).view(K, 1, 1)
+    return (idx + offsets).flatten(0, 1)
+
+
+def sparse_decode(acts: Tensor, idx: Tensor, W_dec: Tensor, b_dec: Tensor) -> Tensor:
+    """x_hat[a, b] = sum_j acts[a, b, j] * W_dec[a, idx[a, b, j]] + b_dec[a]: the dense
+    ``codes @ W_dec + b_dec`` for codes that are zero outside ``idx``, at O(B k d) instead of O(B S d).
+
+    acts, idx [K, B, k]; W_dec [K, S, d]; b_dec [K, d] -> [K, B, d]. Differentiable in acts, W_dec
+    and b_dec (torch's embedding-bag backward: a gather-dot for acts, a scatter-add for W_dec)."""
+    K, B, k = acts.shape
+    S, d = W_dec.shape[1:]
+    out = F.embedding_bag(_global_rows(idx, S), W_dec.reshape(K * S, d), mode="sum",
+                          per_sample_weights=acts.reshape(K * B, k))
+    return out.view(K, B, d) + b_dec.unsqueeze(1)
+
+
+def _bag_weight_grad(rows: Tensor, weights: Tensor, grad_rows: Tensor, table: Tensor) -> Tensor:
+    """out[r] = sum over (n, j) with rows[n, j] == r of weights[n, j] * grad_rows[n]: the gradient an
+    embedding bag sends to its table, computed by torch's own (sorted, deterministic) kernel.
+    rows, weights [N, k]; grad_rows [N, d]; table [R, d] (only its shape matters) -> [R, d]."""
+    leaf = table.detach().requires_grad_()
+    with torch.enable_grad():
+        out = F.embedding_bag(rows, leaf, mode="sum", per_sample_weights=weights.detach())
+        (grad,) = torch.autograd.grad(out, leaf, grad_rows)
+    return grad
+
+
+class _TopKEncode(torch.autograd.Function):
+    """pre = x W_enc^T + b_enc and its k largest entries per row (values, indices).
+
+    When only the selected values receive a gradient (the usual TopK loss), backward touches only
+    those k latents per row: dW_enc is a scatter-add of x rows into the selected encoder rows, and
+    db_enc a scatter-add of the value gradients, instead of a dense [S, B] x [B, d] product. When the
+    loss also uses ``pre`` itself (reanimation, AuxK), the gradient is dense and so is the product."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int):
+        pre = torch.baddbmm(b_enc.unsqueeze(1), x, W_enc.transpose(1, 2))
+        vals, idx = pre.topk(k, dim=-1, sorted=False)
+        ctx.save_for_backward(x, W_enc, idx)
+        ctx.mark_non_differentiable(idx)
+        ctx.set_materialize_grads(False)
+        return pre, vals, idx
+
+    @staticmethod
+    def backward(ctx, g_pre: Tensor | None, g_vals: Tensor | None, _g_idx: Tensor | None):
+        x, W_enc, idx = ctx.saved_tensors
+        K, S, d = W_enc.shape
+        if g_pre is None and g_vals is None:
+            return None, None, None, None
+        if g_pre is not None:  # dense: the loss used pre directly
+            g = g_pre if g_vals is None else g_pre.scatter_add(-1, idx, g_vals)
+            g_x = torch.bmm(g, W_enc) if ctx.needs_input_grad[0] else None
+            g_W = torch.bmm(g.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+            return g_x, g_W, g.sum(1), None
+        B, k = idx.shape[1:]
+        rows = _global_rows(idx, S)
+        flat = g_vals.reshape(K * B, k)
+        g_x = g_W = None
+        if ctx.needs_input_grad[0]:
+            g_x = F.embedding_bag(rows, W_enc.reshape(K * S, d), mode="sum", per_sample_weights=flat).view(K, B, d)
+        if ctx.needs_input_grad[1]:
+            g_W = _bag_weight_grad(rows, flat, x.reshape(K * B, d), W_enc.reshape(K * S, d)).view(K, S, d)
+        g_b = torch.zeros(K, S, dtype=g_vals.dtype, device=g_vals.device).scatter_add_(1, idx.flatten(1), g_vals.flatten(1))
+        return g_x, g_W, g_b, None
 
 
 class BatchTopKSAE(SAE):

