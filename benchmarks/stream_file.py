@@ -1,15 +1,17 @@
 """Stream a 2 GB activation file through training and report peak resident memory and rows/s.
 
     .venv/bin/python benchmarks/stream_file.py                 # 2 GB float32 .npy, d_in 768
-    .venv/bin/python benchmarks/stream_file.py --format safetensors --gb 2 --mode stream
+    .venv/bin/python benchmarks/stream_file.py --format safetensors --mode stream
 
 The file is generated in a temporary folder (deleted at the end). Each measurement runs in a
-fresh child process, so the generator's memory is not counted, and the file is dropped from the
-page cache first (posix_fadvise DONTNEED) unless --warm, so the first epoch reads from disk.
-Modes: ``stream`` pulls batches from saelab.files.make_file_source and does one small matmul
-per batch; ``train`` runs saelab.train.train (one ReLU SAE arm) with data.source=file:<path>.
-Peak memory is the child's ru_maxrss and /proc/self/status VmHWM (the parent stays small: Linux
-carries ru_maxrss across fork+exec); "baseline" is VmRSS after imports, before the source opens. Results: printed, and benchmarks/results/stream_file.json.
+fresh child process, and the file is dropped from the page cache first (posix_fadvise
+DONTNEED) unless --warm, so the epoch reads from disk. Modes: ``stream`` pulls batches from
+saelab.data.make_source (data.source=file:<path>) and does one small matmul per batch;
+``train`` runs saelab.train.train (one ReLU SAE arm) on the same source. Peak memory is the
+child's ru_maxrss and /proc/self/status VmHWM; the file is generated in another child so the
+parent stays small (Linux carries ru_maxrss across fork+exec). "baseline" is VmRSS after
+importing torch and saelab.config, before the source opens. Results are printed and written to
+benchmarks/results/stream_file-<format>.json.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def main() -> None:
             result = {"file_gib": round(path.stat().st_size / 2**30, 2), "cold": not args.warm, **json.loads(out.strip().splitlines()[-1])}
             results.append(result)
             print(json.dumps(result), flush=True)
-    dest = ROOT / "benchmarks" / "results" / "stream_file.json"
+    dest = ROOT / "benchmarks" / "results" / f"stream_file-{args.format}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(results, indent=2) + "\n")
     worst = max(r["peak_rss_mb_vmhwm"] for r in results)

@@ -144,7 +144,7 @@ class DataConfig(_Section):
     huge_row_fraction: float = 0.0  # fraction of rows scaled by 1e3
     # transformer sources (minilm / hf:)
     layer: int = 3  # hidden-state index; 0 is the embeddings
-    text: str = "stdlib"  # stdlib: docstrings of the Python standard library; else a file or folder of .txt
+    text: str = "stdlib"  # stdlib: docstrings of the Python standard library; else a file or folder of .txt/.md
     max_tokens: int = 400_000  # tokens of text to run through the model (activations cached)
     context_length: int = 128  # tokens per sequence fed to the model
     drop_special_tokens: bool = True  # drop [CLS]/[SEP]/padding positions

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,6 +265,8 @@ def build_cache(spec: ModelSpec, cfg: RunConfig, corpus: Corpus, folder: Path) -
         writer.close()
         if not writer.shards:
             raise ValueError(f"data.text={d.text!r}: the corpus produced no tokens")
+        if n_text < d.max_tokens:
+            warnings.warn(f"data.text={d.text!r} has only {n_text} tokens for {spec.name}, fewer than data.max_tokens={d.max_tokens}", stacklevel=2)
         manifest = {
             "format": CACHE_FORMAT, "model": spec.name, "model_location": spec.location, "layer": d.layer,
             "d_in": width, "dtype": "float16", "tensor": "activations", "rows": sum(s["rows"] for s in writer.shards),
@@ -273,6 +276,8 @@ def build_cache(spec: ModelSpec, cfg: RunConfig, corpus: Corpus, folder: Path) -
         }
         (tmp / "manifest.json.tmp").write_text(json.dumps(manifest, indent=2))
         os.replace(tmp / "manifest.json.tmp", tmp / "manifest.json")  # the manifest is the last file written
+        if folder.exists() and read_manifest(folder) is None:  # incomplete or damaged (a shard deleted)
+            shutil.rmtree(folder)
         try:
             os.rename(tmp, folder)
         except OSError:  # another process finished the same cache first: keep theirs
@@ -311,7 +316,7 @@ def make_transformer_source(cfg: RunConfig) -> FileSource:
     segments = [safetensors_segment(folder / s["file"], manifest["tensor"]) for s in manifest["shards"]]
     info = {
         "name": spec.name, "source": cfg.data.source, "layer": cfg.data.layer, "cache": str(folder), "cache_hit": hit,
-        "build_seconds": manifest["build_seconds"], "open_seconds": round(time.perf_counter() - t0, 2),
+        "build_seconds": manifest["build_seconds"], "open_seconds": round(time.perf_counter() - t0, 3),
         "text_tokens": manifest["text_tokens"], "sequences": manifest["sequences"],
         "drop_special_tokens": cfg.data.drop_special_tokens, **corpus.describe(),
     }

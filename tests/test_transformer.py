@@ -17,6 +17,9 @@ from saelab.config import RunConfig  # noqa: E402
 from saelab.corpus import load_corpus, paragraphs, stdlib_corpus  # noqa: E402
 from saelab.transformer import make_transformer_source, read_manifest  # noqa: E402
 
+# the test text is shorter than max_tokens on purpose (every token used); one test checks the warning
+pytestmark = pytest.mark.filterwarnings("ignore:data.text=.*has only:UserWarning")
+
 WORDS = "the cat sat on a mat and dog ran to big red house in it was very quick brown fox over lazy".split()
 WIDTH, LAYERS, CONTEXT = 16, 3, 16
 
@@ -71,7 +74,8 @@ def _token_stream(model: Path, text: Path) -> tuple[list[list[int]], int]:
 def test_rows_count_text_tokens_and_special_dropping(tiny_model, text_file):
     docs, _ = _token_stream(tiny_model, text_file)
     n_text, n_docs = sum(map(len, docs)), len(docs)
-    kept = make_transformer_source(_cfg(tiny_model, text_file))
+    with pytest.warns(UserWarning, match=f"has only {n_text} tokens"):
+        kept = make_transformer_source(_cfg(tiny_model, text_file))
     assert kept.d_in == WIDTH and kept.ground_truth is None
     assert kept.rows == n_text and kept.describe()["text_tokens"] == n_text  # [CLS]/[SEP] dropped, [UNK] kept
     all_pos = make_transformer_source(_cfg(tiny_model, text_file, drop_special_tokens=False))
@@ -144,6 +148,9 @@ def test_an_interrupted_build_leaves_nothing_that_looks_complete(tiny_model, tex
     folder = Path(src.describe()["cache"])
     (folder / src.segments[0].path.name).unlink()  # a shard lost later: the cache counts as missing
     assert read_manifest(folder) is None
+    rebuilt = make_transformer_source(_cfg(tiny_model, text_file))  # and is rebuilt in place
+    assert rebuilt.describe()["cache_hit"] is False and read_manifest(folder) is not None
+    torch.testing.assert_close(rebuilt.batch(2, 8), src.batch(2, 8), rtol=0, atol=0)
 
 
 def test_width_and_layer_are_checked(tiny_model, text_file):
