@@ -17,15 +17,16 @@ import torch
 def alternate(runners: dict[str, Callable[[], object]], n_runs: int, warmup: int = 1) -> dict[str, list[float]]:
     """Call every runner once per round, rotating the order each round so that no runner always
     follows the same neighbour; the first ``warmup`` rounds are discarded. Returns the seconds of
-    each timed run per runner."""
+    each timed run per runner: the wall time of the call, or the float the runner returns (a
+    worker process that timed itself, without the round trip)."""
     names = list(runners)
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in range(warmup + n_runs):
         shift = r % len(names)
         for n in names[shift:] + names[:shift]:
             t0 = time.perf_counter()
-            runners[n]()
-            dt = time.perf_counter() - t0
+            result = runners[n]()
+            dt = result if isinstance(result, float) else time.perf_counter() - t0
             if r >= warmup:
                 out[n].append(dt)
     return out
@@ -60,21 +61,22 @@ def matmul_shapes(batch: int, d_sae: int, d_in: int) -> list[tuple[str, tuple[in
 
 
 def matmul_limit(batch: int, d_sae: int, d_in: int, min_time: float = 0.5) -> float:
-    """GFLOP/s of torch.mm over the step's five products (total FLOPs over the summed median
-    times): the rate a trainer would reach if the products were all it did."""
+    """GFLOP/s of torch.mm doing the step's five products back to back (as a step does them),
+    median over repeats of the sequence: the rate a trainer would reach if the products were all
+    it did."""
     g = torch.Generator().manual_seed(0)
-    total_s = 0.0
+    pairs = []
     for _, sa, sb, ta, tb in matmul_shapes(batch, d_sae, d_in):
         a = torch.randn(*sa, generator=g)
         b = torch.randn(*sb, generator=g)
-        a2, b2 = (a.t() if ta else a), (b.t() if tb else b)
-        torch.mm(a2, b2)  # warm-up
-        times, spent = [], 0.0
-        while spent < min_time or len(times) < 5:
-            t0 = time.perf_counter()
-            torch.mm(a2, b2)
-            dt = time.perf_counter() - t0
-            times.append(dt)
-            spent += dt
-        total_s += statistics.median(times)
-    return step_flops(batch, d_sae, d_in) / total_s / 1e9
+        pairs.append((a.t() if ta else a, b.t() if tb else b))
+    outs = [torch.mm(a, b) for a, b in pairs]  # warm-up, and the output buffers
+    times, spent = [], 0.0
+    while spent < min_time or len(times) < 5:
+        t0 = time.perf_counter()
+        for (a, b), out in zip(pairs, outs):
+            torch.mm(a, b, out=out)
+        dt = time.perf_counter() - t0
+        times.append(dt)
+        spent += dt
+    return step_flops(batch, d_sae, d_in) / statistics.median(times) / 1e9

@@ -13,6 +13,7 @@ import math
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from saelab.config import DataConfig, RunConfig
@@ -68,12 +69,23 @@ class SyntheticSource:
         self.offset = offset / offset.norm() * cfg.mean_offset
 
     def _rows(self, n: int, g: torch.Generator) -> Tensor:
+        """n rows; every (row, feature) pair is active independently with probability probs[feature].
+
+        Drawing one uniform per pair costs n * n_features draws for about n * mean_active actives.
+        Instead each feature's active rows are found by geometric skipping (Devroye 1986, ch. X.2):
+        the gap to the next active row is 1 + floor(log U / log(1 - p)), U ~ U(0, 1], which gives
+        exactly the Bernoulli(p) pattern down the column. Each feature gets enough gaps to pass row n
+        with overwhelming probability (mean + 4 sd + 3, never more than n + 1, which always suffices);
+        a feature that still falls short draws more. About 20x fewer draws than one per pair at
+        4096 features; deterministic in the generator's state."""
         cfg = self.cfg
-        fires = torch.rand(n, cfg.n_features, generator=g) < self.probs
-        rows, feats = fires.nonzero(as_tuple=True)
+        rows, feats = _active_pairs(self.probs, n, g, self.__dict__.setdefault("_skip_plans", {}))
         mags = torch.rand(rows.shape[0], generator=g) + 0.5
-        x = torch.zeros(n, self.d_in)
-        x.index_add_(0, rows, self.ground_truth[feats] * mags[:, None])
+        # x[r] = sum of mags * ground_truth[feat] over row r's actives: one embedding bag per row
+        order = rows.argsort(stable=True)
+        offsets = torch.zeros(n, dtype=torch.int64)
+        offsets[1:] = torch.bincount(rows, minlength=n)[:-1].cumsum(0)
+        x = F.embedding_bag(feats[order], self.ground_truth, offsets, mode="sum", per_sample_weights=mags[order])
         x += self.offset
         if cfg.noise_std > 0:
             x += cfg.noise_std * torch.randn(n, self.d_in, generator=g)
@@ -99,6 +111,55 @@ class SyntheticSource:
             "expected_active": float(self.probs.sum()),
             "always_on_features": int((self.probs >= 1).sum()),
         }
+
+
+class _SkipPlan:
+    """Which features draw how many geometric gaps for a column of n rows, laid out flat (the part
+    of the geometric-skipping sampler that depends only on the probabilities and n)."""
+
+    def __init__(self, p: Tensor, feats: Tensor, n: int, sds: float = 4.0, extra: int = 3):
+        """p [F] float64 probabilities; feats: the features to walk; each draws
+        ceil(mean + sds * sd + extra) gaps for its Binomial(n, p) count, at most n + 1."""
+        mean = n * p[feats]
+        draws = (mean + sds * (mean * (1 - p[feats])).sqrt() + extra).ceil().clamp_max(n + 1).long()
+        draws[p[feats] <= 0] = 0
+        self.feats, self.n = feats, n
+        self.feat = feats.repeat_interleave(draws)  # feature of each draw [M]
+        seg = torch.arange(feats.numel()).repeat_interleave(draws)  # segment of each draw [M]
+        ends = draws.cumsum(0)
+        self.first, self.last = (ends - draws)[seg], ends - 1  # per draw: its segment's first; per segment: its last
+        self.log_q = torch.log1p(-p)[self.feat]  # -inf where p = 1: every gap is then 1
+        self.nonempty = draws > 0
+
+    def walk(self, g: torch.Generator, start: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Active (rows, feats) found from rows ``start[feats]`` on, and the features whose column
+        is not yet walked past row n - 1 with the row to resume from."""
+        n = self.n
+        u = torch.rand(self.feat.shape[0], generator=g, dtype=torch.float64)  # [0, 1)
+        gap = torch.log1p(-u).div_(self.log_q).floor_().add_(1).clamp_max_(n + 1)  # >= 1; capped, still past n
+        csum = gap.cumsum(0)
+        pos = csum - (csum - gap)[self.first] + start[self.feat] - 1  # running row within each feature
+        keep = pos < n
+        last = torch.full((self.feats.numel(),), float(n), dtype=torch.float64)
+        last[self.nonempty] = pos[self.last[self.nonempty]]
+        short = last < n - 1
+        return pos[keep].long(), self.feat[keep], self.feats[short], last[short] + 1
+
+
+def _active_pairs(probs: Tensor, n: int, g: torch.Generator, plans: dict) -> tuple[Tensor, Tensor]:
+    """(rows, feats) int64 [nnz] of the active pairs for SyntheticSource._rows, by geometric skipping
+    down each feature's column of n rows (see there). ``plans`` caches the first walk's layout per n."""
+    p = probs.to(torch.float64)
+    if n not in plans:
+        plans[n] = _SkipPlan(p, torch.arange(p.numel()), n)
+    start = torch.zeros(p.numel(), dtype=torch.float64)
+    rows, feats, todo, resume = plans[n].walk(g, start)
+    out_rows, out_feats = [rows], [feats]
+    while todo.numel():  # rare: a feature fired more often than its draws covered
+        start[todo] = resume
+        rows, feats, todo, resume = _SkipPlan(p, todo, n).walk(g, start)
+        out_rows.append(rows), out_feats.append(feats)
+    return torch.cat(out_rows), torch.cat(out_feats)
 
 
 class TensorSource:
