@@ -316,6 +316,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         return worker(args.worker, args.config, args.acts, args.threads)
+    torch.set_num_threads(args.threads)  # the matmul limit is measured here, with the trainers' thread count
     if args.setup:
         setup(args.peers)
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, load average {os.getloadavg()}")

@@ -44,15 +44,18 @@ class Profile:
     pipeline_d_sae: int  # phase 00's seed-pipeline arm (the seed: 2048)
     pipeline_batch: int  # ... and its batch (the seed: 128)
     pipeline_steps: int  # ... and its length (the seed: 50,000)
+    threads: int  # torch intra-op threads prepare() sets (0: torch's default). At quick widths a second
+    # thread costs more in synchronization than it saves, and under any other CPU load it makes
+    # steps 4-14x slower (measured: phase 05 smoke 1.6 s with 1 thread, 21.8 s with 2)
 
 
 PROFILES: dict[str, Profile] = {
     # seconds: for tests; nothing is expected to show at this size
-    "smoke": Profile("smoke", (0,), 60, 32, 32, 16, 256, 10, 128, 8.0, 4096, 64, 32, 60),
+    "smoke": Profile("smoke", (0,), 60, 32, 32, 16, 256, 10, 128, 8.0, 4096, 64, 32, 60, 1),
     # the default: all seven notebooks in <= 15 minutes on a 2-core CPU, 3 replicates each
-    "quick": Profile("quick", (0, 1, 2), 1000, 256, 256, 64, 1024, 50, 1024, 8.0, 50_000, 512, 128, 1000),
+    "quick": Profile("quick", (0, 1, 2), 1000, 256, 256, 64, 1024, 50, 1024, 8.0, 50_000, 512, 128, 1000, 1),
     # the seed's own scale (Test 1 length at the pipeline's width; phase 00 at the seed's 50k)
-    "full": Profile("full", (0, 1, 2), 10_000, 768, 2048, 128, 8192, 100, 4096, 8.0, 400_000, 2048, 128, 50_000),
+    "full": Profile("full", (0, 1, 2), 10_000, 768, 2048, 128, 8192, 100, 4096, 8.0, 400_000, 2048, 128, 50_000, 0),
 }
 WARMUP_FRACTION = 0.05  # Test 1: 500 / 10,000
 RESAMPLE_FRACTION = 0.25  # Test 1: 2,500 / 10,000
@@ -176,8 +179,7 @@ class PhaseRun:
         arms = self.arms[self.seeds[0]]
         ref = _flat(next(iter(arms.values())).to_dict())
         first = next(iter(arms.values()))
-        lines = [f"**{self.phase.title}** — {self.phase.question}", "",
-                 f"Profile `{self.profile.name}`: seeds {list(self.seeds)}, {first.steps} steps, batch {first.data.batch_size}, "
+        lines = [f"Profile `{self.profile.name}`: seeds {list(self.seeds)}, {first.steps} steps, batch {first.data.batch_size}, "
                  f"d_sae {first.sae.d_sae}, data `{first.data.source}`; varied factor: `{self.phase.factor}`. "
                  f"Hypotheses: {', '.join(self.phase.hypotheses)}.", "", "| arm | differs from the seed's arm in |", "|---|---|"]
         for name, cfg in arms.items():
@@ -244,7 +246,8 @@ def prepare(stem: str, namespace: Mapping[str, Any], history: list[str] | None =
     ``namespace`` holds the parameter values (a notebook passes ``globals()``); ``history`` the
     sources of the cells run before (a notebook's ``In``), from which assigned names are read:
     any name there that is not a parameter of this phase raises ValueError, as does any invalid
-    value (the message names the parameter and what is allowed)."""
+    value (the message names the parameter and what is allowed). Sets torch's intra-op threads to
+    the profile's ``threads`` (the kernel runs nothing else)."""
     from saelab.phase_arms import PHASES
 
     if stem not in PHASES:
@@ -273,6 +276,10 @@ def prepare(stem: str, namespace: Mapping[str, Any], history: list[str] | None =
         raise ValueError(f"{stem}: explorer={p['explorer']!r} must be True or False")
     if not isinstance(p["out_dir"], (str, Path)) or not str(p["out_dir"]):
         raise ValueError(f"{stem}: out_dir={p['out_dir']!r} must be a folder path")
+    if profile.threads:
+        import torch
+
+        torch.set_num_threads(profile.threads)
     own = {n: p[n] for n in phase.params}
     arms = {s: build_arms(stem, p["profile"], s, p["source"], p["steps"], p["data_mean_offset"], dict(p["overrides"]), **own)
             for s in seeds}

@@ -27,7 +27,7 @@ from saelab.config import RunConfig
 from saelab.data import Source, make_source, resolve
 from saelab.models import SAE, build
 from saelab.normalize import Normalizer, make_normalizer
-from saelab.optim import StackedAdam
+from saelab.optim import StackedAdam, retain_freed_memory
 from saelab.tracking import DETECTORS, DeadTracker, precision_recall
 
 SHARED_FIELDS = ("data", "steps", "log_interval", "eval_rows", "checkpoint_every", "seed", "device", "dtype")
@@ -101,6 +101,7 @@ def _step_group(g: _Group, cfgs: list[RunConfig], x: Tensor, step: int) -> Tenso
     each, terms that are zero for every arm are skipped rather than computed and multiplied by 0
     (a skipped term would add exact zeros, so the numbers do not change), and Adam is one fused
     kernel per set of arms that share hyper-parameters."""
+    retain_freed_memory()  # once per process: reuse the step's big buffers (saelab.optim)
     model, arm_cfgs = g.model, [cfgs[i] for i in g.idx]
     X, _ = _normalize(g, x)
     pre, codes, x_hat = model(X)
@@ -130,10 +131,9 @@ def _step_group(g: _Group, cfgs: list[RunConfig], x: Tensor, step: int) -> Tenso
     if model.cfg.decoder_constraint == "unit_norm":
         model.project_decoder_grad()
     clip = [c.optim.grad_clip for c in arm_cfgs]
-    if any(clip):
-        _clip_per_arm(model, _vec(clip, rec))
+    divisor = _clip_per_arm(model, _vec(clip, rec), apply=False) if any(clip) else None
     lrs = [schedules.lr_at(step, c) for c in arm_cfgs]
-    g.adam.step(lrs)  # Python floats: the exact configured LR, no tensor round trip
+    g.adam.step(lrs, divisor)  # LRs as Python floats: the exact configured values; clipping in Adam's pass
     if model.cfg.decoder_constraint == "unit_norm":
         model.normalize_decoder()
     codes = codes.detach()
@@ -144,22 +144,28 @@ def _step_group(g: _Group, cfgs: list[RunConfig], x: Tensor, step: int) -> Tenso
 
 
 @torch.no_grad()
-def _clip_per_arm(model: SAE, max_norm: Tensor) -> None:
-    """Scale each arm's gradients so that their joint L2 norm is at most max_norm [K] (0: no clip),
-    like torch.nn.utils.clip_grad_norm_ per arm. Norms are reductions, not squared copies."""
+def _clip_per_arm(model: SAE, max_norm: Tensor, apply: bool = True) -> Tensor:
+    """Per arm, the factor that brings the joint L2 norm of its gradients down to max_norm [K]
+    (0: no clipping), as torch.nn.utils.clip_grad_norm_ computes it; returned as a divisor [K]
+    (>= 1). apply=True divides the gradients now; the trainer instead hands the divisor to Adam,
+    whose fused pass divides them on the way (one pass over the gradients fewer)."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])  # [n_params, K]
     total = torch.linalg.vector_norm(norms, dim=0)
-    scale = torch.where(max_norm > 0, (max_norm / (total + 1e-6)).clamp_max(1.0), torch.ones_like(total))
-    for g in grads:
-        g.mul_(scale.view(-1, *([1] * (g.ndim - 1))))
+    coef = torch.where(max_norm > 0, (max_norm / (total + 1e-6)).clamp_max(1.0), torch.ones_like(total))
+    divisor = coef.reciprocal()
+    if apply:
+        for g in grads:
+            g.div_(divisor.view(-1, *([1] * (g.ndim - 1))))
+    return divisor
 
 
 @torch.no_grad()
 def _evaluate(g: _Group, x_eval: Tensor) -> dict[str, Tensor]:
     """Held-out metrics per arm of the group: fire counts [K, S], mse, fvu (normalized space and
     original space), l0 [K]. Squared errors are float32 differences summed in float64; the
-    variance of the (normalized) held-out set is computed once per distinct normalization."""
+    variances of the held-out set (normalized once per distinct normalization, and raw) are
+    computed on the first call of a run and cached on the group."""
     model = g.model
     was_training = model.training
     model.eval()
@@ -185,11 +191,18 @@ def _evaluate(g: _Group, x_eval: Tensor) -> dict[str, Tensor]:
             total += (c.to(f64) - mean).square().sum()
         return total
 
-    if g.shared_norm:
-        var = _centered_sq(g.normalizers[0](x_eval)[0]).expand(K)
-    else:
-        var = torch.stack([_centered_sq(nz(x_eval)[0]) for nz in g.normalizers])
-    var_orig = _centered_sq(x_eval)
+    # The held-out set and the normalizers stay fixed during a run, so the variances are computed
+    # once per run: cached on the group with the tensor itself (held, so identity is meaningful),
+    # its version counter and the normalizers' state.
+    state = (x_eval._version, str([nz.state_dict() for nz in g.normalizers]))
+    cache = g.__dict__.get("_eval_var_cache")
+    if cache is None or cache[0] is not x_eval or cache[1] != state:
+        if g.shared_norm:
+            var = _centered_sq(g.normalizers[0](x_eval)[0]).expand(K)
+        else:
+            var = torch.stack([_centered_sq(nz(x_eval)[0]) for nz in g.normalizers])
+        cache = g.__dict__["_eval_var_cache"] = (x_eval, state, var, _centered_sq(x_eval))
+    var, var_orig = cache[2], cache[3]
     model.train(was_training)
     return {
         "fire": fire,

@@ -55,12 +55,14 @@ def at_step(run: Any, column: str, step: int) -> float:
     """``column`` at the last log at or before ``step``."""
     m = run.metrics
     rows = m[m["step"] <= step]
-    return float(rows[column].iloc[-1]) if len(rows) else float("nan")
+    return float(rows[column].iloc[-1]) if len(rows) and column in m else float("nan")
 
 
 def peak(run: Any, column: str = "dead_frac", after: int = 0) -> float:
     """Largest ``column`` over the logs at steps >= ``after``."""
     m = run.metrics
+    if column not in m:
+        return float("nan")
     vals = m.loc[m["step"] >= after, column].to_numpy(np.float64)
     return float(np.nanmax(vals)) if len(vals) else float("nan")
 
@@ -84,13 +86,15 @@ def collapses(run: Any) -> list[dict]:
     return list(a.get("collapses", []))
 
 
-def dense_fraction(run: Any, above: float = DENSE_ABOVE) -> float:
-    """Fraction of latents that fire on more than ``above`` of the held-out rows at the last log."""
+def dense_share(run: Any, above: float = DENSE_ABOVE) -> float:
+    """Fraction of the alive latents (fired on some held-out row) that fire on more than ``above``
+    of the held-out rows at the last log (NaN when none is alive)."""
     lat = run.latents
     if "fire_counts" not in lat:
         return float("nan")
-    counts = np.asarray(lat["fire_counts"][-1], dtype=np.float64)
-    return float(np.mean(counts / float(np.asarray(lat["eval_rows"])) > above))
+    freq = np.asarray(lat["fire_counts"][-1], dtype=np.float64) / float(np.asarray(lat["eval_rows"]))
+    alive = freq > 0
+    return float(np.mean(freq[alive] > above)) if alive.any() else float("nan")
 
 
 # ----- replicates and formatting --------------------------------------------------------------
@@ -102,7 +106,9 @@ def per_seed(runs: RunsBySeed, arm: str, fn: Callable[[Any], float]) -> list[flo
 
 
 def stats(values: list[float]) -> dict[str, float]:
+    """Mean, sample standard deviation and count over replicates (NaN entries ignored)."""
     v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)] if len(v) else v
     if len(v) == 0:
         return {"mean": float("nan"), "sd": float("nan"), "n": 0}
     return {"mean": float(np.nanmean(v)), "sd": float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
@@ -127,7 +133,7 @@ def rule(all_confirm: list[bool], all_refute: list[bool]) -> str:
 
 
 def verdict(hid: str, title: str, phase: str, word: str, effect: str, numbers: dict[str, Any]) -> dict[str, Any]:
-    clean = {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in numbers.items()}
+    clean = {k: (float(f"{v:.4g}") if isinstance(v, float) and math.isfinite(v) else v) for k, v in numbers.items()}
     return {"hypothesis": f"{hid} · {title}", "id": hid, "phase": phase, "verdict": word, "effect": effect,
             "numbers": clean, "evidence": f"evidence-{hid.lower().split('-')[0]}"}
 

@@ -1,0 +1,118 @@
+"""The phase notebooks: committed clean, their parameters cells mirror the config fields phases.py
+claims, every one executes under papermill in the smoke profile and writes verdicts.json, and an
+unknown parameter fails the notebook with a clear message (papermill itself only warns)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from saelab import phases
+from saelab.phase_arms import PHASES
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+KERNEL = "python3"  # jupyter_client runs a kernelspec whose argv[0] is "python" with sys.executable (the venv's)
+
+
+def parameters_cell(path: Path) -> nbformat.NotebookNode:
+    nb = nbformat.read(str(path), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and "parameters" in code[0].metadata.get("tags", []), f"{path.name}: first code cell is not tagged parameters"
+    return code[0]
+
+
+def parameter_values(path: Path) -> dict:
+    """name -> literal default, checking that every line is `name[: type] = literal  # help`."""
+    values = {}
+    for line in parameters_cell(path).source.splitlines():
+        stmt = ast.parse(line).body[0]
+        assert isinstance(stmt, (ast.Assign, ast.AnnAssign)), line
+        assert "  # " in line and line.split("  # ", 1)[1].strip(), f"{path.name}: no help comment on {line!r}"
+        target = stmt.targets[0] if isinstance(stmt, ast.Assign) else stmt.target
+        values[target.id] = ast.literal_eval(stmt.value)
+    return values
+
+
+def test_every_phase_has_its_notebook():
+    assert [p.stem for p in NOTEBOOKS] == list(PHASES)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_clean(path):
+    nb = nbformat.read(str(path), as_version=4)
+    nbformat.validate(nb)
+    for c in nb.cells:
+        if c.cell_type == "code":
+            assert c.outputs == [] and c.execution_count is None, f"{path.name}: outputs not stripped"
+    source = "\n".join(c.source for c in nb.cells)
+    assert 'pio.renderers.default = "plotly_mimetype+notebook"' in source
+    assert nb.metadata["kernelspec"]["name"] == KERNEL
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_mirror_the_config_fields_phases_claims(path):
+    phase = PHASES[path.stem]
+    values = parameter_values(path)
+    assert list(values) == list(phase.mirrors()) or set(values) == set(phase.mirrors())
+    assert phases.check_mirrors(phase) == []
+    for name, (field, default) in phase.params.items():
+        assert values[name] == default, f"{path.name}: {name} default {values[name]!r} != phases.py {default!r}"
+    assert values["out_dir"] == f"reports/lab/runs/{path.stem}" and values["explorer"] is False
+
+
+def test_the_kernel_is_this_python():
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    argv = KernelSpecManager().get_kernel_spec(KERNEL).argv
+    assert argv[0] in ("python", "python3", sys.executable), argv
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """Every notebook run once in the smoke profile: stem -> (executed notebook, out_dir)."""
+    import papermill as pm
+
+    base = tmp_path_factory.mktemp("notebooks")
+    done = {}
+    for path in NOTEBOOKS:
+        out_dir = base / "runs" / path.stem
+        target = base / f"{path.stem}.ipynb"
+        pm.execute_notebook(str(path), str(target), parameters={"profile": "smoke", "out_dir": str(out_dir)},
+                            kernel_name=KERNEL, cwd=str(ROOT), progress_bar=False)
+        done[path.stem] = (target, out_dir)
+    return done
+
+
+@pytest.mark.parametrize("stem", list(PHASES))
+def test_runs_in_the_smoke_profile_and_writes_verdicts(executed, stem):
+    target, out_dir = executed[stem]
+    found = json.loads((out_dir / "verdicts.json").read_text())
+    assert found and all(v["verdict"] in ("confirmed", "refuted", "inconclusive") for v in found)
+    assert {v["id"].split("-")[0] for v in found} <= {h.split("-")[0] for h in PHASES[stem].hypotheses} | {"V"}
+    nb = nbformat.read(str(target), as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs) >= 5
+    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]  # bars cleared
+    anchors = "".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert all(f'id="{v["evidence"]}"' in anchors for v in found), "a verdict links to a missing anchor"
+    if stem == "06_validation":
+        rows = json.loads((out_dir / "validation.json").read_text())
+        assert {r["metric"] for r in rows} >= {"L0 sparsity (final)", "dead latents (final)"}
+
+
+def test_an_unknown_parameter_fails_with_a_clear_message(tmp_path):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(ROOT / "notebooks" / "02_lr_warmup.ipynb"), str(tmp_path / "out.ipynb"),
+                            parameters={"profile": "smoke", "out_dir": str(tmp_path), "schedule_shap": ["constant"]},
+                            kernel_name=KERNEL, cwd=str(ROOT), progress_bar=False)
+    assert err.value.ename == "ValueError"
+    assert "unknown parameter 'schedule_shap'" in err.value.evalue and "schedule_shape" in err.value.evalue
