@@ -98,9 +98,10 @@ def _step_group(g: _Group, cfgs: list[RunConfig], x: Tensor, step: int) -> Tenso
     Returns the per-arm loss [K] (detached).
 
     Hot path (benchmarks/README.md): per-arm scalars stay Python floats until one small tensor
-    each, terms that are zero for every arm are skipped rather than computed and multiplied by 0
-    (a skipped term would add exact zeros, so the numbers do not change), and Adam is one fused
-    kernel per set of arms that share hyper-parameters."""
+    each; a term that is exactly zero for every arm (no |z| penalty, reanimation with no latent
+    dead in the batch, AuxK with no dead latent) is skipped, not computed and multiplied by 0, which
+    also keeps TopK's backward on its sparse path; gradient clipping is applied inside Adam's fused
+    pass, one kernel per set of arms sharing hyper-parameters."""
     retain_freed_memory()  # once per process: reuse the step's big buffers (saelab.optim)
     model, arm_cfgs = g.model, [cfgs[i] for i in g.idx]
     X, _ = _normalize(g, x)

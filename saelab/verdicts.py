@@ -86,6 +86,13 @@ def collapses(run: Any) -> list[dict]:
     return list(a.get("collapses", []))
 
 
+def late_collapses(run: Any) -> list[dict]:
+    """Collapses whose onset comes after the LR warmup and after the first 10% of training: the
+    initial fall of L0 from a dense random start is the penalty working, not instability."""
+    start = max(run.config.schedule.warmup_steps, run.config.steps // 10)
+    return [c for c in collapses(run) if c["onset_step"] > start]
+
+
 def dense_share(run: Any, above: float = DENSE_ABOVE) -> float:
     """Fraction of the alive latents (fired on some held-out row) that fire on more than ``above``
     of the held-out rows at the last log (NaN when none is alive)."""
@@ -161,8 +168,8 @@ VALIDATION: list[tuple[str, Callable[[Any], float], str, str, Callable[[float], 
     ("L1/recon loss ratio", lambda r: tail(r, "l1_recon_ratio"), "0.1", "0.01-0.5",
      lambda v: None if not v or not math.isfinite(v) else RATIO_RANGE[0] <= v <= RATIO_RANGE[1]),
     ("reconstruction loss (MSE, normalized space)", lambda r: tail(r, "mse"), "<0.05", "<0.10", lambda v: v < RECON_MAX),
-    ("training stability (autopsy collapses)", lambda r: float(len(collapses(r))), "no collapse", "smooth L0 curve",
-     lambda v: v == 0),
+    ("training stability (autopsy collapses after warmup)", lambda r: float(len(late_collapses(r))), "no collapse",
+     "smooth L0 curve", lambda v: v == 0),
 ]
 
 
@@ -239,23 +246,31 @@ def replicate_frame(runs: RunsBySeed) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+L1_COLUMNS = {"alpha": "alpha", "l1_sum": "sum|z|", "l1_mean": "mean|z|", "l1_feature_mean": "feature mean|z|",
+              "l1_penalty": "penalty as used", "rec_loss": "reconstruction", "l1_recon_ratio": "L1/recon", "l0_frac": "L0 fraction"}
+
+
+def _sig(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """Round every number to ``digits`` significant digits (for display)."""
+    return df.map(lambda v: float(f"{v:.{digits}g}") if isinstance(v, float) and math.isfinite(v) else v)
+
+
 def l1_breakdown(arms: Mapping[str, Any]) -> pd.DataFrame:
-    """The seed's Task 1.1 numbers per arm (training batch at the last log before the first
-    resampling, and at the end): alpha, sum|z|, mean|z|, per-feature mean, the penalty as used,
-    alpha x penalty, reconstruction loss, their ratio and the L0 fraction."""
-    cols = ["alpha", "l1_sum", "l1_mean", "l1_feature_mean", "l1_penalty", "rec_loss", "l1_recon_ratio", "l0_frac"]
+    """The seed's Task 1.1 numbers per arm, from the training batch at the last log before the
+    first resampling and at the end: alpha, sum|z|, mean|z|, per-feature mean, the penalty as
+    used, alpha x penalty, the reconstruction loss, their ratio and the L0 fraction. Indexed by
+    (arm, when)."""
     rows = []
     for arm, r in arms.items():
-        first = first_resample(r)
-        m = r.metrics
-        for when, frame in (("before 1st resample", m[m["step"] < first] if first else m), ("end", m)):
+        first, m = first_resample(r), r.metrics
+        for when, frame in (("before resampling", m[m["step"] < first] if first else m), ("end", m)):
             if len(frame):
                 last = frame.iloc[-1]
-                row = {"arm": arm, "at": f"{when} (step {int(last['step'])})", "form": r.config.penalty.form}
-                row |= {c: float(last[c]) for c in cols if c in frame}
-                row["alpha x penalty"] = row.get("alpha", float("nan")) * row.get("l1_penalty", float("nan"))
+                row = {"arm": arm, "when": f"{when} (step {int(last['step'])})", "form": r.config.penalty.form}
+                row |= {label: float(last[c]) for c, label in L1_COLUMNS.items() if c in frame}
+                row["alpha x penalty"] = row.get("alpha", float("nan")) * row.get("penalty as used", float("nan"))
                 rows.append(row)
-    return pd.DataFrame(rows)
+    return _sig(pd.DataFrame(rows)).set_index(["arm", "when"]) if rows else pd.DataFrame()
 
 
 def resample_table(arms: Mapping[str, Any]) -> pd.DataFrame:
@@ -264,7 +279,7 @@ def resample_table(arms: Mapping[str, Any]) -> pd.DataFrame:
     keys = ["step", "strategy", "detector", "n_detected", "n_truly_dead", "dead_frac_before", "dead_frac_after",
             "l0_before", "l0_after", "det_single_batch_precision", "det_window_precision", "det_tokens_precision"]
     rows = [{"arm": arm, **{k: e.get(k) for k in keys}} for arm, r in arms.items() for e in r.events if e.get("kind") == "resample"]
-    return pd.DataFrame(rows, columns=["arm", *keys])
+    return _sig(pd.DataFrame(rows, columns=["arm", *keys]), 3)
 
 
 def phase_verdicts(stem: str, runs: RunsBySeed) -> list[dict[str, Any]]:
