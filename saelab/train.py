@@ -260,7 +260,8 @@ def _metric_rows(g: _Group, cfgs: list[RunConfig], ev: dict, step: int, truth_di
 
 def _resample_due(cfg: RunConfig, step: int) -> bool:
     r = cfg.resample
-    if r.strategy == "off" or step <= 0 or step % r.interval or step < r.first_step:
+    # the seed's loop (`for step in range(total_steps)`) never resamples after the last step
+    if r.strategy == "off" or step <= 0 or step >= cfg.steps or step % r.interval or step < r.first_step:
         return False
     return not (r.after_warmup and step < cfg.schedule.warmup_steps)
 

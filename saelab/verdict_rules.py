@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from saelab.schedules import lr_curve
+from saelab.schedules import lr_curve, max_relative_change
 from saelab.verdicts import (CLEAR, L0_RANGE, SAME, RunsBySeed, at_step, collapses, dense_share, first_resample,
                              missing, paired, peak, per_seed, pm, rule, stats, tail, validation_verdicts, verdict)
 
@@ -210,9 +210,12 @@ def h2a_lr_jump(runs: RunsBySeed) -> dict:
         jumps.append(float((lr[w] - lr[w - 1]) / lr[w - 1]) if 1 < w < len(lr) and lr[w - 1] > 0 else float("nan"))
     word = rule([j >= 4 for j in jumps], [j < 0.05 for j in jumps])
     cfg = next(iter(runs.values()))["seed"].config
+    biggest, at = max_relative_change(lr_curve(cfg))
     effect = (f"LR at warmup end (step {cfg.schedule.warmup_steps}) rises by {pm(jumps)} over the step before "
-              f"(linear warmup: 1/(warmup-1)); the seed's 5x compares step 1,000 with step 5,000, not adjacent steps")
-    return verdict("H2a", title, P02, word, effect, {"relative_jump": stats(jumps)["mean"], "warmup_steps": cfg.schedule.warmup_steps})
+              f"(linear warmup: 1/(warmup-1)); the largest step-to-step change anywhere is {100 * biggest:.0f}% at step "
+              f"{at}, at the start of warmup; the seed's 5x compares step 1,000 with step 5,000, not adjacent steps")
+    return verdict("H2a", title, P02, word, effect, {"relative_jump": stats(jumps)["mean"], "warmup_steps": cfg.schedule.warmup_steps,
+                                                    "largest_change": biggest, "largest_change_step": at})
 
 
 # ----- 03_resampling --------------------------------------------------------------------------

@@ -161,12 +161,16 @@ def paired(runs: RunsBySeed, a: str, b: str, fn: Callable[[Any], float]) -> list
 
 # ----- the seed's Validation Metrics table (phase 06) -----------------------------------------
 
+def _has_l1(run: Any) -> bool:
+    return run.config.penalty.form != "none" and run.config.penalty.alpha > 0
+
+
 # (metric, how to read it from a run, target, acceptable range, pass test; None = not applicable)
 VALIDATION: list[tuple[str, Callable[[Any], float], str, str, Callable[[float], bool | None]]] = [
     ("L0 sparsity (final)", lambda r: tail(r, "l0_frac"), "5%", "4%-7%", lambda v: L0_RANGE[0] <= v <= L0_RANGE[1]),
     ("dead latents (final)", lambda r: tail(r, "dead_frac"), "<10%", "<20%", lambda v: v < DEAD_MAX),
-    ("L1/recon loss ratio", lambda r: tail(r, "l1_recon_ratio"), "0.1", "0.01-0.5",
-     lambda v: None if not v or not math.isfinite(v) else RATIO_RANGE[0] <= v <= RATIO_RANGE[1]),
+    ("L1/recon loss ratio", lambda r: tail(r, "l1_recon_ratio") if _has_l1(r) else float("nan"), "0.1", "0.01-0.5",
+     lambda v: None if not math.isfinite(v) else RATIO_RANGE[0] <= v <= RATIO_RANGE[1]),
     ("reconstruction loss (MSE, normalized space)", lambda r: tail(r, "mse"), "<0.05", "<0.10", lambda v: v < RECON_MAX),
     ("training stability (autopsy collapses after warmup)", lambda r: float(len(late_collapses(r))), "no collapse",
      "smooth L0 curve", lambda v: v == 0),
@@ -175,8 +179,10 @@ VALIDATION: list[tuple[str, Callable[[Any], float], str, str, Callable[[float], 
 
 def validation_rows(runs: RunsBySeed) -> list[dict[str, Any]]:
     """The seed's Validation Metrics table per arm: {arm, metric, value (mean over replicates),
-    target, range, pass (True only if every replicate passes; None: not applicable, e.g. the L1
-    ratio of an SAE without L1), per_seed}. Final values are ``tail`` medians."""
+    target, range, pass (True only if every replicate passes; None: not applicable, i.e. the L1
+    ratio of an SAE without an L1 penalty), per_seed}. Final values are ``tail`` medians;
+    reconstruction loss is the MSE in the normalized space (the seed's loss_reconstruction);
+    stability counts ``late_collapses``."""
     arms = list(dict.fromkeys(a for r in runs.values() for a in r))
     rows = []
     for arm in arms:

@@ -126,6 +126,11 @@ def test_validation_rows_and_verdicts():
     assert not any(r["pass"] for r in rows if r["arm"] == "bad" and "stability" not in r["metric"])
     words = {v["id"]: v["verdict"] for v in verdicts.validation_verdicts(runs)}
     assert words == {"V-good": "confirmed", "V-bad": "refuted"}
+    no_l1 = seed_test1().with_overrides({"sae.architecture": "topk", "penalty.form": "none", "penalty.alpha": 0.0})
+    topk = fake(0.05, l0_frac=0.05, cfg=no_l1, l1_recon_ratio=0.0, mse=0.04)
+    ratio = [r for r in verdicts.validation_rows(by_seed(topk=topk)) if r["metric"].startswith("L1/recon")]
+    assert ratio[0]["pass"] is None  # not applicable without an L1 penalty
+    assert verdicts.validation_verdicts(by_seed(topk=topk))[0]["verdict"] == "confirmed"
 
 
 def test_phase_verdicts_and_write(tmp_path):
