@@ -201,7 +201,11 @@ def make_dry_run(target: str) -> list[str]:
     """Commands `make` would run for ``target`` with every prerequisite out of date; runs nothing."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    res = subprocess.run(["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, check=True)
+    # Under `make test` the parent make's MAKELEVEL/MAKEFLAGS leak in and add "Entering/Leaving
+    # directory" lines; a clean environment gives the commands alone.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
+    res = subprocess.run(["make", "--no-print-directory", "-n", "-B", target], cwd=ROOT, capture_output=True,
+                         text=True, check=True, env=env)
     return [line for line in res.stdout.splitlines() if line.strip()]
 
 
