@@ -218,7 +218,7 @@ class _TopKEncode(torch.autograd.Function):
             g_x = F.embedding_bag(rows, W_enc.reshape(K * S, d), mode="sum", per_sample_weights=flat).view(K, B, d)
         if ctx.needs_input_grad[1]:
             g_W = _bag_weight_grad(rows, flat, x.reshape(K * B, d), W_enc.reshape(K * S, d)).view(K, S, d)
-        g_b = torch.zeros(K, S, dtype=g_vals.dtype, device=g_vals.device).scatter_add_(1, idx.flatten(1), g_vals.flatten(1))
+        g_b = g_vals.new_zeros(K, S).scatter_add_(1, idx.flatten(1), g_vals.flatten(1))
         return g_x, g_W, g_b, None
 
 

@@ -116,7 +116,8 @@ def test_dense_encoder_gradient_has_the_parameter_layout():
 
 def _params(K: int, seed: int) -> dict[str, torch.nn.Parameter]:
     g = _gen(seed)
-    return {"W": torch.nn.Parameter(torch.randn(K, 6, 5, generator=g)), "b": torch.nn.Parameter(torch.randn(K, 6, generator=g))}
+    return {"W": torch.nn.Parameter(torch.randn(K, 6, 5, generator=g)),
+            "b": torch.nn.Parameter(torch.randn(K, 6, generator=g))}
 
 
 @pytest.mark.parametrize("fused", [True, False])
