@@ -223,8 +223,8 @@ def _metric_rows(g: _Group, cfgs: list[RunConfig], ev: dict, step: int, truth_di
     pr = {d: precision_recall(g.tracker.dead(d), truth) for d in DETECTORS}
     dead_det = {d: g.tracker.dead(d).double().mean(-1) for d in DETECTORS}
     if truth_dict is not None:
-        mmcs = metrics.mmcs(model.W_dec.detach().float(), truth_dict)
-        frac = metrics.frac_recovered(model.W_dec.detach().float(), truth_dict)
+        cos = metrics.max_cosines(model.W_dec.detach().float(), truth_dict)  # [K, F], shared by both metrics
+        mmcs, frac = cos.mean(-1), (cos > 0.9).to(torch.float32).mean(-1)  # = metrics.mmcs / frac_recovered
     for k, arm in enumerate(g.idx):
         cfg = cfgs[arm]
         row = {
