@@ -29,6 +29,8 @@ def l1_penalty(z: Tensor, form: str, W_dec: Tensor | None = None) -> Tensor:
     sum               z.abs().sum()               option C
     decoder_weighted  (|z| * ||W_dec row||).sum(-1).mean()   Anthropic, April 2024 update
     """
+    if form == "none":
+        return z.new_zeros(z.shape[:-2])
     a = z.abs()
     if form == "mean_all":
         return a.mean(dim=(-2, -1))
@@ -43,8 +45,6 @@ def l1_penalty(z: Tensor, form: str, W_dec: Tensor | None = None) -> Tensor:
             raise ValueError("l1_penalty form 'decoder_weighted' needs W_dec")
         norms = W_dec.norm(dim=-1)  # [..., S]
         return (a * norms.unsqueeze(-2)).sum(-1).mean(-1)
-    if form == "none":
-        return a.new_zeros(a.shape[:-2])
     raise ValueError(f"unknown l1 form {form!r}; use one of {list(L1_FORMS)} or none")
 
 
