@@ -15,13 +15,6 @@ from saelab.config import PRESETS, preset
 SMALL = ["--set", "steps=20", "--set", "sae.d_sae=32", "--set", "eval_rows=256"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_presets_lists_every_preset_on_one_line_each(capsys):
     assert main(["presets"]) == 0

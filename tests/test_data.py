@@ -11,13 +11,6 @@ from saelab.config import DataConfig, RunConfig
 from saelab.data import SyntheticSource, TensorSource, make_source, resolve
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _src(seed: int = 0, d_in: int = 16, **kw) -> SyntheticSource:
     base = {"n_features": 48, "mean_active": 3.0}

@@ -21,13 +21,6 @@ Z = torch.tensor([[1.0, -2.0, 0.0, 3.0], [0.0, 4.0, -1.0, 0.0]])
 W_DEC = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.3, 0.4], [0.6, 0.8]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.mark.parametrize(
     "form, expected",

@@ -13,14 +13,6 @@ from saelab.models import MODELS, build
 D_IN, D_SAE, B = 16, 32, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny shapes: one thread avoids thread-pool contention on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _cfg(arch: str, **kw) -> SAEConfig:
     base = {"architecture": arch, "d_in": D_IN, "d_sae": D_SAE, "k": 4}

@@ -47,16 +47,9 @@ FILES = ["config.json", "metrics.parquet", "events.jsonl", "latents.safetensors"
          "summary.json", "autopsy.json", "init.json", "lifecycles.json"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory, _one_thread):
+def straight(tmp_path_factory):
     out = tmp_path_factory.mktemp("straight")
     return out, train.train(ARMS, out, progress=False, factor="resample")
 
