@@ -224,12 +224,15 @@ class _TopKEncode(torch.autograd.Function):
 
 class BatchTopKSAE(SAE):
     """Keep the k*B largest pre-activations over the whole batch (Bussmann et al. 2024). In eval
-    mode a latent fires when its pre-activation exceeds a threshold tracked during training (an
-    exponential average of the smallest kept value), so eval codes do not depend on the batch."""
+    mode a latent fires when its pre-activation exceeds a threshold tracked during training (the
+    smallest kept value of the first training batch, then an exponential average of it), so eval
+    codes do not depend on the batch. Before any training batch the threshold is 0 (plain ReLU)."""
 
     def __init__(self, cfg: SAEConfig, n_arms: int = 1, seed: int = 0, dtype: torch.dtype = torch.float32):
         super().__init__(cfg, n_arms, seed, dtype)
         self.register_buffer("threshold", torch.zeros(n_arms, dtype=dtype))
+        # starting the average at 0 would leave eval codes near-dense for hundreds of steps
+        self.register_buffer("threshold_set", torch.zeros(n_arms, dtype=torch.bool))
 
     def activate(self, pre: Tensor) -> Tensor:
         K, B, S = pre.shape
@@ -240,8 +243,11 @@ class BatchTopKSAE(SAE):
         vals, idx = flat.topk(min(self.cfg.k * B, B * S), dim=-1, sorted=False)
         with torch.no_grad():
             kept_min = vals.masked_fill(vals <= 0, float("inf")).amin(-1)
-            kept_min = torch.where(torch.isfinite(kept_min), kept_min, self.threshold)
-            self.threshold.lerp_(kept_min, 0.01)
+            found = torch.isfinite(kept_min)
+            kept_min = torch.where(found, kept_min, self.threshold)
+            weight = torch.where(self.threshold_set, 0.01, 1.0).to(self.threshold.dtype)
+            self.threshold.lerp_(kept_min, weight)
+            self.threshold_set |= found
         return torch.zeros_like(flat).scatter(-1, idx, vals).view(K, B, S)
 
 

@@ -142,9 +142,9 @@ def test_batchtopk_keeps_k_times_batch_per_arm_in_training():
     assert torch.equal((codes != 0).sum((1, 2)), torch.tensor([3 * B, 3 * B]))
     rows = (codes != 0).sum(-1)
     assert rows.min() != rows.max(), "batch top-k lets rows differ in how many latents they use"
-    # the threshold moved 1% of the way from 0 to the smallest kept value
+    # the first training batch sets the threshold to its smallest kept value
     kept_min = codes.masked_fill(codes == 0, float("inf")).amin((1, 2))
-    torch.testing.assert_close(model.threshold, 0.01 * kept_min)
+    torch.testing.assert_close(model.threshold, kept_min)
 
 
 def test_batchtopk_uses_its_threshold_in_eval_mode():
@@ -191,3 +191,18 @@ def test_tied_init_starts_encoder_as_decoder_transpose():
 def test_build_needs_a_resolved_width():
     with pytest.raises(ValueError, match="d_in"):
         build(SAEConfig(d_in=0, d_sae=8))
+
+
+def test_batchtopk_threshold_starts_at_the_first_batch_then_averages():
+    # An average started at 0 left eval codes near-dense for hundreds of steps (eval L0 122
+    # against a training L0 of 8 at d_sae 256, k 8); the first batch now sets it outright.
+    model = build(_cfg("batchtopk", k=3), n_arms=2, seed=0)
+    model.train()
+    with torch.no_grad():
+        _, codes, _ = model(_x(2, seed=1))
+    first = torch.where(codes > 0, codes, torch.inf).flatten(1).amin(-1)
+    assert torch.equal(model.threshold, first)
+    with torch.no_grad():
+        _, codes2, _ = model(_x(2, seed=2))
+    second = torch.where(codes2 > 0, codes2, torch.inf).flatten(1).amin(-1)
+    torch.testing.assert_close(model.threshold, first + 0.01 * (second - first))
