@@ -102,7 +102,6 @@ def _step_group(g: _Group, cfgs: list[RunConfig], x: Tensor, step: int) -> Tenso
     dead in the batch, AuxK with no dead latent) is skipped, not computed and multiplied by 0, which
     also keeps TopK's backward on its sparse path; gradient clipping is applied inside Adam's fused
     pass, one kernel per set of arms sharing hyper-parameters."""
-    retain_freed_memory()  # once per process: reuse the step's big buffers (saelab.optim)
     model, arm_cfgs = g.model, [cfgs[i] for i in g.idx]
     X, _ = _normalize(g, x)
     pre, codes, x_hat = model(X)
@@ -314,6 +313,7 @@ class _State:
 
 
 def _build_groups(cfgs: list[RunConfig], source: Source, device: torch.device) -> list[_Group]:
+    retain_freed_memory()  # once per process, off the step: steps reuse their big buffers (saelab.optim)
     by_key: dict = {}
     for i, c in enumerate(cfgs):
         # a group shares one model, one tracker (tracking config) and one AuxK k (_step_group uses
