@@ -254,6 +254,11 @@ class RunConfig(_Section):
     seed: int = 0  # seeds the data, the initialization and every sampler
     device: str = "cpu"  # cpu | cuda | cuda:N
     dtype: Literal["float32", "float64", "bfloat16"] = "float32"
+    # torch.compile the forward pass and the loss terms (inductor fuses the element-wise passes; the
+    # products stay library calls). Same numbers as eager within float tolerance
+    # (tests/test_fastpaths.py); the first step pays the compilation (seconds to a minute), so it
+    # pays off on long runs and many arms (benchmarks/README.md). Off by default.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self._check()

@@ -12,6 +12,7 @@ normalization, resampling, auxiliary losses). Data, steps and logging cadence ar
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 import signal
 import threading
 import time
@@ -30,7 +31,8 @@ from saelab.normalize import Normalizer, make_normalizer
 from saelab.optim import StackedAdam, retain_freed_memory
 from saelab.tracking import DETECTORS, DeadTracker, precision_recall
 
-SHARED_FIELDS = ("data", "steps", "log_interval", "eval_rows", "checkpoint_every", "seed", "device", "dtype")
+SHARED_FIELDS = ("data", "steps", "log_interval", "eval_rows", "checkpoint_every", "seed", "device", "dtype",
+                 "compile")
 EVAL_CHUNK = 4096
 RESAMPLE_POOL_ROWS = 8192  # rows the anthropic strategy samples from (recent training batches)
 
@@ -53,6 +55,7 @@ class _Group:
     tracker: DeadTracker
     normalizers: list[Normalizer]
     shared_norm: bool  # every arm normalizes identically: compute once
+    forward: Callable | None = None  # _forward_losses, or its torch.compile'd form (RunConfig.compile)
     last: dict = field(default_factory=dict)  # tensors of the latest step, for logs and resampling
 
 
@@ -71,7 +74,7 @@ def _check_shared(cfgs: dict[str, RunConfig]) -> None:
                 )
 
 
-def _per_form(forms: list[str], fn) -> Tensor:
+def _per_form(forms: Sequence[str], fn) -> Tensor:
     """fn(form) -> [K]; picks each arm's value when arms use different forms."""
     if len(set(forms)) == 1:
         return fn(forms[0])
@@ -93,6 +96,18 @@ def _vec(values: list[float], like: Tensor) -> Tensor:
     return torch.tensor(values, dtype=like.dtype, device=like.device)
 
 
+def _forward_losses(model: SAE, X: Tensor, rec_forms: tuple[str, ...], l1_forms: tuple[str, ...]):
+    """The model's forward pass and each arm's reconstruction and sparsity terms (before alpha):
+    (pre, codes, x_hat, rec [K], pen [K]). The part of a step that RunConfig.compile compiles."""
+    pre, codes, x_hat = model(X)
+    rec = _per_form(rec_forms, lambda f: losses.reconstruction(X, x_hat, f))
+    if all(f == "none" for f in l1_forms):  # TopK arms: no |z| pass over [K, B, S]
+        pen = torch.zeros_like(rec)
+    else:
+        pen = _per_form(l1_forms, lambda f: losses.l1_penalty(codes, f, model.W_dec))
+    return pre, codes, x_hat, rec, pen
+
+
 def _step_group(g: _Group, cfgs: list[RunConfig], x: Tensor, step: int) -> Tensor:
     """Forward, per-arm losses, backward, clipping, Adam, decoder constraint, trackers.
     Returns the per-arm loss [K] (detached).
@@ -104,14 +119,9 @@ def _step_group(g: _Group, cfgs: list[RunConfig], x: Tensor, step: int) -> Tenso
     pass, one kernel per set of arms sharing hyper-parameters."""
     model, arm_cfgs = g.model, [cfgs[i] for i in g.idx]
     X, _ = _normalize(g, x)
-    pre, codes, x_hat = model(X)
-    rec = _per_form([c.penalty.reconstruction for c in arm_cfgs], lambda f: losses.reconstruction(X, x_hat, f))
-    forms = [c.penalty.form for c in arm_cfgs]
+    pre, codes, x_hat, rec, pen = g.forward(model, X, tuple(c.penalty.reconstruction for c in arm_cfgs),
+                                            tuple(c.penalty.form for c in arm_cfgs))
     alpha = _vec([schedules.alpha_at(step, c.penalty) for c in arm_cfgs], rec)
-    if all(f == "none" for f in forms):  # TopK arms: no |z| pass over [K, B, S]
-        pen = torch.zeros_like(rec)
-    else:
-        pen = _per_form(forms, lambda f: losses.l1_penalty(codes, f, model.W_dec))
     loss = rec + alpha * pen
     coef = [schedules.reanimation_coef_at(step, c.aux) for c in arm_cfgs]
     if any(coef) and bool(losses.dead_in_batch(codes.detach()).any()):
@@ -335,8 +345,20 @@ def _build_groups(cfgs: list[RunConfig], source: Source, device: torch.device) -
             for n in normalizers:
                 n.fit(batches)
         groups.append(_Group(idx, model, StackedAdam(params, betas, eps),
-                             DeadTracker(len(idx), sae_cfg.d_sae, tracking_cfg, device), normalizers, shared))
+                             DeadTracker(len(idx), sae_cfg.d_sae, tracking_cfg, device), normalizers, shared,
+                             _compiled_forward() if first.compile else _forward_losses))
     return groups
+
+
+def _compiled_forward() -> Callable:
+    """_forward_losses under torch.compile. Shapes are static within a run (dynamic=False: no
+    symbolic-shape guards on the step). Dynamo keys its cache on the function's code, which every
+    group shares, so each distinct model shape is one more cache entry: the limit is raised to fit
+    a lab's groups instead of silently falling back to eager after the default 8."""
+    import torch._dynamo  # only when asked for: importing it costs about a second
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    return torch.compile(_forward_losses, dynamic=False)
 
 
 def _checkpoint(out: Path, groups: list[_Group], gens: list[torch.Generator], step: int, state: _State,
