@@ -21,7 +21,7 @@ backward and decoder touch only the k selected latents, so it does far fewer FLO
 step; its GFLOP/s there is dense-equivalent (the work a dense trainer does for the same step).
 
 Each trainer's own step, as its documentation and training loop run it:
-  saelab        saelab.train._step_group (forward, losses, backward, clipping, Adam, dead-latent
+  saelab        saelab.stack.step_group (forward, losses, backward, clipping, Adam, dead-latent
                 trackers), seed L1 (mean over all, alpha 0.003) for a; TopK with AuxK (1/32) for b
   overcomplete  overcomplete.sae.train_sae over the batches (its loop: zero_grad, forward,
                 criterion, DeadCodeTracker, backward, clip_grad_norm_, Adam step), monitoring=0;
@@ -91,7 +91,7 @@ def venv_python(peer: str) -> Path:
 
 
 def _saelab_step(c: dict):
-    from saelab import train as T
+    from saelab import stack
     from saelab.config import RunConfig
 
     over = {"sae.architecture": c["arch"], "sae.d_in": c["d_in"], "sae.d_sae": c["d_sae"],
@@ -104,12 +104,12 @@ def _saelab_step(c: dict):
         over |= {"sae.k": c["k"], "penalty.form": "none", "penalty.alpha": 0.0,
                  "aux.auxk_coef": 1 / 32, "aux.auxk_k": c["d_in"] // 2}
     cfg = RunConfig().with_overrides(over)
-    (group,) = T._build_groups([cfg], None, torch.device("cpu"))
+    (group,) = stack.build_groups([cfg], None, torch.device("cpu"))
     state = {"step": 0}
 
     def run(batches: list[torch.Tensor]) -> None:
         for x in batches:
-            T._step_group(group, [cfg], x, state["step"])
+            stack.step_group(group, [cfg], x, state["step"])
             state["step"] += 1
 
     return run

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/compile_step.py --cases relu-test1 jumprelu-pipeline --arms 8
 
 Each case trains K arms (``--arms``, default 1) of one architecture at one of the seed's shapes,
-through saelab.train._step_group on in-memory batches: eager and compiled alternate within every
+through saelab.stack.step_group on in-memory batches: eager and compiled alternate within every
 round, medians over ``--runs`` timed runs after a warm-up run (the warm-up round includes the
 compilation, whose time is printed separately). Arms differ in LR and L1 coefficient as in
 benchmarks/lockstep.py.
@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import alternate, median  # noqa: E402
 
-from saelab import config, train as T  # noqa: E402
+from saelab import config, stack  # noqa: E402
 from saelab.data import make_source, resolve  # noqa: E402
 
 SHAPES = {"test1": {"sae.d_sae": 256, "data.batch_size": 64},  # the seed's Test 1
@@ -43,13 +43,13 @@ def _group(case: str, arms: int, compiled: bool, steps: int):
     src = make_source(cfgs[0])
     cfgs = [resolve(c, src) for c in cfgs]
     batches = [src.batch(s, cfgs[0].data.batch_size) for s in range(16)]
-    (group,) = T._build_groups(cfgs, src, torch.device("cpu"))
+    (group,) = stack.build_groups(cfgs, src, torch.device("cpu"))
     state = {"step": cfgs[0].schedule.warmup_steps}
 
     def run() -> None:
         for _ in range(steps):
             s = state["step"]
-            T._step_group(group, cfgs, batches[s % len(batches)], s)
+            stack.step_group(group, cfgs, batches[s % len(batches)], s)
             state["step"] = s + 1
 
     return run, group

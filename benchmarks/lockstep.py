@@ -7,7 +7,7 @@ batch 64; preset seed-test1).
 The K arms differ in learning rate and L1 coefficient (so Adam cannot treat them as one, and every
 arm keeps its own numbers); they share the SAE shape and so train as one stacked group. Reported,
 each a median over ``--runs`` timed runs after a warm-up, the two configurations alternating:
-  step   saelab.train._step_group on in-memory batches: K-arm group vs one-arm group
+  step   saelab.stack.step_group on in-memory batches: K-arm group vs one-arm group
   train  train() end to end (data generation, metrics every log_interval=50 steps on 8192 held-out
          rows, run directories) as a marginal rate: the difference of N and 2N steps
   floor  the K arms' five matrix products (torch.bmm) and one fused Adam pass alone, in the same
@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import alternate, median  # noqa: E402
 
-from saelab import config, train as T  # noqa: E402
+from saelab import config, stack, train as T  # noqa: E402
 from saelab.data import make_source, resolve  # noqa: E402
 
 
@@ -89,14 +89,14 @@ def main() -> None:
     for mode in modes:
         for n, named in ((1, one), (args.arms, many)):
             cfgs = [resolve(c, src).replace(compile=mode == "compiled") for c in named.values()]
-            (group,) = T._build_groups(cfgs, src, torch.device("cpu"))
+            (group,) = stack.build_groups(cfgs, src, torch.device("cpu"))
             assert len(group.idx) == len(cfgs), "the arms must stack into one group"
             state = {"step": cfgs[0].schedule.warmup_steps}
 
             def run(group=group, cfgs=cfgs, state=state) -> None:
                 for _ in range(args.steps):
                     s = state["step"]
-                    T._step_group(group, cfgs, batches[s % len(batches)], s)
+                    stack.step_group(group, cfgs, batches[s % len(batches)], s)
                     state["step"] = s + 1
 
             runners[(mode, n)] = run

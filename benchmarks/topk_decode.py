@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    retain_freed_memory()  # as in training (saelab.train._build_groups), for both paths
+    retain_freed_memory()  # as in training (saelab.stack.build_groups), for both paths
     B, d, S, k = args.batch, args.d_in, args.d_sae, args.k
     g = torch.Generator().manual_seed(0)
     W = torch.randn(1, S, d, generator=g).div_(d**0.5).requires_grad_()

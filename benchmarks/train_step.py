@@ -9,7 +9,7 @@ trains one arm exactly as configured (its normalization, L1 form, LR schedule).
 
 Three rates per shape, every one a median over ``--runs`` timed runs after one warm-up run, the
 three measurements alternating within each round:
-  step   saelab.train._step_group on batches already in memory: forward, losses, backward, Adam,
+  step   saelab.stack.step_group on batches already in memory: forward, losses, backward, Adam,
          trackers (what train() does per step besides fetching the batch)
   data   SyntheticSource.batch alone (the synthetic data generation train() does per step)
   train  train() end to end, marginal rate: (N2 - N1) steps / (t(N2) - t(N1)) for two runs of N1
@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import alternate, median, step_flops  # noqa: E402
 
-from saelab import config, train as T  # noqa: E402
+from saelab import config, stack, train as T  # noqa: E402
 from saelab.data import make_source, resolve  # noqa: E402
 
 SHAPES = {"pipeline": config.seed_pipeline, "test1": config.seed_test1}
@@ -44,14 +44,14 @@ def _runners(name: str, steps_per_run: int, e2e_steps: int) -> dict:
     cfg = resolve(cfg, src)
     bs = cfg.data.batch_size
     batches = [src.batch(s, bs) for s in range(16)]
-    (group,) = T._build_groups([cfg], src, torch.device("cpu"))
+    (group,) = stack.build_groups([cfg], src, torch.device("cpu"))
     first = cfg.schedule.warmup_steps  # full LR, as most of a run is
     state = {"step": first}
 
     def step() -> None:
         for _ in range(steps_per_run):
             s = state["step"]
-            T._step_group(group, [cfg], batches[s % len(batches)], s)
+            stack.step_group(group, [cfg], batches[s % len(batches)], s)
             state["step"] = s + 1
 
     def data() -> None:

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 

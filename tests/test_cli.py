@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from saelab import runs, train
 from saelab.cli import main

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saelab import losses, train
+from saelab import losses, stack
 from saelab.config import RunConfig, SAEConfig
 from saelab.data import SyntheticSource, _active_pairs, _SkipPlan
 from saelab.models import build, sparse_decode
@@ -184,7 +184,7 @@ def test_per_arm_clipping_is_clip_grad_norm_per_arm():
     for n, p in model.named_parameters():
         p.grad = grads[n].clone()
     max_norm = torch.tensor([0.5, 0.0, 4.0])  # 0 disables clipping for that arm
-    train._clip_per_arm(model, max_norm)
+    stack.clip_per_arm(model, max_norm)
     for k in range(3):
         ref = [torch.nn.Parameter(grads[n][k].clone()) for n, _ in model.named_parameters()]
         for r in ref:
@@ -210,11 +210,11 @@ ARMS = [
 ]
 
 
-def _train_steps(cfgs: list[RunConfig], steps: int) -> train._Group:
+def _train_steps(cfgs: list[RunConfig], steps: int) -> stack.Group:
     src = SyntheticSource(cfgs[0].data, 16, cfgs[0].seed)
-    (group,) = train._build_groups(cfgs, src, torch.device("cpu"))
+    (group,) = stack.build_groups(cfgs, src, torch.device("cpu"))
     for s in range(steps):
-        train._step_group(group, cfgs, src.batch(s, cfgs[0].data.batch_size), s)
+        stack.step_group(group, cfgs, src.batch(s, cfgs[0].data.batch_size), s)
     return group
 
 
@@ -243,7 +243,7 @@ def test_compiled_steps_train_like_eager_steps(arch):
         arms = [c.with_overrides({"penalty.form": "none"}) for c in arms]
     eager = _train_steps(arms, 12)
     compiled = _train_steps([c.replace(compile=True) for c in arms], 12)
-    assert compiled.forward is not train._forward_losses  # the compiled path really ran
+    assert compiled.forward is not stack.forward_losses  # the compiled path really ran
     for name, p in eager.model.named_parameters():
         torch.testing.assert_close(getattr(compiled.model, name), p, rtol=1e-4, atol=1e-6, msg=f"{arch} {name}")
     for name, b in eager.model.named_buffers():
@@ -254,7 +254,7 @@ def test_compiled_steps_train_like_eager_steps(arch):
 
 
 def test_skipped_terms_are_exact_zeros():
-    """_step_group skips reanimation when no latent is dead in the batch and AuxK when no latent is
+    """stack.step_group skips reanimation when no latent is dead in the batch and AuxK when no latent is
     dead by the tokens detector; computed, both terms would be exactly 0 (so skipping changes nothing)."""
     pre = torch.randn(2, B, D_SAE, generator=_gen(6))
     codes = torch.relu(pre) + 1e-3  # every latent fires on some row
@@ -274,8 +274,8 @@ def test_evaluate_matches_the_plain_float64_formulas():
     src = SyntheticSource(arms[0].data, 16, 0)
     group = _train_steps(arms, 5)
     x = src.eval_set(300)
-    train._evaluate(group, src.batch(0, 300))  # the cached variances must follow the tensor evaluated
-    ev = train._evaluate(group, x)
+    stack.evaluate(group, src.batch(0, 300))  # the cached variances must follow the tensor evaluated
+    ev = stack.evaluate(group, x)
     for k, norm in enumerate(group.normalizers):
         X, info = norm(x)
         with torch.no_grad():

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from saelab import metrics, runs, train
+from saelab import metrics, runs, stack, train
 from saelab.config import RunConfig
 from saelab.data import make_source, resolve
 from saelab.models import build
@@ -219,7 +219,7 @@ def _interrupting_tracker(at_call: int, action):
     its ``at_call``-th call across all groups."""
     calls = {"n": 0}
 
-    class Interrupting(train.DeadTracker):
+    class Interrupting(stack.DeadTracker):
         def update(self, codes):
             calls["n"] += 1
             if calls["n"] == at_call:
@@ -234,7 +234,7 @@ def test_a_ctrl_c_inside_a_step_is_held_until_the_step_completes(straight, tmp_p
     update. The trainer finishes the step, checkpoints it and stops; resume is exact."""
     out, result = straight
     cfgs = {"seed": ARMS["seed"], "fix": ARMS["fix"]}
-    monkeypatch.setattr(train, "DeadTracker", _interrupting_tracker(121, lambda: os.kill(os.getpid(), signal.SIGINT)))
+    monkeypatch.setattr(stack, "DeadTracker", _interrupting_tracker(121, lambda: os.kill(os.getpid(), signal.SIGINT)))
     with pytest.raises(KeyboardInterrupt):
         train.train(cfgs, tmp_path / "r", progress=False)
     monkeypatch.undo()
@@ -255,7 +255,7 @@ def test_an_interrupt_that_tears_a_step_keeps_the_previous_checkpoint(straight, 
     def stop():
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "DeadTracker", _interrupting_tracker(121, stop))
+    monkeypatch.setattr(stack, "DeadTracker", _interrupting_tracker(121, stop))
     with pytest.raises(KeyboardInterrupt):
         train.train(cfgs, tmp_path / "r", progress=False)
     monkeypatch.undo()
