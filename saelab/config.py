@@ -70,6 +70,14 @@ class SAEConfig(_Section):
     jumprelu_bandwidth: float = 0.001  # width of the straight-through kernel for d/dtheta (Rajamanoharan 2024)
     decoder_constraint: Literal["none", "unit_norm"] = "none"  # unit_norm: renormalize rows and project out the radial gradient
     init: Literal["kaiming", "tied"] = "kaiming"  # tied: encoder starts as the decoder's transpose (Conerly 2024)
+    # decoder bias at step 0: zeros (the seed), or the center of the first normalize.estimate_batches
+    # training batches in normalized space, their mean or geometric median (Bricken 2023; SAELens
+    # b_dec_init_method). With a shared offset in the data, a zero b_dec leaves every latent to
+    # explain the offset first.
+    b_dec_init: Literal["zeros", "mean", "geometric_median"] = "zeros"
+    # encode x - b_dec instead of x (Bricken 2023; SAELens apply_b_dec_to_input): the decoder bias is
+    # the origin for the encoder too, so latents see the data around its center
+    apply_b_dec_to_input: bool = False
 
     def __post_init__(self) -> None:
         self._check()

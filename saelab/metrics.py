@@ -76,3 +76,26 @@ def mmcs(W_dec: Tensor, truth: Tensor) -> Tensor:
 def frac_recovered(W_dec: Tensor, truth: Tensor, threshold: float = 0.9) -> Tensor:
     """Fraction of true features matched by some decoder row at cosine > threshold."""
     return (max_cosines(W_dec, truth) > threshold).to(torch.float32).mean(-1)
+
+
+def geometric_median(x: Tensor, max_iter: int = 200, tol: float = 1e-7) -> Tensor:
+    """The point minimizing the summed Euclidean distance to the rows of x [N, d] -> [d], by
+    Weiszfeld's iteration from the mean, in float64 (the decoder-bias initialization of Bricken
+    2023). Robust where the mean is not: moving one row arbitrarily far moves it a bounded amount.
+    Stops when a step moves less than tol x (1 + the median's norm); a row the iterate lands on
+    exactly is kept out of that step's weights (the standard guard against 1/0)."""
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"geometric_median needs rows [N, d] with N >= 1, got shape {tuple(x.shape)}")
+    pts = x.to(torch.float64)
+    y = pts.mean(0)
+    for _ in range(max_iter):
+        dist = (pts - y).norm(dim=-1)
+        w = torch.where(dist > 0, 1.0 / dist.clamp_min(1e-300), torch.zeros_like(dist))
+        if float(w.sum()) == 0:  # every row sits on y
+            break
+        nxt = (w.unsqueeze(-1) * pts).sum(0) / w.sum()
+        done = float((nxt - y).norm()) <= tol * (1 + float(nxt.norm()))
+        y = nxt
+        if done:
+            break
+    return y.to(x.dtype)

@@ -41,9 +41,17 @@ class SAE(nn.Module):
     def n_arms(self) -> int:
         return self.W_enc.shape[0]
 
+    def encoder_bias(self) -> Tensor:
+        """[K, S]: b_enc, or with apply_b_dec_to_input the bias that makes (x - b_dec) W_enc^T + b_enc
+        one product of x, b_enc - W_enc b_dec (an O(S d) product per arm instead of a pass over the
+        batch; autograd carries its gradient to b_enc, W_enc and b_dec)."""
+        if not self.cfg.apply_b_dec_to_input:
+            return self.b_enc
+        return self.b_enc - torch.bmm(self.W_enc, self.b_dec.unsqueeze(-1)).squeeze(-1)
+
     def preacts(self, x: Tensor) -> Tensor:
         """[K, B, d] -> [K, B, S]"""
-        return _Encode.apply(x, self.W_enc, self.b_enc)
+        return _Encode.apply(x, self.W_enc, self.encoder_bias())
 
     def activate(self, pre: Tensor) -> Tensor:
         raise NotImplementedError
@@ -142,7 +150,7 @@ class TopKSAE(SAE):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if self.W_enc.dtype not in _BAG_DTYPES:
             return super().forward(x)
-        pre, vals, idx = _TopKEncode.apply(x, self.W_enc, self.b_enc, self.cfg.k)
+        pre, vals, idx = _TopKEncode.apply(x, self.W_enc, self.encoder_bias(), self.cfg.k)
         acts = torch.relu(vals)
         codes = torch.zeros_like(pre).scatter_(-1, idx, acts)
         return pre, codes, sparse_decode(acts, idx, self.W_dec, self.b_dec)

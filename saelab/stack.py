@@ -69,14 +69,26 @@ def build_groups(cfgs: list[RunConfig], source: Source, device: torch.device) ->
         normalizers = [make_normalizer(c.normalize, sae_cfg.d_in) for c in arm_cfgs]
         shared = len({c.normalize for c in arm_cfgs}) == 1
         fit_batches = max(c.normalize.estimate_batches for c in arm_cfgs)
-        if any(c.normalize.mode == "dataset_scalar" for c in arm_cfgs):
-            batches = [source.batch(s, first.data.batch_size).to(device, dtype) for s in range(fit_batches)]
-            for n in normalizers:
-                n.fit(batches)
+        needs_batches = sae_cfg.b_dec_init != "zeros" or any(c.normalize.mode == "dataset_scalar" for c in arm_cfgs)
+        batches = [source.batch(s, first.data.batch_size).to(device, dtype) for s in range(fit_batches)] if needs_batches else []
+        for n in normalizers:
+            n.fit(batches)
+        if sae_cfg.b_dec_init != "zeros":
+            _init_b_dec(model, normalizers, torch.cat(batches))
         groups.append(Group(idx, model, StackedAdam(params, betas, eps),
                              DeadTracker(len(idx), sae_cfg.d_sae, tracking_cfg, device), normalizers, shared,
                              _compiled_forward() if first.compile else forward_losses))
     return groups
+
+
+@torch.no_grad()
+def _init_b_dec(model: SAE, normalizers: list[Normalizer], x: Tensor) -> None:
+    """Each arm's decoder bias = the center (mean or geometric median, sae.b_dec_init) of the rows x
+    [N, d] in that arm's normalized space."""
+    for k, n in enumerate(normalizers):
+        xn = n(x)[0]
+        center = xn.mean(0) if model.cfg.b_dec_init == "mean" else metrics.geometric_median(xn)
+        model.b_dec[k] = center
 
 
 def _compiled_forward() -> Callable:

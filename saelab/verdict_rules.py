@@ -400,12 +400,41 @@ def r1_reanimation(runs: RunsBySeed) -> list[dict]:
     return out or [missing("R1", "reanimation revives dead codes without dense noise", P05, runs, ["relu_coef0"])]
 
 
+def h8_centered_b_dec(runs: RunsBySeed) -> dict:
+    """H8 · (lab) with a shared offset in the data, a decoder bias that starts at zero kills latents
+    from the start: the offset pushes many latents' pre-activations below 0 on every row. Starting
+    b_dec at the data's center and subtracting it before the encoder (Bricken 2023; arm
+    ``centered``) should prevent it. The centered arm *beats* the seed's by m points when its peak
+    dead fraction is lower by more than m AND its final FVU in the original space is not higher.
+    Confirmed when it beats by 10 points in every replicate; refuted when it does not beat by 5
+    points in any replicate; else inconclusive. Also reports the dead fraction at step 0."""
+    title = "a shared offset with b_dec at zero kills latents from the start (lab-found)"
+    if (m := missing("H8", title, P04, runs, ["seed", "centered"])) is not None:
+        return m
+    fvu = lambda r: tail(r, "fvu_orig")  # noqa: E731
+    gains = [peak(a["seed"]) - peak(a["centered"]) for a in runs.values()]
+    fvu_ok = [fvu(a["centered"]) <= fvu(a["seed"]) for a in runs.values()]
+    word = rule([g > CLEAR and ok for g, ok in zip(gains, fvu_ok)], [not (g > SAME and ok) for g, ok in zip(gains, fvu_ok)])
+    start = {a: per_seed(runs, a, lambda r: at_step(r, "dead_frac", 0)) for a in ("seed", "centered")}
+    peaks = {a: per_seed(runs, a, peak) for a in ("seed", "centered")}
+    fvus = {a: per_seed(runs, a, fvu) for a in ("seed", "centered")}
+    effect = (f"dead at step 0: seed {pm(start['seed'])}, centered {pm(start['centered'])}; peak dead: seed "
+              f"{pm(peaks['seed'])}, centered {pm(peaks['centered'])}; final FVU (original space): seed "
+              f"{pm(fvus['seed'], False)}, centered {pm(fvus['centered'], False)}")
+    return verdict("H8", title, P04, word, effect, {"seed_dead_step0": stats(start["seed"])["mean"],
+                                                   "centered_dead_step0": stats(start["centered"])["mean"],
+                                                   "seed_peak_dead": stats(peaks["seed"])["mean"],
+                                                   "centered_peak_dead": stats(peaks["centered"])["mean"],
+                                                   "seed_fvu_orig": stats(fvus["seed"])["mean"],
+                                                   "centered_fvu_orig": stats(fvus["centered"])["mean"]})
+
+
 RULES = {
     P00: [h0_collapse, h5_grad_accumulation],
     P01: [h1_scale, h1a_form, h1b_task22, h7_decoder_norm],
     P02: [h2_warmup, h2a_lr_jump],
     P03: [h3_resampling, h3a_detector, h3b_reinit_scale, h6_adam_state],
-    P04: [h4_normalization, h4a_small_norms],
+    P04: [h4_normalization, h4a_small_norms, h8_centered_b_dec],
     P05: [r1_reanimation],
     "06_validation": [validation_verdicts],
 }

@@ -225,6 +225,9 @@ INVALID: list[tuple[str, Any, str]] = [
     ("seed", -1, ">= 0"),
     ("device", "tpu", "cpu, cuda or cuda:N"),
     ("dtype", "float16", "choose one of"),
+    ("compile", "yes", "true or false"),
+    ("sae.b_dec_init", "median", "choose one of"),
+    ("sae.apply_b_dec_to_input", 2, "true or false"),
 ]
 
 

@@ -89,3 +89,23 @@ def test_mmcs_and_frac_recovered():
     stacked = torch.stack([W_dec, -W_dec])
     assert M.mmcs(stacked, truth).tolist() == pytest.approx([(1 + 2**-0.5) / 2, (0 + 1) / 2])
     assert M.frac_recovered(stacked, truth).tolist() == [0.5, 0.5]
+
+
+def test_geometric_median():
+    # 1-D: the median, however far the outlier (the mean of [0, 1, 100] is 33.7)
+    assert float(M.geometric_median(torch.tensor([[0.0], [1.0], [100.0]]))) == pytest.approx(1.0, abs=1e-4)
+    # a square's corners: its center
+    sq = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])
+    torch.testing.assert_close(M.geometric_median(sq), torch.tensor([1.0, 1.0]))
+    # anywhere: the unit vectors towards the rows sum to ~0 (the optimality condition), and moving
+    # one row of 200 a million times further moves the median only a little
+    x = torch.randn(200, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 4.0
+    gm = M.geometric_median(x, tol=1e-12)
+    pull = ((x - gm) / (x - gm).norm(dim=-1, keepdim=True)).sum(0)
+    assert float(pull.norm()) < 1e-4
+    far = x.clone()
+    far[0] *= 1e6
+    assert float((M.geometric_median(far) - gm).norm()) < 0.05
+    assert float((far.mean(0) - x.mean(0)).norm()) > 1e3
+    with pytest.raises(ValueError, match="rows"):
+        M.geometric_median(torch.zeros(0, 3))

@@ -206,3 +206,32 @@ def test_batchtopk_threshold_starts_at_the_first_batch_then_averages():
         _, codes2, _ = model(_x(2, seed=2))
     second = torch.where(codes2 > 0, codes2, torch.inf).flatten(1).amin(-1)
     torch.testing.assert_close(model.threshold, first + 0.01 * (second - first))
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS))
+def test_apply_b_dec_to_input_encodes_x_minus_b_dec(arch):
+    """apply_b_dec_to_input folds -W_enc b_dec into the encoder bias; forward and every gradient equal
+    the plain (x - b_dec) W_enc^T + b_enc, and shifting x and b_dec together leaves the codes alone."""
+    torch.manual_seed(0)
+    model = build(_cfg(arch, apply_b_dec_to_input=True), n_arms=2, seed=0)
+    with torch.no_grad():
+        model.b_dec.copy_(torch.randn(2, D_IN))
+        model.b_enc.copy_(0.1 * torch.randn(2, D_SAE))
+    x = _x(2) + 3.0
+    pre, codes, x_hat = model(x)
+    loss = (x_hat - x).square().sum() + 0.1 * codes.sum() + 0.01 * pre.square().sum()
+    fast = torch.autograd.grad(loss, [model.W_enc, model.b_enc, model.b_dec])
+    ref_pre = (x - model.b_dec.unsqueeze(1)) @ model.W_enc.transpose(1, 2) + model.b_enc.unsqueeze(1)
+    torch.testing.assert_close(pre, ref_pre, rtol=1e-5, atol=1e-5)
+    # reference gradients: the same loss with the encoder written out, activations taken from the model
+    ref_codes = model.activate(ref_pre) if arch != "topk" else torch.zeros_like(ref_pre).scatter(
+        -1, ref_pre.topk(4, -1).indices, ref_pre.topk(4, -1).values.relu())
+    ref_hat = ref_codes @ model.W_dec + model.b_dec.unsqueeze(1)
+    ref_loss = (ref_hat - x).square().sum() + 0.1 * ref_codes.sum() + 0.01 * ref_pre.square().sum()
+    for got, want, name in zip(fast, torch.autograd.grad(ref_loss, [model.W_enc, model.b_enc, model.b_dec]),
+                               ("W_enc", "b_enc", "b_dec")):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=f"{arch} d{name}")
+    shift = torch.randn(D_IN)
+    with torch.no_grad():
+        model.b_dec.add_(shift)
+        torch.testing.assert_close(model(x + shift)[0], pre, rtol=1e-4, atol=1e-4)

@@ -17,7 +17,7 @@ FACTORS = {
     "01_l1_penalty": {"penalty.form", "penalty.alpha", "sae.decoder_constraint"},
     "02_lr_warmup": {"schedule.shape", "schedule.warmup_steps"},
     "03_resampling": {"resample.strategy", "resample.detector", "resample.reset_adam"},
-    "04_normalization": {"normalize.mode"},
+    "04_normalization": {"normalize.mode", "sae.b_dec_init", "sae.apply_b_dec_to_input"},  # centering b_dec is one factor in two fields
     "05_reanimation": {"sae.architecture", "sae.k", "penalty.form", "penalty.alpha", "aux.reanimation_coef",
                        "aux.reanimation_schedule", "aux.reanimation_anneal_steps", "aux.auxk_coef", "aux.auxk_k"},
 }

@@ -104,6 +104,20 @@ def test_h4a_reads_the_task51_norms():
     assert verdict_rules.h4a_small_norms(by_seed(seed=[ok, bad, ok]))["verdict"] == "confirmed"
 
 
+def test_h8_needs_fewer_dead_latents_without_worse_reconstruction():
+    seed = fake(lambda s: np.where(s < 100, 0.09, 0.30), fvu_orig=1.1)
+    centered = fake(0.0, fvu_orig=0.07)
+    v = verdict_rules.h8_centered_b_dec(by_seed(seed=seed, centered=centered))
+    assert v["verdict"] == "confirmed"
+    assert v["numbers"]["seed_dead_step0"] == pytest.approx(0.09) and v["numbers"]["centered_peak_dead"] == 0
+    worse = fake(0.0, fvu_orig=1.5)  # fewer dead latents bought with a worse reconstruction is no win
+    assert verdict_rules.h8_centered_b_dec(by_seed(seed=seed, centered=worse))["verdict"] == "refuted"
+    same = fake(lambda s: np.where(s < 100, 0.09, 0.28), fvu_orig=1.0)
+    assert verdict_rules.h8_centered_b_dec(by_seed(seed=seed, centered=same))["verdict"] == "refuted"
+    assert verdict_rules.h8_centered_b_dec(by_seed(seed=seed, centered=[centered, same, centered]))["verdict"] == "inconclusive"
+    assert "not testable" in verdict_rules.h8_centered_b_dec(by_seed(seed=seed))["effect"]
+
+
 def test_r1_separates_sparse_revival_from_dense_noise():
     fire_base = [0] * 20 + [10] * 80  # 20% dead, none dense
     base = fake(0.2, l0_frac=0.1, fire=fire_base)

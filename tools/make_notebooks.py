@@ -43,6 +43,7 @@ PHASE_HELP = {
     "data_huge_row_fraction": "data.huge_row_fraction: fraction of rows scaled by 1e3",
     "normalize_mode": "normalize.mode: modes besides the seed's constant_norm_rescale",
     "normalize_clamp_min": "normalize.clamp_min: the Task 5.1 clamp on ||x|| of the clamped arm",
+    "sae_b_dec_init": "sae.b_dec_init of the centered arm (H8; b_dec also subtracted before the encoder): mean | geometric_median; None: no such arm",
     "aux_reanimation_coef": "aux.reanimation_coef: coefficients > 0 trained besides 0 (seed 000 suggests 1e-4 to 1e-3)",
     "aux_reanimation_schedule": "aux.reanimation_schedule: linear_anneal adds an arm annealing the middle coefficient to 0 by mid-training",
     "aux_auxk_coef": "aux.auxk_coef: weight of the AuxK arm (Gao 2024: 1/32); 0: no AuxK arm",
@@ -77,7 +78,12 @@ off, the detector (window of the seed's Task 4.1, tokens since fired), the re-in
 Anthropic 2023) and a reset of the rewritten rows' Adam moments (the seed leaves them stale).""",
     "04_normalization": """The seed's Bug #4: `x * sqrt(d_in) / ||x||` with no clamp could divide by near-zero norms. The data
 here has rows scaled by 1e-6 and by 1e3 (the same rows for every arm); the arms change only the normalization:
-none, the seed's rescale, the same with the Task 5.1 clamp, a dataset-wide scalar, layer norm.""",
+none, the seed's rescale, the same with the Task 5.1 clamp, a dataset-wide scalar, layer norm.
+
+One more arm tests what the lab found on the way (H8): the data has a shared offset, and the seed's SAE starts its
+decoder bias at zero, so the offset pushes many latents' pre-activations below zero on every row before training
+begins. The `centered` arm is the seed's with `b_dec` started at the data's geometric median and subtracted before
+the encoder (Bricken 2023), nothing else changed.""",
     "05_reanimation": """Seed 000 proposes an auxiliary loss, `-coef * mean(pre_codes * is_dead)`, that pushes the
 pre-activations of latents dead in the batch upwards, and claims it revives them "without simply creating dense
 noise". Resampling is off here (the loss is the remedy under test); everything else is the seed's pipeline,
@@ -99,7 +105,9 @@ EVIDENCE = {
         "plots.lr_schedules(run.first(), {arm: schedules.lr_curve(r.config) for arm, r in run.first().items()})"]),
     "03_resampling": ("Dead detectors against the held-out truth, and what each resampling did", "h3 h3a h3b h6", [
         "plots.detector_pr(run.first())", "verdicts.resample_table(run.first())"]),
-    "04_normalization": ("The seed's Task 5.1 norm ranges", "h4 h4a", ["plots.norm_ranges(run.first())"]),
+    "04_normalization": ("The seed's Task 5.1 norm ranges; the centered decoder bias against the seed's", "h4 h4a h8", [
+        "plots.norm_ranges(run.first())",
+        'plots.training_curves({arm: r for arm, r in run.first().items() if arm in ("seed", "centered")})']),
     "05_reanimation": ("Dead latents against L0, per coefficient", "r1", ["plots.dead_vs_l0(run.first())"]),
     "06_validation": ("The seed's Validation Metrics table", "validation", [
         "rows = verdicts.validation_rows(runs)\nplots.validation_table(rows)"]),
