@@ -180,10 +180,14 @@ def _visibility_buttons(labels: list[str], trace_keys: list[str | None], relayou
     return out
 
 
-def training_curves(runs: Mapping[str, Any], max_points: int = MAX_POINTS) -> go.Figure:
+def training_curves(runs: Mapping[str, Any], max_points: int = MAX_POINTS, first: str = "L0") -> go.Figure:
     """L0, dead fraction (held-out truth solid, the seed's single-batch count dashed), loss,
     L1/reconstruction ratio and LR against the step, one colour per arm; a dropdown picks the
-    metric, and event markers (warmup end, resampling, collapses) sit at their steps."""
+    metric (``first``: the one shown on opening, a label of CURVES), and event markers (warmup
+    end, resampling, collapses) sit at their steps."""
+    labels = [c[0] for c in CURVES]
+    if first not in labels:
+        raise ValueError(f"first={first!r}: choose one of {labels}")
     runs = as_runs(runs)
     fig, keys = go.Figure(), []
     for label, ytitle, cols, _ in CURVES:
@@ -196,7 +200,7 @@ def training_curves(runs: Mapping[str, Any], max_points: int = MAX_POINTS) -> go
                 name = f"{arm} · {suffix}" if suffix else arm
                 fig.add_trace(go.Scatter(
                     x=m["step"].to_numpy()[idx], y=m[col].to_numpy()[idx], mode="lines", name=name,
-                    legendgroup=arm, line={"color": color(i), "dash": dash}, visible=label == CURVES[0][0],
+                    legendgroup=arm, line={"color": color(i), "dash": dash}, visible=label == first,
                     hovertemplate=f"<b>{name}</b><br>step %{{x}}<br>{col} = %{{y:.4g}}<extra></extra>"))
                 keys.append(label)
     add_event_markers(fig, {arm: marked_events(r) for arm, r in runs.items()})
@@ -205,8 +209,9 @@ def training_curves(runs: Mapping[str, Any], max_points: int = MAX_POINTS) -> go
                  for _, yt, _, log in CURVES]
     fig.update_layout(
         title={"text": "Training curves per arm", "subtitle": {"text": _legend_note()}},
-        xaxis_title="optimizer step", yaxis_title=CURVES[0][1], hovermode="closest", margin={"t": 110},
-        updatemenus=[_dropdown(_visibility_buttons([c[0] for c in CURVES], keys, relayouts))], height=520)
+        xaxis_title="optimizer step", yaxis_title=CURVES[labels.index(first)][1], hovermode="closest", margin={"t": 110},
+        yaxis_type="log" if CURVES[labels.index(first)][3] else "linear",
+        updatemenus=[_dropdown(_visibility_buttons(labels, keys, relayouts)) | {"active": labels.index(first)}], height=520)
     return fig
 
 

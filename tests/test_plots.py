@@ -54,6 +54,17 @@ def test_training_curves_dropdown_switches_metric_and_keeps_events(runs):
     assert any(s.x0 == runs["seed"].config.schedule.warmup_steps for s in fig.layout.shapes)
 
 
+def test_training_curves_can_open_on_another_metric(runs):
+    fig = plots.training_curves(runs, first="dead fraction")
+    shown = {t.name for t in fig.data if t.visible is not False and t.meta != "events"}
+    assert shown == {f"{a} · {s}" for a in runs for s in ("held-out truth", "single batch (seed)")}
+    assert fig.layout.updatemenus[0].active == [c[0] for c in plots.CURVES].index("dead fraction")
+    assert fig.layout.yaxis.title.text.startswith("dead latents")
+    assert plots.training_curves(runs, first="loss").layout.yaxis.type == "log"
+    with pytest.raises(ValueError, match="first='dead'"):
+        plots.training_curves(runs, first="dead")
+
+
 def test_long_series_are_thinned_to_max_points_keeping_the_last_step(tmp_path):
     long = fake_arms(tmp_path, {"long": {}}, steps=30_000, log_interval=5, d_sae=8)
     fig = plots.training_curves(long)

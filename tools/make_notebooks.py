@@ -107,7 +107,7 @@ EVIDENCE = {
         "plots.detector_pr(run.first())", "verdicts.resample_table(run.first())"]),
     "04_normalization": ("The seed's Task 5.1 norm ranges; the centered decoder bias against the seed's", "h4 h4a h8", [
         "plots.norm_ranges(run.first())",
-        'plots.training_curves({arm: r for arm, r in run.first().items() if arm in ("seed", "centered")})']),
+        'plots.training_curves({arm: r for arm, r in run.first().items() if arm in ("seed", "centered")}, first="dead fraction")']),
     "05_reanimation": ("Dead latents against L0, per coefficient", "r1", ["plots.dead_vs_l0(run.first())"]),
     "06_validation": ("The seed's Validation Metrics table", "validation", [
         "rows = verdicts.validation_rows(runs)\nplots.validation_table(rows)"]),
