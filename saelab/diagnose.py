@@ -162,7 +162,9 @@ def autopsy(metrics: pd.DataFrame, events: list[dict[str, Any]], **kw: Any) -> d
     if kw:
         raise TypeError(f"autopsy() got unknown options {sorted(kw)}")
     found = detect_collapses(metrics, params["dead_rise"], params["window_steps"], params["l0_drop_factor"])
-    collapses = attribute(found, events, params["lookback_steps"])
+    first_step = int(steps[0]) if len(steps) else None
+    initial = [c for c in found if c["trigger"] == "l0_drop" and c["start_step"] == first_step]
+    collapses = attribute([c for c in found if c not in initial], events, params["lookback_steps"])
     keys = ("start_step", "end_step", "dead_before", "dead_after", "l0_before", "l0_after")
     keys += ("suspect", "suspect_step", "suspect_distance")
     last = metrics.sort_values("step").iloc[-1] if len(metrics) else None
@@ -172,6 +174,9 @@ def autopsy(metrics: pd.DataFrame, events: list[dict[str, Any]], **kw: Any) -> d
         "n_collapses": len(collapses),
         "collapses": collapses,
         "table": [{k: c[k] for k in keys} for c in collapses],
+        # An L0 fall from the first log with no latent dying is the penalty sparsifying a dense
+        # random initialization, which is what training is for: reported, not counted as a collapse.
+        "initial_sparsification": initial[0] if initial else None,
         "final": final,
     }
 
@@ -184,9 +189,12 @@ def format_autopsy(a: dict[str, Any]) -> str:
     """A few lines for ``saelab train`` to print."""
     p = a["params"]
     rule = f"dead rise > {p['dead_rise']:.2f} or L0 drop > {p['l0_drop_factor']:g}x within {p['window_steps']} steps"
+    init = a.get("initial_sparsification")
+    note = (f"\n  initial sparsification, not a collapse: L0 {_fmt(init['l0_before'])} -> {_fmt(init['l0_after'])} "
+            f"over steps {init['start_step']}-{init['end_step']} with no latent dying") if init else ""
     if not a["collapses"]:
-        return f"autopsy: no collapse ({rule})"
-    lines = [f"autopsy: {a['n_collapses']} collapse(s) ({rule})"]
+        return f"autopsy: no collapse ({rule})" + note
+    lines = [f"autopsy: {a['n_collapses']} collapse(s) ({rule})" + note]
     for n, c in enumerate(a["collapses"], 1):
         line = (
             f"  #{n} steps {c['start_step']}-{c['end_step']} (first seen {c['onset_step']}): "

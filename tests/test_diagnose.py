@@ -96,6 +96,23 @@ def test_l0_only_collapse_and_zero_l0():
     assert z["l0_after"] == 0.0 and z["l0_factor"] is None  # undefined ratio is None, not inf
 
 
+def test_initial_sparsification_is_reported_but_not_a_collapse():
+    """A dense random start whose L0 falls 15x in the first logs with no latent dying is the penalty
+    at work; the same fall later in the run, or with latents dying, is still a collapse."""
+    steps = np.arange(0, 1000, 100)
+    sparsifying = [128, 60, 8.5, 8.6, 8.4, 8.5, 8.6, 8.5, 8.4, 8.5]
+    a = autopsy(_metrics(steps, np.zeros(10), sparsifying), [], window_steps=300)
+    assert a["n_collapses"] == 0 and a["collapses"] == []
+    init = a["initial_sparsification"]
+    assert (init["start_step"], init["l0_before"], init["l0_after"]) == (0, 128, 8.5)
+    text = format_autopsy(a)
+    assert text.startswith("autopsy: no collapse") and "initial sparsification, not a collapse: L0 128 -> 8.5" in text
+    dying = autopsy(_metrics(steps, [0.0, 0.2, 0.4] + [0.4] * 7, sparsifying), [], window_steps=300)
+    assert dying["n_collapses"] == 1 and dying["initial_sparsification"] is None
+    later = autopsy(_metrics(steps, np.zeros(10), [128, 128, 128, 60, 8.5, 8.5, 8.5, 8.5, 8.5, 8.5]), [], window_steps=300)
+    assert later["n_collapses"] == 1 and later["initial_sparsification"] is None
+
+
 def test_two_separate_collapses_stay_separate_and_overlaps_merge():
     steps = np.arange(0, 3000, 100)
     dead = np.full(30, 0.05)
