@@ -88,6 +88,17 @@ def test_validation_phase_trains_synthetic_and_real_groups():
     assert len(phases.lockstep_groups(skip)) == 1
 
 
+def test_normalization_phase_adds_the_centered_arm_unless_told_not_to():
+    arms = phases.build_arms("04_normalization", "smoke", 0)
+    c = arms["centered"]
+    assert (c.sae.b_dec_init, c.sae.apply_b_dec_to_input) == ("geometric_median", True)
+    assert c.normalize == arms["seed"].normalize  # centered on top of the seed's normalization, nothing else
+    assert "centered" not in phases.build_arms("04_normalization", "smoke", 0, sae_b_dec_init=None)
+    assert phases.build_arms("04_normalization", "smoke", 0, sae_b_dec_init="mean")["centered"].sae.b_dec_init == "mean"
+    with pytest.raises(ValueError, match="sae_b_dec_init='median': choose mean, geometric_median"):
+        phases.build_arms("04_normalization", "smoke", 0, sae_b_dec_init="median")
+
+
 def test_parameter_names_reads_assignment_only_cells():
     history = ["", 'profile: str = "quick"  # help\nseeds = None', "# Parameters\nbogus = 3\n", "import os\nx = 1", "def f(:"]
     assert phases.parameter_names(history) == ["profile", "seeds", "bogus"]
