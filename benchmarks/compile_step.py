@@ -22,8 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import alternate, median  # noqa: E402
+from _stepping import arms, step_runner  # noqa: E402
 
-from saelab import config, stack  # noqa: E402
+from saelab import config  # noqa: E402
 from saelab.data import make_source, resolve  # noqa: E402
 
 SHAPES = {"test1": {"sae.d_sae": 256, "data.batch_size": 64},  # the seed's Test 1
@@ -35,24 +36,12 @@ ARCH = {"relu": {},
 CASES = [f"{a}-{s}" for a in ARCH for s in SHAPES]
 
 
-def _group(case: str, arms: int, compiled: bool, steps: int):
+def _runner(case: str, n_arms: int, compiled: bool, steps: int):
     arch, shape = case.split("-")
     base = config.seed_test1().with_overrides({**SHAPES[shape], **ARCH[arch], "compile": compiled})
-    cfgs = [base.with_overrides({"optim.lr": base.optim.lr * (0.5 + 0.25 * i),
-                                 "penalty.alpha": base.penalty.alpha * (1 + 0.5 * i)}) for i in range(arms)]
+    cfgs = arms(n_arms, base)
     src = make_source(cfgs[0])
-    cfgs = [resolve(c, src) for c in cfgs]
-    batches = [src.batch(s, cfgs[0].data.batch_size) for s in range(16)]
-    (group,) = stack.build_groups(cfgs, src, torch.device("cpu"))
-    state = {"step": cfgs[0].schedule.warmup_steps}
-
-    def run() -> None:
-        for _ in range(steps):
-            s = state["step"]
-            stack.step_group(group, cfgs, batches[s % len(batches)], s)
-            state["step"] = s + 1
-
-    return run, group
+    return step_runner([resolve(c, src) for c in cfgs], src, steps)
 
 
 def main() -> None:
@@ -68,8 +57,8 @@ def main() -> None:
           f"load average {os.getloadavg()}")
     for case in args.cases:
         steps = args.steps or (100 if case.endswith("test1") else 20)
-        eager, _ = _group(case, args.arms, False, steps)
-        compiled, group = _group(case, args.arms, True, steps)
+        eager = _runner(case, args.arms, False, steps)
+        compiled = _runner(case, args.arms, True, steps)
         t0 = time.perf_counter()
         compiled()  # compiles on its first step
         first = time.perf_counter() - t0

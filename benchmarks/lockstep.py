@@ -28,16 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import alternate, median  # noqa: E402
+from _stepping import arms, step_runner  # noqa: E402
 
-from saelab import config, stack, train as T  # noqa: E402
+from saelab import train as T  # noqa: E402
 from saelab.data import make_source, resolve  # noqa: E402
-
-
-def arms(n: int) -> dict[str, config.RunConfig]:
-    base = config.seed_test1()
-    return {f"arm{i}": base.with_overrides({"optim.lr": base.optim.lr * (0.5 + 0.25 * i),
-                                            "penalty.alpha": base.penalty.alpha * (1 + 0.5 * i)})
-            for i in range(n)}
 
 
 def _floor(K: int, B: int, S: int, d: int, steps: int):
@@ -79,27 +73,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()}")
 
-    many = arms(args.arms)
+    many = {f"arm{i}": c for i, c in enumerate(arms(args.arms))}
     one = dict(list(many.items())[:1])
     src = make_source(next(iter(many.values())))
     bs = next(iter(many.values())).data.batch_size
-    batches = [src.batch(s, bs) for s in range(16)]
     runners = {}
     modes = ("eager", "compiled") if args.compile else ("eager",)
     for mode in modes:
         for n, named in ((1, one), (args.arms, many)):
             cfgs = [resolve(c, src).replace(compile=mode == "compiled") for c in named.values()]
-            (group,) = stack.build_groups(cfgs, src, torch.device("cpu"))
-            assert len(group.idx) == len(cfgs), "the arms must stack into one group"
-            state = {"step": cfgs[0].schedule.warmup_steps}
-
-            def run(group=group, cfgs=cfgs, state=state) -> None:
-                for _ in range(args.steps):
-                    s = state["step"]
-                    stack.step_group(group, cfgs, batches[s % len(batches)], s)
-                    state["step"] = s + 1
-
-            runners[(mode, n)] = run
+            runners[(mode, n)] = step_runner(cfgs, src, args.steps)
     cfg0 = resolve(next(iter(many.values())), src)
     floor_runners = {n: _floor(n, bs, cfg0.sae.d_sae, cfg0.sae.d_in, args.steps) for n in (1, args.arms)}
     timed = alternate(runners | {("floor", n): r for n, r in floor_runners.items()}, args.runs)

@@ -31,8 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import alternate, median, step_flops  # noqa: E402
+from _stepping import step_runner  # noqa: E402
 
-from saelab import config, stack, train as T  # noqa: E402
+from saelab import config, train as T  # noqa: E402
 from saelab.data import make_source, resolve  # noqa: E402
 
 SHAPES = {"pipeline": config.seed_pipeline, "test1": config.seed_test1}
@@ -43,16 +44,8 @@ def _runners(name: str, steps_per_run: int, e2e_steps: int) -> dict:
     src = make_source(cfg)
     cfg = resolve(cfg, src)
     bs = cfg.data.batch_size
-    batches = [src.batch(s, bs) for s in range(16)]
-    (group,) = stack.build_groups([cfg], src, torch.device("cpu"))
-    first = cfg.schedule.warmup_steps  # full LR, as most of a run is
-    state = {"step": first}
-
-    def step() -> None:
-        for _ in range(steps_per_run):
-            s = state["step"]
-            stack.step_group(group, [cfg], batches[s % len(batches)], s)
-            state["step"] = s + 1
+    step = step_runner([cfg], src, steps_per_run)
+    first = cfg.schedule.warmup_steps
 
     def data() -> None:
         for s in range(steps_per_run):

@@ -51,7 +51,8 @@ class Group:
 def build_groups(cfgs: list[RunConfig], source: Source, device: torch.device) -> list[Group]:
     """Stack the arms into groups (arms in one group share the SAE config, the tracking config and
     the AuxK k), each with its model (every arm starting from the same weights), Adam state,
-    tracker and normalizers (dataset_scalar ones fitted on the source's first batches)."""
+    tracker and normalizers. The source's first normalize.estimate_batches batches fit the
+    dataset_scalar normalizers and, under sae.b_dec_init, give each arm's starting b_dec."""
     retain_freed_memory()  # once per process, off the step: steps reuse their big buffers (saelab.optim)
     by_key: dict = {}
     for i, c in enumerate(cfgs):

@@ -88,7 +88,9 @@ def collapses(run: Any) -> list[dict]:
 
 def late_collapses(run: Any) -> list[dict]:
     """Collapses whose onset comes after the LR warmup and after the first 10% of training: the
-    initial fall of L0 from a dense random start is the penalty working, not instability."""
+    seed's "training stability" is judged on the run once it has settled (the autopsy already
+    leaves out the initial sparsification; deaths while the LR and the code are still settling
+    count as instability only through the dead-latent metrics)."""
     start = max(run.config.schedule.warmup_steps, run.config.steps // 10)
     return [c for c in collapses(run) if c["onset_step"] > start]
 

@@ -48,6 +48,14 @@ FILES = ["config.json", "metrics.parquet", "events.jsonl", "latents.safetensors"
 
 
 
+def _assert_same_runs(got: dict, want: dict, names, weights: bool = True) -> None:
+    """Every metrics column exactly equal, and (weights=True) every final weight, arm by arm."""
+    for name in names:
+        pd.testing.assert_frame_equal(got[name].metrics, want[name].metrics, check_exact=True, obj=name)
+        for w in want[name].weights if weights else ():
+            assert torch.equal(got[name].weights[w], want[name].weights[w]), (name, w)
+
+
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     out = tmp_path_factory.mktemp("straight")
@@ -169,10 +177,7 @@ def test_an_interrupt_between_steps_resumes_exactly(straight, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train.train(cfgs, tmp_path / "r", progress=False, source=source)
     resumed = train.train(None, tmp_path / "r", resume=True, progress=False)
-    for name in cfgs:
-        pd.testing.assert_frame_equal(resumed[name].metrics, result[name].metrics, check_exact=True, obj=name)
-        for w in result[name].weights:
-            assert torch.equal(resumed[name].weights[w], result[name].weights[w]), (name, w)
+    _assert_same_runs(resumed, result, cfgs)
 
 
 def test_a_non_finite_loss_stops_with_the_arm_and_step_and_leaves_a_checkpoint(tmp_path):
@@ -241,8 +246,7 @@ def test_a_ctrl_c_inside_a_step_is_held_until_the_step_completes(straight, tmp_p
     assert json.loads((tmp_path / "r" / "checkpoint" / "meta.json").read_text())["step"] == 121
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
     resumed = train.train(None, tmp_path / "r", resume=True, progress=False)
-    for name in cfgs:
-        pd.testing.assert_frame_equal(resumed[name].metrics, result[name].metrics, check_exact=True, obj=name)
+    _assert_same_runs(resumed, result, cfgs, weights=False)
 
 
 def test_an_interrupt_that_tears_a_step_keeps_the_previous_checkpoint(straight, tmp_path, monkeypatch):
@@ -261,10 +265,7 @@ def test_an_interrupt_that_tears_a_step_keeps_the_previous_checkpoint(straight, 
     monkeypatch.undo()
     assert json.loads((tmp_path / "r" / "checkpoint" / "meta.json").read_text())["step"] == 100
     resumed = train.train(None, tmp_path / "r", resume=True, progress=False)
-    for name in cfgs:
-        pd.testing.assert_frame_equal(resumed[name].metrics, result[name].metrics, check_exact=True, obj=name)
-        for w in result[name].weights:
-            assert torch.equal(resumed[name].weights[w], result[name].weights[w]), (name, w)
+    _assert_same_runs(resumed, result, cfgs)
 
 
 def test_compiled_training_and_its_resume_follow_eager(tmp_path):
@@ -281,5 +282,4 @@ def test_compiled_training_and_its_resume_follow_eager(tmp_path):
         assert runs.load_run(tmp_path / "c" / n).config.compile
     train.train(cfgs, tmp_path / "r", progress=False, stop_at=60)
     resumed = train.train(None, tmp_path / "r", resume=True, progress=False)
-    for n in cfgs:
-        pd.testing.assert_frame_equal(resumed[n].metrics, compiled[n].metrics, check_exact=True, obj=n)
+    _assert_same_runs(resumed, compiled, cfgs, weights=False)
