@@ -17,7 +17,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-CAUSE_KINDS = ("resample", "warmup_end", "lr_change", "penalty_warmup_end")  # events that can explain a collapse
+# Events a collapse is reported to coincide with. A log holds no counterfactual: coinciding is not
+# causing, and only an arm that removes the event can say it caused the deaths (saelab.hypothesis).
+CAUSE_KINDS = ("resample", "warmup_end", "lr_change", "penalty_warmup_end")
+GRADUAL_RISE = 0.10  # dead-fraction points gained over the run with no collapse: a gradual death
 SHOWN_DETAILS = ("n_resampled", "detector", "strategy", "lr_before", "lr_after")  # printed by format_autopsy
 ONSET_LEVEL, END_LEVEL = 0.1, 0.9  # a collapse spans the 10%..90% points of its rise (rise-time convention)
 
@@ -125,7 +128,7 @@ def attribute(collapses: list[dict[str, Any]], events: list[dict[str, Any]], loo
     """For each collapse, list the CAUSE_KINDS events from ``start_step - lookback_steps`` to
     ``end_step``, each with its position ("before": at or before start_step; "at_onset": after
     the last healthy log, at or before onset_step; "during": after onset_step), its distance
-    ``onset_step - step`` and its scalar details. The suspect is the latest listed event at or
+    ``onset_step - step`` and its scalar details. ``coincides_with`` is the latest listed event at or
     before onset_step ("none" if there is none); other events at the same step are in tied_with
     (the seed's pipeline ends its warmup and first resamples at the same step). ``attribution`` is
     the same as one short string, e.g. "resample@5000+warmup_end" (what plots.autopsy_table shows)."""
@@ -143,8 +146,8 @@ def attribute(collapses: list[dict[str, Any]], events: list[dict[str, Any]], loo
         s = prior[-1] if prior else {"kind": "none", "step": None, "distance": None, "details": {}}
         tied = [e["kind"] for e in prior[:-1] if e["step"] == s["step"]]
         text = "none" if not prior else f"{s['kind']}@{s['step']}" + "".join(f"+{k}" for k in tied)
-        out.append(c | {"events": listed, "suspect": s["kind"], "suspect_step": s["step"],
-                        "suspect_distance": s["distance"], "suspect_details": s["details"], "tied_with": tied,
+        out.append(c | {"events": listed, "coincides_with": s["kind"], "coincides_step": s["step"],
+                        "coincides_distance": s["distance"], "coincides_details": s["details"], "tied_with": tied,
                         "attribution": text})  # fmt: skip
     return out
 
@@ -166,7 +169,7 @@ def autopsy(metrics: pd.DataFrame, events: list[dict[str, Any]], **kw: Any) -> d
     initial = [c for c in found if c["trigger"] == "l0_drop" and c["start_step"] == first_step]
     collapses = attribute([c for c in found if c not in initial], events, params["lookback_steps"])
     keys = ("start_step", "end_step", "dead_before", "dead_after", "l0_before", "l0_after")
-    keys += ("suspect", "suspect_step", "suspect_distance")
+    keys += ("coincides_with", "coincides_step", "coincides_distance")
     last = metrics.sort_values("step").iloc[-1] if len(metrics) else None
     final = {"step": int(last["step"]), "dead_frac": _num(last["dead_frac"]), "l0": _num(last["l0"])} if last is not None else None
     return {
@@ -177,8 +180,28 @@ def autopsy(metrics: pd.DataFrame, events: list[dict[str, Any]], **kw: Any) -> d
         # An L0 fall from the first log with no latent dying is the penalty sparsifying a dense
         # random initialization, which is what training is for: reported, not counted as a collapse.
         "initial_sparsification": initial[0] if initial else None,
+        # Deaths already present before the first update are their own finding, never a collapse.
+        "at_init": {"dead_frac": _num(metrics.sort_values("step")["dead_frac"].iloc[0])}
+        if len(metrics) and int(steps[0]) == 0 else None,
+        "gradual": gradual(metrics, collapses),
         "final": final,
     }
+
+
+def gradual(metrics: pd.DataFrame, collapses: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A death spread over the run: the dead fraction rises by more than GRADUAL_RISE from the
+    first log to its peak, and no collapse accounts for that rise. {"from", "to", "from_step",
+    "peak_step"} or None."""
+    if len(metrics) < 2:
+        return None
+    df = metrics.sort_values("step")
+    dead = df["dead_frac"].to_numpy(np.float64)
+    p = int(np.nanargmax(dead))
+    rise = dead[p] - dead[0]
+    jumps = sum((c["dead_after"] or 0) - (c["dead_before"] or 0) for c in collapses)
+    if rise - jumps <= GRADUAL_RISE:
+        return None
+    return {"from": _num(dead[0]), "to": _num(dead[p]), "from_step": int(df["step"].iloc[0]), "peak_step": int(df["step"].iloc[p])}
 
 
 def _fmt(v: float | None, spec: str = ".3g") -> str:
@@ -192,6 +215,12 @@ def format_autopsy(a: dict[str, Any]) -> str:
     init = a.get("initial_sparsification")
     note = (f"\n  initial sparsification, not a collapse: L0 {_fmt(init['l0_before'])} -> {_fmt(init['l0_after'])} "
             f"over steps {init['start_step']}-{init['end_step']} with no latent dying") if init else ""
+    at0, grad = a.get("at_init"), a.get("gradual")
+    if at0 and at0["dead_frac"]:
+        note += f"\n  dead before any update: {_fmt(at0['dead_frac'], '.1%')} (not a collapse)"
+    if grad:
+        note += (f"\n  gradual death, not a collapse: dead {_fmt(grad['from'], '.1%')} -> {_fmt(grad['to'], '.1%')} "
+                 f"over steps {grad['from_step']}-{grad['peak_step']}")
     if not a["collapses"]:
         return f"autopsy: no collapse ({rule})" + note
     lines = [f"autopsy: {a['n_collapses']} collapse(s) ({rule})" + note]
@@ -201,13 +230,13 @@ def format_autopsy(a: dict[str, Any]) -> str:
             f"dead {_fmt(c['dead_before'], '.1%')} -> {_fmt(c['dead_after'], '.1%')}, "
             f"L0 {_fmt(c['l0_before'])} -> {_fmt(c['l0_after'])}; "
         )
-        if c["suspect"] == "none":
-            line += "suspect: none in the lookback window"
+        if c["coincides_with"] == "none":
+            line += "coincides with: no event in the lookback window"
         else:
-            d = c["suspect_details"]
+            d = c["coincides_details"]
             keys = [k for k in SHOWN_DETAILS if k in d] or list(d)[:3]
             nums = "".join(f"; {k}={_fmt(d[k]) if isinstance(d[k], float) else d[k]}" for k in keys)
-            line += f"suspect: {c['suspect']} at step {c['suspect_step']} ({c['suspect_distance']} steps before first seen{nums})"
+            line += f"coincides with: {c['coincides_with']} at step {c['coincides_step']} ({c['coincides_distance']} steps before first seen{nums})"
             if c["tied_with"]:
                 line += f" [same step: {', '.join(c['tied_with'])}]"
         lines.append(line)

@@ -1,13 +1,12 @@
-"""The lab's phases: the arms each notebook trains, at the scale its profile asks for.
+"""The lab's phases at run time: a notebook's parameters -> the user's base, sized by a profile ->
+every applicable hypothesis's arms -> trained runs -> verdicts.
 
-A phase answers one question of the seed's plan (``seeds/004``; seed 000 for reanimation) by
-training arms that differ from the seed's pipeline in ONE factor, on identical data, for several
-seed replicates. ``prepare(stem, namespace)`` is what a notebook's second cell calls: it reads the
-parameters cell (and papermill's injected cell), rejects unknown or invalid parameters with a
-ValueError (papermill only warns), and returns a ``PhaseRun`` that trains and loads the arms.
-
-Every phase's own parameters mirror config fields (``Phase.params``: notebook name -> (field,
-default)); ``check_mirrors`` checks that contract and tests/test_notebooks.py checks the notebooks.
+``prepare(stem, namespace)`` is what a notebook's second cell calls: it reads the parameters cell
+(and papermill's injected cell), rejects unknown or invalid parameters with a ValueError (papermill
+only warns), loads the base (``saelab.base``), and returns a ``PhaseRun`` that trains the arms its
+hypotheses (``saelab.causes``) ask for and judges them. Every phase's own parameters mirror config
+fields (``Phase.params``: notebook name -> (field, default, help)); ``check_mirrors`` checks that
+contract and tests/test_notebooks.py checks the notebooks.
 """
 
 from __future__ import annotations
@@ -15,112 +14,35 @@ from __future__ import annotations
 import ast
 import difflib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any
 
-from saelab.config import RunConfig, field_paths, seed_test1
-
-# ----- profiles -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Profile:
-    """How big the runs of every phase are. Schedules keep the seed's Test 1 proportions: warmup
-    5% of the steps (500 of 10,000), resampling every 25% (2,500 of 10,000)."""
-
-    name: str
-    seeds: tuple[int, ...]  # seed replicates per phase
-    steps: int  # optimizer steps per arm
-    d_in: int  # synthetic activation width (the seed's hidden size is 768)
-    d_sae: int  # latents (Test 1: 256; the seed's pipeline: 2048)
-    batch_size: int  # rows per step (Test 1: 64)
-    eval_rows: int  # held-out rows for metrics and the truth dead detector
-    log_interval: int  # steps between metrics rows
-    n_features: int  # true synthetic features
-    mean_offset: float  # norm of the synthetic data's constant offset (outlier severity ~ offset / 3.8)
-    max_tokens: int  # tokens of text for the transformer source (its cache build is paid once)
-    pipeline_d_sae: int  # phase 00's seed-pipeline arm (the seed: 2048)
-    pipeline_batch: int  # ... and its batch (the seed: 128)
-    pipeline_steps: int  # ... and its length (the seed: 50,000)
-    threads: int  # torch intra-op threads prepare() sets (0: torch's default). At quick widths a second
-    # thread costs more in synchronization than it saves, and under any other CPU load it makes
-    # steps 4-14x slower (measured: phase 05 smoke 1.6 s with 1 thread, 21.8 s with 2)
-
-
-PROFILES: dict[str, Profile] = {
-    # seconds: for tests; nothing is expected to show at this size
-    "smoke": Profile("smoke", (0,), 60, 32, 32, 16, 256, 10, 128, 8.0, 4096, 64, 32, 60, 1),
-    # the default: all seven notebooks in <= 15 minutes on a 2-core CPU, 3 replicates each
-    "quick": Profile("quick", (0, 1, 2), 1000, 256, 256, 64, 1024, 50, 1024, 8.0, 50_000, 512, 128, 1000, 1),
-    # the seed's own scale (Test 1 length at the pipeline's width; phase 00 at the seed's 50k)
-    "full": Profile("full", (0, 1, 2), 10_000, 768, 2048, 128, 8192, 100, 4096, 8.0, 400_000, 2048, 128, 50_000, 0),
-}
-WARMUP_FRACTION = 0.05  # Test 1: 500 / 10,000
-RESAMPLE_FRACTION = 0.25  # Test 1: 2,500 / 10,000
-
-
-def get_profile(name: str) -> Profile:
-    if name not in PROFILES:
-        raise ValueError(f"profile={name!r} is unknown; choose one of {list(PROFILES)}")
-    return PROFILES[name]
-
-
-def base_config(profile: Profile, seed: int, source: str = "synthetic", steps: int | None = None,
-                mean_offset: float | None = None) -> RunConfig:
-    """The seed's Test 1 (``config.seed_test1``: mean-over-all L1 at 0.003, linear warmup, per-sample
-    norm rescale, single-batch x*0.1 resampling after warmup) at the profile's scale."""
-    n = steps or profile.steps
-    return seed_test1().with_overrides({
-        "steps": n, "seed": seed, "log_interval": min(profile.log_interval, n), "eval_rows": profile.eval_rows,
-        "sae.d_sae": profile.d_sae, "sae.d_in": profile.d_in if source == "synthetic" else 0,
-        "data.source": source, "data.batch_size": profile.batch_size, "data.n_features": profile.n_features,
-        "data.mean_active": min(16.0, profile.n_features / 4), "data.max_tokens": profile.max_tokens,
-        "data.mean_offset": profile.mean_offset if mean_offset is None else mean_offset,
-        "schedule.warmup_steps": max(1, round(WARMUP_FRACTION * n)),
-        "resample.interval": max(1, round(RESAMPLE_FRACTION * n)),
-        "tracking.dead_tokens": 100 * profile.batch_size,  # 100 batches (Gao 2024 use 10M tokens at scale)
-        "tracking.window_batches": min(50, max(1, n // 10)),
-    })
-
+from saelab.base import DEFAULT_BASE, PROFILES, Base, Profile, get_profile, load_base, sized  # noqa: F401 (re-exported)
+from saelab.config import RunConfig, field_paths
+from saelab.hypothesis import Context, Phase, Plan, build_arms, diff, not_applicable
 
 # ----- the parameter contract -----------------------------------------------------------------
 
 # name in every notebook -> the config field it mirrors (None: not a config field)
 COMMON_PARAMS: dict[str, str | None] = {
-    "profile": None, "seeds": "seed", "out_dir": None, "source": "data.source", "steps": "steps",
+    "profile": None, "seeds": "seed", "out_dir": None, "base": None, "source": "data.source", "steps": "steps",
     "data_mean_offset": "data.mean_offset", "overrides": None, "explorer": None,
 }
 
 
-@dataclass(frozen=True)
-class Phase:
-    """One notebook: its question, the hypotheses its verdicts answer, the factor its arms vary,
-    its own parameters (name -> mirrored config field, default) and the arm builder
-    ``build(base, profile, params) -> {arm: RunConfig}``; the first arm is the seed's."""
-
-    stem: str
-    title: str
-    question: str
-    hypotheses: tuple[str, ...]
-    factor: str
-    params: dict[str, tuple[str | None, Any]]
-    build: Callable[[RunConfig, Profile, dict[str, Any]], dict[str, RunConfig]]
-
-    def defaults(self) -> dict[str, Any]:
-        return {name: default for name, (_, default) in self.params.items()}
-
-    def mirrors(self) -> dict[str, str | None]:
-        """Every notebook parameter -> the config field it mirrors."""
-        return {**COMMON_PARAMS, **{name: path for name, (path, _) in self.params.items()}}
+def mirrors(phase: Phase) -> dict[str, str | None]:
+    """Every notebook parameter of ``phase`` -> the config field it mirrors."""
+    return {**COMMON_PARAMS, **{name: path for name, (path, _, _) in phase.params.items()}}
 
 
 def check_mirrors(phase: Phase) -> list[str]:
     """Problems with a phase's parameter contract: a mirrored field that does not exist, or a
     name that does not start with its field's path (dots as underscores)."""
     paths, problems = field_paths(), []
-    for name, path in phase.mirrors().items():
+    for name, path in mirrors(phase).items():
         if path is None:
             continue
         if path not in paths:
@@ -130,72 +52,179 @@ def check_mirrors(phase: Phase) -> list[str]:
     return problems
 
 
+def get_phase(stem: str) -> Phase:
+    from saelab.causes import PHASES
+
+    if stem not in PHASES:
+        raise ValueError(f"unknown phase {stem!r}; phases: {list(PHASES)}")
+    return PHASES[stem]
+
+
+# ----- building a phase's arms ----------------------------------------------------------------
+
+
+@dataclass
+class Built:
+    """A phase's arms for one replicate: the context its hypotheses read, the plan, and the fields
+    the profile set on the base."""
+
+    ctx: Context
+    plan: Plan
+    profile_set: dict[str, Any]
+
+
+def build(stem: str, profile: str = "quick", seed: int = 0, base: str | Base | None = None, source: str | None = None,
+          steps: int | None = None, data_mean_offset: float | None = None, overrides: Mapping[str, Any] | None = None,
+          **params: Any) -> Built:
+    """Phase ``stem``'s arms for replicate ``seed`` on the user's ``base`` (a preset name, a config
+    or run directory path, a SAELens config; None: the seed's Test 1) sized by ``profile``.
+    ``overrides`` (dotted config paths) apply to the base, for every arm; they may not set a field
+    that an arm of this phase varies. Raises ValueError naming the problem."""
+    phase = get_phase(stem)
+    unknown = [n for n in params if n not in phase.params]
+    if unknown:
+        raise ValueError(f"{stem}: unknown parameter {unknown[0]!r}{_suggest(unknown[0], list(phase.params))}")
+    prof = get_profile(profile)
+    if data_mean_offset is not None and (isinstance(data_mean_offset, bool) or not isinstance(data_mean_offset, (int, float))):
+        raise ValueError(f"{stem}: data_mean_offset={data_mean_offset!r} must be a number (or None: the profile's)")
+    b = base if isinstance(base, Base) else load_base(base)
+    cfg, profile_set = sized(b, prof, source, seed, steps, data_mean_offset)
+    given = {**phase.defaults(), **params}
+    try:
+        if overrides:
+            cfg = cfg.with_overrides(dict(overrides))
+        if phase.shared:
+            cfg = cfg.with_overrides(phase.shared(cfg, given))
+    except ValueError as e:
+        raise ValueError(f"{stem}: {e}") from None
+    ctx = Context(cfg, prof, given, default_case=b.origin == "preset" and b.name == DEFAULT_BASE, steps_explicit=steps is not None)
+    try:
+        plan = build_arms(phase, ctx)
+    except ValueError as e:
+        raise ValueError(str(e) if str(e).startswith(stem) else f"{stem}: {e}") from None
+    varied = varied_fields(plan)
+    clash = [p for p in (overrides or {}) if p in varied]
+    if clash:
+        raise ValueError(f"{stem}: overrides set {clash[0]!r}, a field this phase varies; put it in the base config (--base) instead")
+    return Built(ctx, plan, profile_set)
+
+
+def varied_fields(plan: Plan) -> set[str]:
+    """The fields in which some compared arm differs from the arm it is compared with."""
+    out: set[str] = set()
+    for arms in plan.tested.values():
+        for a in arms:
+            if a.against is not None:
+                out |= set(diff(plan.arms[a.against], plan.arms[a.name]))
+    return out
+
+
 # ----- a phase's run ----------------------------------------------------------------------------
 
 
 @dataclass
 class PhaseRun:
-    """A phase with validated parameters: the arms per seed, and where they are written."""
+    """A phase with validated parameters: the arms per replicate, where they are written, and how
+    they are judged."""
 
     phase: Phase
     profile: Profile
     seeds: tuple[int, ...]
     out_dir: Path
     params: dict[str, Any]  # the phase's own parameters, validated
-    arms: dict[int, dict[str, RunConfig]]  # seed -> arm -> config
+    built: dict[int, Built]  # replicate seed -> its arms
+    base: Base
+    overrides: dict[str, Any] = field(default_factory=dict)
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> arm -> saelab.runs.Run
     wall_seconds: float = 0.0
 
+    @property
+    def arms(self) -> dict[int, dict[str, RunConfig]]:
+        return {s: b.plan.arms for s, b in self.built.items()}
+
     def train(self, progress: bool = True, clear: bool = True) -> dict[int, dict[str, Any]]:
-        """Train every seed's arms (lockstep groups of arms that share data and steps) into
-        ``out_dir/seed<s>/`` and load them; returns seed -> arm -> Run. In a notebook, ``clear``
-        replaces the progress bars by a one-line summary when done (so reports stay static)."""
+        """Train every replicate's arms (lockstep groups of arms that share data and steps) into
+        ``out_dir/seed<s>/`` and load them; returns seed -> arm -> Run. Torch's intra-op threads are
+        set to the profile's while training and restored after. In a notebook, ``clear`` replaces
+        the progress bars by a one-line summary when done (so reports stay static)."""
+        import torch
+
         from saelab.train import train
 
+        threads = torch.get_num_threads()
+        if self.profile.threads:
+            torch.set_num_threads(self.profile.threads)
         t0 = time.perf_counter()
-        for seed, arms in self.arms.items():
-            self.runs[seed] = {}
-            groups = lockstep_groups(arms)
-            for i, group in enumerate(groups):
-                where = self.out_dir / f"seed{seed}" / (f"group{i}" if len(groups) > 1 else "")
-                self.runs[seed].update(train(group, where, progress=progress, factor=self.phase.factor))
-            self.runs[seed] = {name: self.runs[seed][name] for name in arms}  # the phase's arm order
+        try:
+            for seed, arms in self.arms.items():
+                self.runs[seed] = {}
+                groups = lockstep_groups(arms)
+                for i, group in enumerate(groups):
+                    where = self.out_dir / f"seed{seed}" / (f"group{i}" if len(groups) > 1 else "")
+                    self.runs[seed].update(train(group, where, progress=progress, factor=", ".join(self.phase.factor) or "recipe"))
+                self.runs[seed] = {name: self.runs[seed][name] for name in arms}  # the phase's arm order
+        finally:
+            torch.set_num_threads(threads)
         self.wall_seconds = time.perf_counter() - t0
         if clear and progress and _in_notebook():
             from IPython.display import clear_output
 
             clear_output()
         n_arms = len(next(iter(self.arms.values())))
-        print(f"trained {n_arms} arms x {len(self.seeds)} seeds ({self.profile.name} profile) in {self.wall_seconds:.1f} s")
+        print(f"trained {n_arms} arms x {len(self.seeds)} replicates ({self.profile.name} profile) in {self.wall_seconds:.1f} s")
         return self.runs
 
     def first(self) -> dict[str, Any]:
-        """The first seed's runs (what the per-arm figures show)."""
+        """The first replicate's runs (what the per-arm figures show)."""
         return self.runs[self.seeds[0]]
 
+    def verdicts(self, runs: Mapping[int, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Every hypothesis of the phase judged on ``runs`` (default: the trained ones): applicable
+        ones by their rule on their own arms, the others "not applicable" with the reason."""
+        runs = self.runs if runs is None else runs
+        built = self.built[self.seeds[0]]
+        out = []
+        for h in self.phase.hypotheses:
+            if h.id in built.plan.not_applicable:
+                out.append(not_applicable(h, self.phase.stem, built.plan.not_applicable[h.id]))
+                continue
+            arms = built.plan.tested[h.id]
+            keep = {"base", *(a.name for a in arms), *(a.against for a in arms if a.against)}
+            mine = {s: {a: r for a, r in by_arm.items() if a in keep} for s, by_arm in runs.items()}
+            found = h.judge(mine, built.ctx, arms)
+            out += found if isinstance(found, list) else [found]
+        return out
+
     def describe(self) -> str:
-        """Markdown: the profile, seeds and steps, and each arm with the config fields in which it
-        differs from the first (the seed's) arm."""
-        arms = self.arms[self.seeds[0]]
-        ref = _flat(next(iter(arms.values())).to_dict())
-        first = next(iter(arms.values()))
-        lines = [f"Profile `{self.profile.name}`: seeds {list(self.seeds)}, {first.steps} steps, batch {first.data.batch_size}, "
-                 f"d_sae {first.sae.d_sae}, data `{first.data.source}`; varied factor: `{self.phase.factor}`. "
-                 f"Hypotheses: {', '.join(self.phase.hypotheses)}.", "", "| arm | differs from the seed's arm in |", "|---|---|"]
-        for name, cfg in arms.items():
-            diff = {k: v for k, v in _flat(cfg.to_dict()).items() if ref.get(k) != v and k != "seed"}
-            lines.append(f"| `{name}` | {', '.join(f'`{k}={v!r}`' for k, v in diff.items()) or '(the seed arm)'} |")
+        """Markdown: the base and where it came from, the profile and the fields it set, and each arm
+        with the config fields in which it differs from the base."""
+        built = self.built[self.seeds[0]]
+        base = built.ctx.base
+        lines = [f"Base: `{_md(self.base.name)}` ({self.base.origin}); data `{_md(base.data.source)}`. Profile `{self.profile.name}`: "
+                 f"replicates {list(self.seeds)}, {base.steps} steps, batch {base.data.batch_size}, d_sae {base.sae.d_sae}.", ""]
+        if built.profile_set:
+            lines.append("Fields the profile set (the base leaves them open): "
+                         + ", ".join(f"`{k}={v!r}`" for k, v in built.profile_set.items() if k != "seed") + ".")
+        if self.overrides:
+            lines.append("Overrides for every arm: " + ", ".join(f"`{_md(k)}={_md(repr(v))}`" for k, v in self.overrides.items()) + ".")
+        lines += ["", "| arm | differs from the base in | tests |", "|---|---|---|"]
+        testers: dict[str, list[str]] = {}
+        for hid, arms in built.plan.tested.items():
+            for a in arms:
+                testers.setdefault(a.name, []).append(hid)
+        for name in built.plan.arms:
+            ch = built.plan.changes.get(name, {})
+            text = ", ".join(f"`{k}={v!r}`" for k, v in ch.items()) or "(the base)"
+            lines.append(f"| `{name}` | {_md(text)} | {', '.join(testers.get(name, []))} |")
+        if built.plan.not_applicable:
+            lines += ["", "Not applicable to this base (no arm trained):"]
+            lines += [f"- **{hid}**: {_md(why)}" for hid, why in built.plan.not_applicable.items()]
         return "\n".join(lines)
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+def _md(text: str) -> str:
+    """A user string made safe for a Markdown cell: HTML escaped, no backticks or pipes."""
+    return escape(str(text)).replace("`", "&#96;").replace("|", "&#124;")
 
 
 def _in_notebook() -> bool:
@@ -241,19 +270,14 @@ def parameter_names(history: list[str]) -> list[str]:
 
 
 def prepare(stem: str, namespace: Mapping[str, Any], history: list[str] | None = None) -> PhaseRun:
-    """Validate a notebook's parameters and build its arms for every seed.
+    """Validate a notebook's parameters and build its arms for every replicate.
 
     ``namespace`` holds the parameter values (a notebook passes ``globals()``); ``history`` the
     sources of the cells run before (a notebook's ``In``), from which assigned names are read:
     any name there that is not a parameter of this phase raises ValueError, as does any invalid
-    value (the message names the parameter and what is allowed). Sets torch's intra-op threads to
-    the profile's ``threads`` (the kernel runs nothing else)."""
-    from saelab.phase_arms import PHASES
-
-    if stem not in PHASES:
-        raise ValueError(f"unknown phase {stem!r}; phases: {list(PHASES)}")
-    phase = PHASES[stem]
-    allowed = list(phase.mirrors())
+    value (the message names the parameter and what is allowed)."""
+    phase = get_phase(stem)
+    allowed = list(mirrors(phase))
     given = parameter_names(history if history is not None else list(namespace.get("In", [])))
     unknown = [n for n in given if n not in allowed]
     if unknown:
@@ -276,37 +300,12 @@ def prepare(stem: str, namespace: Mapping[str, Any], history: list[str] | None =
         raise ValueError(f"{stem}: explorer={p['explorer']!r} must be True or False")
     if not isinstance(p["out_dir"], (str, Path)) or not str(p["out_dir"]):
         raise ValueError(f"{stem}: out_dir={p['out_dir']!r} must be a folder path")
-    if profile.threads:
-        import torch
-
-        torch.set_num_threads(profile.threads)
+    if p["base"] is not None and not isinstance(p["base"], str):
+        raise ValueError(f"{stem}: base={p['base']!r} must be a preset name or a path (or None: {DEFAULT_BASE})")
+    if p["source"] is not None and not isinstance(p["source"], str):
+        raise ValueError(f"{stem}: source={p['source']!r} must be synthetic | minilm | hf:<model> | file:<path> (or None: the base's)")
+    base = load_base(p["base"])
     own = {n: p[n] for n in phase.params}
-    arms = {s: build_arms(stem, p["profile"], s, p["source"], p["steps"], p["data_mean_offset"], dict(p["overrides"]), **own)
-            for s in seeds}
-    return PhaseRun(phase, profile, seeds, Path(p["out_dir"]), own, arms)
-
-
-def build_arms(stem: str, profile: str = "quick", seed: int = 0, source: str = "synthetic", steps: int | None = None,
-               data_mean_offset: float | None = None, overrides: dict[str, Any] | None = None, **params: Any
-               ) -> dict[str, RunConfig]:
-    """The arms of phase ``stem`` for one seed: {arm name: RunConfig}; the first is the seed's arm.
-    ``params`` are the phase's own parameters (defaults from its Phase); ``overrides`` (dotted
-    config paths) apply to every arm last. Raises ValueError on anything unknown or invalid."""
-    from saelab.phase_arms import PHASES
-
-    if stem not in PHASES:
-        raise ValueError(f"unknown phase {stem!r}; phases: {list(PHASES)}")
-    phase = PHASES[stem]
-    unknown = [n for n in params if n not in phase.params]
-    if unknown:
-        raise ValueError(f"{stem}: unknown parameter {unknown[0]!r}{_suggest(unknown[0], list(phase.params))}")
-    prof = get_profile(profile)
-    if data_mean_offset is not None and (isinstance(data_mean_offset, bool) or not isinstance(data_mean_offset, (int, float))):
-        raise ValueError(f"{stem}: data_mean_offset={data_mean_offset!r} must be a number (or None: the profile's)")
-    base = base_config(prof, seed, source, steps, data_mean_offset)
-    arms = phase.build(base, prof, {**phase.defaults(), **params})
-    if not arms:
-        raise ValueError(f"{stem}: the parameters leave no arm to train")
-    if overrides:
-        arms = {name: cfg.with_overrides(overrides) for name, cfg in arms.items()}
-    return arms
+    built = {s: build(stem, p["profile"], s, base, p["source"], p["steps"], p["data_mean_offset"], dict(p["overrides"]), **own)
+             for s in seeds}
+    return PhaseRun(phase, profile, seeds, Path(p["out_dir"]), own, built, base, dict(p["overrides"]))

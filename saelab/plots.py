@@ -315,9 +315,9 @@ def autopsy_table(runs: Mapping[str, Any]) -> go.Figure:
             span = f"{e.get('start_step', e['step'])}–{e.get('end_step', e['step'])}"
             dead = f"{_fmt(e.get('dead_before', ''))} → {_fmt(e.get('dead_after', ''))}"
             l0 = f"{_fmt(e.get('l0_before', ''))} → {_fmt(e.get('l0_after', ''))}"
-            suspect = e.get("suspect", e.get("attribution", "")) or "none found"
-            if e.get("suspect_step") is not None:
-                suspect += f" at step {e['suspect_step']} ({e.get('suspect_distance', '?')} steps before onset)"
+            suspect = e.get("coincides_with", e.get("attribution", "")) or "none found"
+            if e.get("coincides_step") is not None:
+                suspect += f" at step {e['coincides_step']} ({e.get('coincides_distance', '?')} steps before onset)"
             rows.append([arm, e["step"], span, e.get("trigger", ""), dead, l0, suspect])
         if not evs:
             rows.append([arm, "—", "", "", "", "", "no collapse detected"])

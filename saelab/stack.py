@@ -254,13 +254,33 @@ def evaluate(g: Group, x_eval: Tensor) -> dict[str, Tensor]:
         "mse_orig": sq_orig / (n * d),
         "fvu_orig": sq_orig / var_orig.clamp_min(1e-300),
         "l0": l0_sum / n,
+        "rows": n,
     }
+
+
+def stable_dead(g: Group, cfgs: list[RunConfig], heldout_dead: Tensor) -> Tensor:
+    """bool [K, S]: latents dead by a count that does not hinge on how many held-out rows were
+    looked at: silent on every held-out row AND on every training row of the last
+    ``tracking.dead_tokens`` tokens the latent has lived through (tokens-since-fired counter; a
+    latent younger than the window is judged on its whole life, so at step 0 only the held-out
+    rows count). With 1,024 held-out rows a latent that fires once per 2,000 rows looks dead about
+    60% of the time; over a window of 100 training batches it does not."""
+    t = g.tracker
+    out = heldout_dead.clone()
+    for k, arm in enumerate(g.idx):
+        cfg = cfgs[arm]
+        lived = t.age[k] * cfg.data.batch_size
+        window = lived.clamp(max=cfg.tracking.dead_tokens)
+        out[k] &= t.tokens_since_fired[k] >= window
+    return out
 
 
 def metric_rows(g: Group, cfgs: list[RunConfig], ev: dict, step: int, truth_dict: Tensor | None) -> list[dict]:
     """One metrics row per arm of the group at ``step`` (completed steps)."""
     model, last, S = g.model, g.last, g.model.cfg.d_sae
     truth = ev["fire"] == 0
+    dead = stable_dead(g, cfgs, truth)
+    rate = ev["fire"].to(torch.float64) / ev["rows"]
     rows = []
     pr = {d: precision_recall(g.tracker.dead(d), truth) for d in DETECTORS}
     dead_det = {d: g.tracker.dead(d).double().mean(-1) for d in DETECTORS}
@@ -281,7 +301,12 @@ def metric_rows(g: Group, cfgs: list[RunConfig], ev: dict, step: int, truth_dict
             "fvu_orig": float(ev["fvu_orig"][k]),
             "l0": float(ev["l0"][k]),
             "l0_frac": float(ev["l0"][k]) / S,
-            "dead_frac": float(truth[k].double().mean()),
+            "dead_frac": float(dead[k].double().mean()),
+            "dead_frac_heldout": float(truth[k].double().mean()),
+            "nearly_dead_1e-3": float((rate[k] < 1e-3).double().mean()),
+            "nearly_dead_1e-5": float((rate[k] < 1e-5).double().mean()),
+            "dead_rows": int(ev["rows"]),
+            "dead_window_tokens": int(min(cfg.tracking.dead_tokens, step * cfg.data.batch_size)),
             "mmcs": float(mmcs[k]) if truth_dict is not None else float("nan"),
             "frac_recovered": float(frac[k]) if truth_dict is not None else float("nan"),
         }

@@ -95,6 +95,18 @@ def late_collapses(run: Any) -> list[dict]:
     return [c for c in collapses(run) if c["onset_step"] > start]
 
 
+def before_resample(run: Any) -> int:
+    """The last log step before the arm's first resampling (its final step if it never resamples)."""
+    first, m = first_resample(run), run.metrics
+    steps = m["step"].to_numpy()
+    return int(steps[steps < first].max()) if first is not None and (steps < first).any() else int(steps[-1])
+
+
+def pre(column: str) -> Callable[[Any], float]:
+    """``column`` at the last log before the arm's first resampling (the window of the seed's evidence)."""
+    return lambda r: at_step(r, column, before_resample(r))
+
+
 def dense_share(run: Any, above: float = DENSE_ABOVE) -> float:
     """Fraction of the alive latents (fired on some held-out row) that fire on more than ``above``
     of the held-out rows at the last log (NaN when none is alive)."""
@@ -288,16 +300,3 @@ def resample_table(arms: Mapping[str, Any]) -> pd.DataFrame:
             "l0_before", "l0_after", "det_single_batch_precision", "det_window_precision", "det_tokens_precision"]
     rows = [{"arm": arm, **{k: e.get(k) for k in keys}} for arm, r in arms.items() for e in r.events if e.get("kind") == "resample"]
     return _sig(pd.DataFrame(rows, columns=["arm", *keys]), 3)
-
-
-def phase_verdicts(stem: str, runs: RunsBySeed) -> list[dict[str, Any]]:
-    """Every verdict of phase ``stem`` from its runs."""
-    from saelab.verdict_rules import RULES
-
-    if stem not in RULES:
-        raise ValueError(f"no verdict rules for phase {stem!r}; phases: {list(RULES)}")
-    return [v for fn in RULES[stem] for v in _as_list(fn(runs))]
-
-
-def _as_list(v: dict | list[dict]) -> list[dict]:
-    return v if isinstance(v, list) else [v]

@@ -148,10 +148,10 @@ def write_fake_run(
              "l0_before": float(l0[before]), "l0_after": float(l0[after]),
              "events": [{"kind": "warmup_end", "step": warmup, "position": "before",
                          "distance": int(log_steps[i]) - warmup, "details": {"lr": lr}}],
-             "suspect": "warmup_end", "suspect_step": warmup, "suspect_distance": int(log_steps[i]) - warmup,
-             "suspect_details": {"lr": lr}, "tied_with": []}
+             "coincides_with": "warmup_end", "coincides_step": warmup, "coincides_distance": int(log_steps[i]) - warmup,
+             "coincides_details": {"lr": lr}, "tied_with": []}
         autopsy["collapses"].append(c)
-        autopsy["table"].append({k: c[k] for k in ("start_step", "end_step", "dead_before", "dead_after", "suspect")})
+        autopsy["table"].append({k: c[k] for k in ("start_step", "end_step", "dead_before", "dead_after", "coincides_with")})
     autopsy["n_collapses"] = len(autopsy["collapses"])
     (path / "autopsy.json").write_text(json.dumps(autopsy, indent=2))
     (path / "init.json").write_text(json.dumps({"encoder_norm_mean": 1.0, "decoder_norm_mean": 1.0}))

@@ -50,13 +50,13 @@ def test_collapse_right_after_a_resample_is_attributed_to_it():
     assert c["trigger"] == "dead_rise+l0_drop"
     assert c["dead_before"] == pytest.approx(0.05, abs=0.02) and c["dead_after"] == pytest.approx(0.85)
     assert c["dead_peak"] == pytest.approx(0.92) and c["l0_after"] == pytest.approx(2.0)
-    assert c["suspect"] == "resample" and c["suspect_step"] == 2500 and c["suspect_distance"] == 50
-    assert c["suspect_details"] == {"n_resampled": 40, "detector": "single_batch"}  # lists left out
+    assert c["coincides_with"] == "resample" and c["coincides_step"] == 2500 and c["coincides_distance"] == 50
+    assert c["coincides_details"] == {"n_resampled": 40, "detector": "single_batch"}  # lists left out
     assert [e["kind"] for e in c["events"]] == ["resample"]  # warmup_end at 500 is outside the lookback
     assert c["tied_with"] == [] and c["attribution"] == "resample@2500" and c["step"] == 2550
     json.dumps(a, allow_nan=False)
     text = format_autopsy(a)
-    assert "1 collapse" in text and "suspect: resample at step 2500" in text and "n_resampled=40; detector=single_batch" in text
+    assert "1 collapse" in text and "coincides with: resample at step 2500" in text and "n_resampled=40; detector=single_batch" in text
 
 
 def test_smooth_run_has_no_collapse():
@@ -139,18 +139,18 @@ def test_attribution_positions_ties_and_no_suspect():
         ("resample", "before", 100),
         ("lr_change", "during", -100),
     ]
-    assert a["suspect"] == "resample" and a["tied_with"] == ["warmup_end"]  # the seed's step-5000 confound
+    assert a["coincides_with"] == "resample" and a["tied_with"] == ["warmup_end"]  # the seed's step-5000 confound
     assert a["attribution"] == "resample@5000+warmup_end"
     [b] = attribute([collapse], [{"step": 5050, "kind": "lr_change"}], lookback_steps=10)
-    assert b["events"][0]["position"] == "at_onset" and b["suspect"] == "lr_change" and b["suspect_distance"] == 50
+    assert b["events"][0]["position"] == "at_onset" and b["coincides_with"] == "lr_change" and b["coincides_distance"] == 50
     [n] = attribute([collapse], [{"step": 1000, "kind": "resample"}, {"step": 5300, "kind": "resample"}], 1000)
-    assert n["suspect"] == "none" and n["attribution"] == "none" and n["suspect_step"] is None and [e["step"] for e in n["events"]] == [5300]
+    assert n["coincides_with"] == "none" and n["attribution"] == "none" and n["coincides_step"] is None and [e["step"] for e in n["events"]] == [5300]
 
 
 def test_format_autopsy_without_suspect():
     a = autopsy(_seed_like_run(), [])
-    assert a["collapses"][0]["suspect"] == "none"
-    assert "suspect: none" in format_autopsy(a)
+    assert a["collapses"][0]["coincides_with"] == "none"
+    assert "coincides with: no event" in format_autopsy(a)
     with pytest.raises(TypeError, match="unknown options"):
         autopsy(_seed_like_run(), [], windw=3)
 

@@ -115,7 +115,7 @@ def test_autopsy_table_lists_collapses_with_attribution(runs):
     rows = list(zip(*plots.autopsy_table(runs).data[0].cells.values))
     seed = [r for r in rows if r[0] == "seed"]
     assert len(seed) == 1 and seed[0][1] == collapse["onset_step"] and seed[0][3] == "dead_rise+l0_drop"
-    assert seed[0][6] == f"warmup_end at step {collapse['suspect_step']} ({collapse['suspect_distance']} steps before onset)"
+    assert seed[0][6] == f"warmup_end at step {collapse['coincides_step']} ({collapse['coincides_distance']} steps before onset)"
     assert seed[0][4] == f"{collapse['dead_before']:.4g} → {collapse['dead_after']:.4g}"
     assert [r[6] for r in rows if r[0] == "fixed"] == ["no collapse detected"]
 

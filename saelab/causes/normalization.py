@@ -1,0 +1,151 @@
+"""Phase 04: does input normalization, or an uncentered input, kill latents? (seeds/004 Bug #4; lab H8.)"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from saelab.hypothesis import Arm, Context, Hypothesis, Phase, best_fix, compared, judged, removes_deaths
+from saelab.verdicts import RunsBySeed, at_step, per_seed, pm, rule, stats, tail
+
+STEM = "04_normalization"
+MODES = ("none", "constant_norm_rescale", "constant_norm_rescale_clamped", "dataset_scalar", "layer_norm")
+CENTER = ("sae.b_dec_init", "sae.apply_b_dec_to_input")
+
+
+def fvu_guard(runs: RunsBySeed, ref: str, fix: str, result: dict[str, Any]) -> dict[str, Any]:
+    """A fix that spares latents by reconstructing worse is no fix: a confirmed result becomes
+    inconclusive when the fix's final FVU in the original activation space (comparable across
+    normalizations) is higher than the reference's in some replicate."""
+    worse = [tail(a[fix], "fvu_orig") > tail(a[ref], "fvu_orig") for a in runs.values() if ref in a and fix in a]
+    fv = {arm: per_seed(runs, arm, lambda r: tail(r, "fvu_orig")) for arm in (ref, fix)}
+    result = dict(result)
+    result["effect"] += f"; final FVU (original space): {ref} {pm(fv[ref], False)}, {fix} {pm(fv[fix], False)}"
+    result["numbers"] = result["numbers"] | {f"{ref}_fvu_orig": stats(fv[ref])["mean"], f"{fix}_fvu_orig": stats(fv[fix])["mean"]}
+    if result["word"] == "confirmed" and any(worse):
+        result["word"] = "inconclusive"
+        result["effect"] += " (fewer deaths, but worse reconstruction)"
+    return result
+
+
+def _shared(base: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Tiny- and huge-norm rows for the seed's Bug #4 (synthetic sources only): every arm of the
+    phase sees the same rows, the base included."""
+    if base.data.source != "synthetic":
+        return {}
+    return {"data.tiny_row_fraction": params["data_tiny_row_fraction"], "data.huge_row_fraction": params["data_huge_row_fraction"]}
+
+
+def _mode_arms(ctx: Context) -> list[Arm]:
+    modes = ctx.params["normalize_mode"]
+    if not isinstance(modes, (list, tuple)) or any(m not in MODES for m in modes):
+        raise ValueError(f"normalize_mode={modes!r}: a list of modes from {list(MODES)}")
+    clamp = ctx.params["normalize_clamp_min"]
+    out = []
+    for m in modes:
+        if m == ctx.base.normalize.mode:
+            continue
+        ch: dict[str, Any] = {"normalize.mode": m}
+        if m == "constant_norm_rescale_clamped" and clamp != ctx.base.normalize.clamp_min:
+            ch["normalize.clamp_min"] = clamp
+        out.append(Arm("clamped" if m.endswith("clamped") else m, ch))
+    return out
+
+
+def _judge_mode(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H4 · the base's normalization kills latents: the best other mode vs the base by
+    ``hypothesis.removes_deaths``, with ``fvu_guard`` (the original-space FVU must not get worse)."""
+    name, r = best_fix(runs, "base", [a.name for a in arms])
+    r = fvu_guard(runs, "base", name, r)
+    rest = [a.name for a in arms if a.name != name]
+    effect = f"best other mode {name}: {r['effect']}" + "".join(
+        f"; {a}: " + removes_deaths(runs, "base", a)["effect"].split("; final")[0] for a in rest)
+    return judged(H4, STEM, r["word"], effect, r["numbers"] | {"best": name}, compared({a.name: dict(a.changes) for a in arms},
+                  *[a.name for a in arms]), claim=f"the base's input normalization ({ctx.base.normalize.mode}) kills latents")
+
+
+def _rescales(ctx: Context) -> str | None:
+    mode = ctx.base.normalize.mode
+    return None if mode == "constant_norm_rescale" else (
+        f"the base does not divide each row by its own norm without a clamp (normalize.mode={mode})")
+
+
+def _judge_small_norms(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H4a · dividing by small norms creates huge values (seed Hypothesis 4a). From the base's
+    Task 5.1 numbers (norm_* columns, training batches): confirmed when some normalized row is
+    non-finite or longer than 2 sqrt(d_in) in any replicate; refuted when, in every replicate,
+    every normalized row has norm within 1% of sqrt(d_in) and none is non-finite."""
+    rows = []
+    for a in runs.values():
+        r, d = a["base"], a["base"].config.sae.d_in
+        m = r.metrics
+        get = lambda c, f: float(f(m[c].to_numpy(np.float64))) if c in m else float("nan")  # noqa: E731
+        rows.append({"out_max": get("norm_out_norm_max", np.nanmax) / d ** 0.5, "out_min": get("norm_out_norm_min", np.nanmin) / d ** 0.5,
+                     "nonfinite": get("norm_n_nonfinite", np.nansum), "x_min": get("norm_x_norm_min", np.nanmin),
+                     "coef_max": get("norm_coef_max", np.nanmax)})
+    bad = [x["nonfinite"] > 0 or x["out_max"] > 2 for x in rows]
+    word = "confirmed" if any(bad) else rule([], [x["nonfinite"] == 0 and abs(x["out_max"] - 1) <= 0.01 and
+                                                  abs(x["out_min"] - 1) <= 0.01 for x in rows])
+    effect = (f"smallest ||x|| {min(x['x_min'] for x in rows):.3g} got coefficient up to {max(x['coef_max'] for x in rows):.3g}; "
+              f"normalized norms / sqrt(d_in) in [{min(x['out_min'] for x in rows):.4f}, {max(x['out_max'] for x in rows):.4f}]; "
+              f"non-finite rows {sum(x['nonfinite'] for x in rows):.0f}")
+    return judged(H4A, STEM, word, effect, {"min_x_norm": min(x["x_min"] for x in rows), "max_coef": max(x["coef_max"] for x in rows),
+                                            "max_out_over_sqrt_d": max(x["out_max"] for x in rows),
+                                            "nonfinite_rows": sum(x["nonfinite"] for x in rows)})
+
+
+def _uncentered(ctx: Context) -> str | None:
+    s = ctx.base.sae
+    if s.b_dec_init != "zeros" and s.apply_b_dec_to_input:
+        return f"the base already starts b_dec at the data's {s.b_dec_init} and subtracts it before the encoder"
+    center = ctx.params["sae_b_dec_init"]
+    if center not in (None, "mean", "geometric_median"):
+        raise ValueError(f"sae_b_dec_init={center!r}: choose mean, geometric_median, or None for no centered arm")
+    return None if center else "not asked for (sae_b_dec_init=None)"
+
+
+def _judge_center(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H8 · an uncentered input kills latents from the start: with a shared offset in the data and
+    b_dec at zero, the offset pushes many latents' pre-activations below 0 on every row. The
+    ``centered`` arm starts b_dec at the data's center and subtracts it before the encoder
+    (Bricken 2023); base vs centered by ``removes_deaths`` with ``fvu_guard``. Also reports the
+    dead fraction before any update."""
+    r = fvu_guard(runs, "base", "centered", removes_deaths(runs, "base", "centered"))
+    start = {a: per_seed(runs, a, lambda x: at_step(x, "dead_frac", 0)) for a in ("base", "centered")}
+    effect = f"dead before any update: base {pm(start['base'])}, centered {pm(start['centered'])}; " + r["effect"]
+    return judged(H8, STEM, r["word"], effect, r["numbers"] | {"base_dead_step0": stats(start["base"])["mean"],
+                                                              "centered_dead_step0": stats(start["centered"])["mean"]},
+                  compared({a.name: dict(a.changes) for a in arms}, "centered"))
+
+
+H4 = Hypothesis("H4", "the input normalization kills latents", "cause", ("normalize.mode", "normalize.clamp_min"),
+                lambda ctx: None, _mode_arms, _judge_mode, source="seeds/004 Bug #4")
+H4A = Hypothesis("H4a", "dividing by small norms creates huge values", "fact", (), _rescales, lambda ctx: [], _judge_small_norms,
+                 source="seeds/004 Hypothesis 4a, Task 5.1")
+H8 = Hypothesis("H8", "an uncentered input (b_dec at zero, not subtracted) kills latents from the start", "cause", CENTER, _uncentered,
+                lambda ctx: [Arm("centered", {"sae.b_dec_init": ctx.params["sae_b_dec_init"], "sae.apply_b_dec_to_input": True})],
+                _judge_center, source="lab; Bricken 2023; Simon, Adams & Zou 2026 (outlier severity predicts dead-at-init)")
+
+INTRO = """The seed's Bug #4: `x * sqrt(d_in) / ||x||` with no clamp could divide by near-zero norms. On synthetic
+data every arm here sees the same rows scaled by 1e-6 and by 1e3 (the base included); the arms change only
+the base's normalization: none, the seed's rescale, the same with the Task 5.1 clamp, a dataset-wide scalar,
+layer norm (the base's own mode is not trained twice).
+
+One more arm tests what the lab found (H8): with a shared offset in the data and a decoder bias that starts at
+zero, the offset pushes many latents' pre-activations below zero on every row before training begins. The
+`centered` arm is the base with `b_dec` started at the data's center and subtracted before the encoder
+(Bricken 2023), nothing else changed."""
+
+PHASE = Phase(
+    STEM, "Input normalization", "Does input normalization, or an uncentered input, kill latents?", INTRO, (H4, H4A, H8),
+    {"data_tiny_row_fraction": ("data.tiny_row_fraction", 0.01, "fraction of rows scaled by 1e-6, in every arm (synthetic sources only)"),
+     "data_huge_row_fraction": ("data.huge_row_fraction", 0.01, "fraction of rows scaled by 1e3, in every arm (synthetic sources only)"),
+     "normalize_mode": ("normalize.mode", list(MODES), "modes besides the base's"),
+     "normalize_clamp_min": ("normalize.clamp_min", 1e-6, "the Task 5.1 clamp on ||x|| of the clamped arm"),
+     "sae_b_dec_init": ("sae.b_dec_init", "geometric_median", "b_dec_init of the centered arm (H8): mean | geometric_median; None: no such arm")},
+    ("The seed's Task 5.1 norm ranges; the centered decoder bias against the base",
+     ("plots.norm_ranges(run.first())",
+      'plots.training_curves({arm: r for arm, r in run.first().items() if arm in ("base", "centered")}, first="dead fraction")')),
+    shared=_shared)

@@ -1,0 +1,89 @@
+"""Phase 02: does the LR warmup cause the collapse? (seeds/004 Bug #2: "LR jumps 5x at step 5,000".)"""
+
+from __future__ import annotations
+
+from saelab.hypothesis import Arm, Context, Hypothesis, Phase, compared, judged, removes_deaths
+from saelab.schedules import lr_curve, max_relative_change
+from saelab.verdicts import RunsBySeed, peak, per_seed, pm, rule, stats
+
+STEM = "02_lr_warmup"
+SCHEDULE = ("schedule.shape", "schedule.warmup_steps")
+SHAPES = ("constant", "linear_warmup", "warmup_cosine", "warmup_linear_decay")
+
+
+def _has_warmup(ctx: Context) -> str | None:
+    s = ctx.base.schedule
+    if s.shape == "constant" or s.warmup_steps <= 0:
+        return "the base has no LR warmup (schedule.shape=constant or warmup_steps=0)"
+    return None
+
+
+def _arms(ctx: Context) -> list[Arm]:
+    """No warmup; the base's warmup length times each multiplier (kept inside the run); the other
+    LR shapes asked for, at the base's warmup."""
+    s, n = ctx.base.schedule, ctx.base.steps
+    arms = [Arm("no_warmup", {"schedule.shape": "constant"})]
+    ms = ctx.params["schedule_warmup_steps_multipliers"]
+    if not isinstance(ms, (list, tuple)) or any(isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 for m in ms):
+        raise ValueError(f"schedule_warmup_steps_multipliers={ms!r} must be a list of numbers > 0")
+    seen = {s.warmup_steps}
+    for m in ms:
+        w = min(n - 1, max(1, round(s.warmup_steps * m)))
+        if w not in seen:
+            seen.add(w)
+            arms.append(Arm(f"warmup_x{m:g}", {"schedule.warmup_steps": w}))
+    shapes = ctx.params["schedule_shape"]
+    if not isinstance(shapes, (list, tuple)) or any(x not in SHAPES for x in shapes):
+        raise ValueError(f"schedule_shape={shapes!r}: a list of shapes from {list(SHAPES)}")
+    arms += [Arm(x, {"schedule.shape": x}) for x in shapes if x not in (s.shape, "constant")]
+    return arms
+
+
+def _judge(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H2 · the warmup causes the deaths: base vs no_warmup (constant LR, nothing else changed) by
+    ``hypothesis.removes_deaths``. The other warmup lengths and shapes are reported beside it.
+    Nothing is blamed because it happened near the deaths."""
+    r = removes_deaths(runs, "base", "no_warmup")
+    others = {a.name: per_seed(runs, a.name, peak) for a in arms if a.name != "no_warmup"}
+    effect = r["effect"] + "".join(f"; {a} peak dead {pm(v)}" for a, v in others.items())
+    return judged(H2, STEM, r["word"], effect, r["numbers"], compared({a.name: dict(a.changes) for a in arms}, *[a.name for a in arms]))
+
+
+def _jump_applies(ctx: Context) -> str | None:
+    s = ctx.base.schedule
+    if s.shape not in ("linear_warmup", "warmup_cosine", "warmup_linear_decay") or s.warmup_steps <= 1:
+        return "the base has no linear warmup longer than one step"
+    return None
+
+
+def _judge_jump(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H2a · the LR jumps ~5x at the end of warmup (the seed: "0.00006 -> 0.0003"). From the base's
+    schedule (every step): the relative change from the step before warmup end to warmup end.
+    Confirmed when it is >= 4 (a 5x jump); refuted when it is < 5%; else inconclusive."""
+    cfg = ctx.base
+    lr, w = lr_curve(cfg), cfg.schedule.warmup_steps
+    jump = float((lr[w] - lr[w - 1]) / lr[w - 1]) if 1 < w < len(lr) and lr[w - 1] > 0 else float("nan")
+    word = rule([jump >= 4], [jump < 0.05])
+    biggest, at = max_relative_change(lr)
+    effect = (f"LR at warmup end (step {w}) rises by {100 * jump:.2f}% over the step before (linear warmup: 1/(warmup-1)); "
+              f"the largest step-to-step change anywhere is {100 * biggest:.0f}% at step {at}, at the start of warmup; "
+              "the seed's 5x compares step 1,000 with step 5,000, not adjacent steps")
+    return judged(H2A, STEM, word, effect, {"relative_jump": jump, "warmup_steps": w, "largest_change": biggest,
+                                            "largest_change_step": at})
+
+
+H2 = Hypothesis("H2", "the LR warmup causes the deaths", "cause", SCHEDULE, _has_warmup, _arms, _judge, source="seeds/004 Bug #2")
+H2A = Hypothesis("H2a", "the LR jumps 5x at the end of warmup", "fact", (), _jump_applies, lambda ctx: [], _judge_jump,
+                 source="seeds/004 Bug #2")
+
+INTRO = """The seed's Bug #2: "LR jumps from 0.00006 to 0.0003 (5x) at step 5,000". A linear warmup has no
+jump: its largest step-to-step change at warmup end is 1/(warmup - 1). The arms change only the base's LR
+schedule: no warmup, its warmup length shorter and longer, and the other shapes asked for. The warmup is a
+cause only if removing it removes the deaths; ending near them is not evidence."""
+
+PHASE = Phase(
+    STEM, "LR warmup", "Does the LR warmup cause the deaths?", INTRO, (H2, H2A),
+    {"schedule_shape": ("schedule.shape", ["warmup_cosine"], "LR shapes besides the base's and constant (no warmup, always trained)"),
+     "schedule_warmup_steps_multipliers": ("schedule.warmup_steps", [0.2, 5], "the base's warmup length times each of these")},
+    ("LR schedules and their largest step-to-step change",
+     ("plots.lr_schedules(run.first(), {arm: schedules.lr_curve(r.config) for arm, r in run.first().items()})",)))
