@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     lab.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
     lab.add_argument("--out", type=Path, default=Path("reports/lab"))
     lab.add_argument("--only", default="", help="comma-separated phase prefixes, e.g. 01,03")
+    lab.add_argument("--base", help="your base config: a preset name, a saelab config.json (full or partial), a run "
+                                    "directory, or a SAELens config / cfg.json (default: the seed's Test 1)")
+    lab.add_argument("--data", metavar="SOURCE", help="activations: synthetic | minilm | hf:<model> | file:<path> (default: the base's)")
     lab.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
                      help="extra notebook parameter passed to every phase (value parsed as JSON when possible)")
     rep = sub.add_parser("report", help="re-render the HTML pages and index of executed notebooks")
@@ -94,8 +97,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "lab":
             from saelab.report import run_lab
 
+            from saelab.phases import preflight
+            from saelab.report import REPO, find_notebooks
+
             only = [s.strip() for s in args.only.split(",") if s.strip()] or None
             params = dict(_parse_param(p) for p in args.parameter)
+            if args.base:
+                params["base"] = args.base
+            if args.data:
+                params["source"] = args.data
+            # before anything is trained or written: the base, every phase's arms, the data
+            preflight(args.profile, params, [p.stem for p in find_notebooks(REPO / "notebooks", only)])
             return run_lab(profile=args.profile, out=args.out, only=only, parameters=params or None)
         if args.command == "report":
             from saelab.report import rerender

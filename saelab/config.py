@@ -278,6 +278,11 @@ class RunConfig(_Section):
         self._require(re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is not None, "device", "must be cpu, cuda or cuda:N")
         if self.aux.auxk_coef > 0 and self.aux.auxk_k > self.sae.d_sae:
             raise ValueError(f"aux.auxk_k={self.aux.auxk_k} must be <= sae.d_sae={self.sae.d_sae}")
+        run_tokens = self.steps * self.data.batch_size
+        if self.aux.auxk_coef > 0 and self.tracking.dead_tokens >= run_tokens:
+            # AuxK acts on latents silent for dead_tokens tokens: a window as long as the run never opens
+            raise ValueError(f"tracking.dead_tokens={self.tracking.dead_tokens} is not below the run's {run_tokens} tokens "
+                             f"(steps x data.batch_size), so AuxK (aux.auxk_coef={self.aux.auxk_coef:g}) would never act")
 
     # ----- dict / JSON round trip -------------------------------------------------------------
 

@@ -9,7 +9,7 @@ the same config, an arm that changes a field outside its hypothesis's factor.
 
 ``removes_deaths`` is the rule of intervention: a cause is confirmed only when the arm that removes
 it (one factor changed) lowers the peak and the final dead fraction beyond the spread over the
-replicates; nothing is blamed for being near in time.
+replicates (paired by seed); nothing is blamed for being near in time.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from saelab.verdicts import RunsBySeed, peak, pm, stats, tail, verdict
 
 Kind = Literal["cause", "remedy", "fact"]  # what "confirmed" means for the researcher: bad, good, bad
 MIN_EFFECT = 0.05  # dead-fraction points: the smallest reduction that counts as removing deaths
-SPREAD_FACTOR = 2.0  # ... and it must exceed this many standard deviations over the replicates
+SPREAD_FACTOR = 2.0  # ... and it must exceed this many standard errors of the paired falls over the replicates
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def build_arms(phase: Phase, ctx: Context) -> Plan:
             continue
         arms = h.arms(ctx)
         if not arms and _needs_arms(h):
-            plan.not_applicable[h.id] = "every arm it would train equals the base (the base already has the change)"
+            plan.not_applicable[h.id] = "no arm to train: the parameters ask for none, or each would equal the base"
             continue
         for arm in arms:
             cfg = ctx.base.with_overrides(dict(arm.changes))
@@ -175,13 +175,14 @@ def _plain(v: Any) -> Any:
 
 
 def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict[str, Any]:
-    """Does arm ``fix`` remove the deaths of arm ``ref``? Per replicate, the peak dead fraction
-    (logs at steps >= ``after``) and the final one (``verdicts.tail``) of both arms. The fix
-    *removes* them when, over the replicates, the mean fall of the peak exceeds the margin — the
-    larger of MIN_EFFECT (5 points) and SPREAD_FACTOR standard deviations of the four per-arm
-    series — with the peak lower in every replicate, and the final dead fraction also falls by the
-    margin (or the reference ends below the margin: nothing left to remove at the end). It does
-    *not* remove them when the peak falls by no more than MIN_EFFECT in any replicate. Returns
+    """Does arm ``fix`` remove the deaths of arm ``ref``? Per replicate (the same seed gives both
+    arms the same data and initialization, so the comparison is paired), the fall of the peak dead
+    fraction (logs at steps >= ``after``) and of the final one (``verdicts.tail``). The fix
+    *removes* the deaths when the peak falls by more than MIN_EFFECT in every replicate and its mean fall exceeds the
+    margin — the larger of MIN_EFFECT (5 points) and SPREAD_FACTOR standard errors of the paired
+    falls over the replicates — and the final dead fraction falls by the margin too (or the
+    reference ends below it: nothing left to remove at the end). It does *not* remove them when the
+    peak falls by no more than MIN_EFFECT in every replicate. Else inconclusive. Returns
     {"word": confirmed | refuted | inconclusive, "effect", "numbers"}."""
     pairs = [(a[ref], a[fix]) for a in runs.values() if ref in a and fix in a]
     if not pairs:
@@ -190,12 +191,13 @@ def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict
     pf = [peak(f, "dead_frac", after) for _, f in pairs]
     fr = [tail(r, "dead_frac") for r, _ in pairs]
     ff = [tail(f, "dead_frac") for _, f in pairs]
-    spread = max(stats(v)["sd"] for v in (pr, pf, fr, ff))
-    margin = max(MIN_EFFECT, SPREAD_FACTOR * spread)
     d_peak = [a - b for a, b in zip(pr, pf)]
     d_final = [a - b for a, b in zip(fr, ff)]
+    n = len(pairs)
+    spread = max(stats(d_peak)["sd"], stats(d_final)["sd"]) / n ** 0.5  # standard error of the paired falls
+    margin = max(MIN_EFFECT, SPREAD_FACTOR * spread)
     mean_peak, mean_final, mean_ref_final = stats(d_peak)["mean"], stats(d_final)["mean"], stats(fr)["mean"]
-    if mean_peak > margin and all(d > 0 for d in d_peak) and (mean_final > margin or mean_ref_final < margin):
+    if mean_peak > margin and all(d > MIN_EFFECT for d in d_peak) and (mean_final > margin or mean_ref_final < margin):
         word = "confirmed"
     elif all(d <= MIN_EFFECT for d in d_peak):
         word = "refuted"
@@ -203,10 +205,10 @@ def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict
         word = "inconclusive"
     since = f" from step {after}" if after else ""
     effect = (f"peak dead{since}: {ref} {pm(pr)}, {fix} {pm(pf)}; final dead: {ref} {pm(fr)}, {fix} {pm(ff)} "
-              f"(margin {100 * margin:.1f} points over {len(pairs)} replicate{'s' * (len(pairs) != 1)})")
+              f"(margin {100 * margin:.1f} points over {n} replicate{'s' * (n != 1)})")
     numbers = {f"{ref}_peak_dead": stats(pr)["mean"], f"{fix}_peak_dead": stats(pf)["mean"],
                f"{ref}_final_dead": stats(fr)["mean"], f"{fix}_final_dead": stats(ff)["mean"],
-               "peak_reduction": mean_peak, "final_reduction": mean_final, "margin": margin, "replicates": len(pairs)}
+               "peak_reduction": mean_peak, "final_reduction": mean_final, "margin": margin, "replicates": n}
     return {"word": word, "effect": effect, "numbers": numbers}
 
 

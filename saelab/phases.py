@@ -309,3 +309,34 @@ def prepare(stem: str, namespace: Mapping[str, Any], history: list[str] | None =
     built = {s: build(stem, p["profile"], s, base, p["source"], p["steps"], p["data_mean_offset"], dict(p["overrides"]), **own)
              for s in seeds}
     return PhaseRun(phase, profile, seeds, Path(p["out_dir"]), own, built, base, dict(p["overrides"]))
+
+
+def preflight(profile: str, parameters: Mapping[str, Any], stems: list[str]) -> None:
+    """Everything ``saelab lab`` can check before it trains or writes anything: the base reads,
+    every phase in ``stems`` builds its arms from it with these notebook ``parameters`` (phase
+    parameters go to the phases that have them), and the data fits the base (width, at least one
+    batch of training rows, finite held-out rows). Raises ValueError naming the problem."""
+    from saelab.data import make_source, resolve
+
+    base = load_base(parameters.get("base"))
+    common = {k: parameters[k] for k in ("source", "steps", "data_mean_offset", "overrides") if k in parameters}
+    seeds = parameters.get("seeds") or get_profile(profile).seeds
+    built = None
+    for stem in stems:
+        own = {k: v for k, v in parameters.items() if k in get_phase(stem).params}
+        built = build(stem, profile, seeds[0], base, common.get("source"), common.get("steps"), common.get("data_mean_offset"),
+                      common.get("overrides") or {}, **own)
+    if built is None or not built.ctx.base.data.source.startswith("file:"):
+        return  # synthetic data is generated; a transformer source is checked when its cache is built
+    cfg = built.ctx.base
+    source = make_source(cfg)
+    cfg = resolve(cfg, source)
+    rows = getattr(source, "train_rows", None)
+    if rows is not None and rows < cfg.data.batch_size:
+        raise ValueError(f"data.source {cfg.data.source}: {rows} training rows, fewer than one batch of {cfg.data.batch_size}")
+    import torch
+
+    x = source.eval_set(cfg.eval_rows)
+    bad = int((~torch.isfinite(x)).any(dim=-1).sum())
+    if bad:
+        raise ValueError(f"data.source {cfg.data.source}: {bad} of the {x.shape[0]} held-out rows hold NaN or inf")

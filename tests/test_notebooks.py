@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 from saelab import phases
-from saelab.phase_arms import PHASES
+from saelab.causes import PHASES
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -59,9 +59,9 @@ def test_committed_clean(path):
 def test_parameters_mirror_the_config_fields_phases_claims(path):
     phase = PHASES[path.stem]
     values = parameter_values(path)
-    assert list(values) == list(phase.mirrors()) or set(values) == set(phase.mirrors())
+    assert set(values) == set(phases.mirrors(phase))
     assert phases.check_mirrors(phase) == []
-    for name, (field, default) in phase.params.items():
+    for name, (field, default, _) in phase.params.items():
         assert values[name] == default, f"{path.name}: {name} default {values[name]!r} != phases.py {default!r}"
     assert values["out_dir"] == f"reports/lab/runs/{path.stem}" and values["explorer"] is False
 
@@ -93,8 +93,9 @@ def executed(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
 def test_runs_in_the_smoke_profile_and_writes_verdicts(executed, stem):
     target, out_dir = executed[stem]
     found = json.loads((out_dir / "verdicts.json").read_text())
-    assert found and all(v["verdict"] in ("confirmed", "refuted", "inconclusive") for v in found)
-    assert {v["id"].split("-")[0] for v in found} <= {h.split("-")[0] for h in PHASES[stem].hypotheses} | {"V"}
+    assert found and all(v["verdict"] in ("confirmed", "refuted", "inconclusive", "not applicable") for v in found)
+    assert {v["id"].split("-")[0] for v in found} <= {h.id for h in PHASES[stem].hypotheses}
+    assert all(v["meaning"] in ("good", "bad", "unclear") for v in found)
     nb = nbformat.read(str(target), as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]

@@ -3,29 +3,37 @@ and the live explorer's pure parts."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from saelab import explorer, phases
 from saelab.config import field_paths
 from saelab.losses import convert_alpha
-from saelab.phase_arms import PHASES
+from saelab.base import load_base, sized
+from saelab.causes import PHASES
+from saelab.config import PRESETS
+from saelab.hypothesis import diff
 from saelab.train import SHARED_FIELDS
 
-# the config fields each phase's arms may change relative to the seed's arm (its factor)
-FACTORS = {
-    "00_reproduce": {"sae.d_sae", "data.batch_size", "steps", "schedule.warmup_steps", "resample.interval", "tracking.dead_tokens"},
-    "01_l1_penalty": {"penalty.form", "penalty.alpha", "sae.decoder_constraint"},
-    "02_lr_warmup": {"schedule.shape", "schedule.warmup_steps"},
-    "03_resampling": {"resample.strategy", "resample.detector", "resample.reset_adam"},
-    "04_normalization": {"normalize.mode", "sae.b_dec_init", "sae.apply_b_dec_to_input"},  # centering b_dec is one factor in two fields
-    "05_reanimation": {"sae.architecture", "sae.k", "penalty.form", "penalty.alpha", "aux.reanimation_coef",
-                       "aux.reanimation_schedule", "aux.reanimation_anneal_steps", "aux.auxk_coef", "aux.auxk_k"},
-}
+BASES = [*PRESETS, "topk", "jumprelu", "no_penalty"]
+
+
+def base_for(name: str, tmp_path) -> str:
+    """A preset name, or a partial saelab config written for a TopK, a JumpReLU and a no-penalty base."""
+    if name in PRESETS:
+        return name
+    partial = {"topk": {"sae": {"architecture": "topk", "k": 8}, "penalty": {"form": "none", "alpha": 0.0}},
+               "jumprelu": {"sae": {"architecture": "jumprelu", "jumprelu_threshold": 0.01}, "penalty": {"form": "per_sample_sum", "alpha": 1e-3}},
+               "no_penalty": {"penalty": {"form": "none", "alpha": 0.0}}}[name]
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(partial))
+    return str(path)
 
 
 def namespace(stem: str, **given) -> dict:
     """A notebook's globals after its parameters cell: every parameter at its default."""
-    ns = {"profile": "smoke", "seeds": None, "out_dir": "/tmp/x", "source": "synthetic", "steps": None,
+    ns = {"profile": "smoke", "seeds": None, "out_dir": "/tmp/x", "base": None, "source": None, "steps": None,
           "data_mean_offset": None, "overrides": {}, "explorer": False, **PHASES[stem].defaults()}
     return ns | given
 
@@ -38,65 +46,134 @@ def test_profiles_scale_and_replicates():
     assert smoke.steps < quick.steps and smoke.d_sae <= quick.d_sae
 
 
-def test_base_config_keeps_the_seed_test1_proportions():
-    cfg = phases.base_config(phases.PROFILES["quick"], seed=3)
+def test_the_default_base_keeps_the_seed_test1_proportions():
+    cfg, profile_set = sized(load_base(None), phases.PROFILES["quick"], seed=3)
     # Test 1: warmup 500 and resampling every 2,500 of 10,000 steps; the seed's L1 and resampling
     assert cfg.schedule.warmup_steps / cfg.steps == pytest.approx(0.05)
     assert cfg.resample.interval / cfg.steps == pytest.approx(0.25)
     assert (cfg.penalty.form, cfg.penalty.alpha, cfg.resample.strategy, cfg.resample.detector) == ("mean_all", 0.003, "seed", "single_batch")
     assert cfg.normalize.mode == "constant_norm_rescale" and cfg.seed == 3
+    assert profile_set["steps"] == 1000 and profile_set["sae.d_sae"] == 256
+
+
+def test_a_partial_config_pins_its_fields_and_the_profile_sets_the_rest(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"steps": 300, "sae": {"d_sae": 96}, "optim": {"lr": 1e-3}}))
+    base = load_base(str(path))
+    assert base.origin == "saelab config" and {"steps", "sae.d_sae", "optim.lr"} <= base.pinned
+    cfg, profile_set = sized(base, phases.PROFILES["smoke"])
+    assert (cfg.steps, cfg.sae.d_sae, cfg.optim.lr) == (300, 96, 1e-3)
+    assert "steps" not in profile_set and "sae.d_sae" not in profile_set and profile_set["eval_rows"] == 256
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(load_base("seed-fixed").config.to_json())
+    assert load_base(str(run_dir)).origin == "run directory"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "not valid JSON"), ("[1, 2]", "JSON object"), ('{"sae": {"d_sea": 3}}', "did you mean 'd_sae'"),
+    ('{"d_in": 768, "d_sae": 4096, "architecture": "gated", "lr": 1e-4}', "architecture='gated'"),
+    ('{"d_in": 768, "d_sae": 4096, "architecture": "standard", "use_ghost_grads": true}', "ghost grads"),
+    ('{"d_in": 768, "d_sae": 4096, "architecture": "standard", "mystery_knob": 3}', "'mystery_knob'"),
+])
+def test_an_unreadable_base_is_refused_naming_the_problem(tmp_path, text, message):
+    path = tmp_path / "base.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_base(str(path))
+    with pytest.raises(ValueError, match="neither a preset"):
+        load_base(str(tmp_path / "absent.json"))
+
+
+def test_a_saelens_config_maps_the_fields_with_a_saelab_meaning(tmp_path):
+    cfg = {"d_in": 384, "d_sae": 1536, "architecture": "standard", "l1_coefficient": 5.0, "lr": 4e-5,
+           "lr_warm_up_steps": 100, "normalize_activations": "expected_average_only_in", "apply_b_dec_to_input": True,
+           "b_dec_init_method": "geometric_median", "dead_feature_window": 1000, "train_batch_size_tokens": 4096,
+           "training_tokens": 4096 * 2000, "hook_name": "blocks.3.hook_resid_pre", "model_name": "gpt2", "dtype": "float32",
+           "wandb_project": "x", "context_size": 128}
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    base = load_base(str(path))
+    c = base.config
+    assert base.origin == "SAELens config"
+    assert (c.sae.d_in, c.sae.d_sae, c.sae.architecture, c.penalty.alpha, c.penalty.form) == (384, 1536, "relu", 5.0, "decoder_weighted")
+    assert (c.optim.lr, c.schedule.warmup_steps, c.normalize.mode, c.sae.apply_b_dec_to_input) == (4e-5, 100, "dataset_scalar", True)
+    assert (c.tracking.dead_tokens, c.data.batch_size, c.steps, c.penalty.reconstruction) == (4096 * 1000, 4096, 2000, "sum_features")
+    topk = {"d_in": 384, "d_sae": 1536, "architecture": "topk", "activation_fn_kwargs": {"k": 24}}
+    path.write_text(json.dumps(topk))
+    t = load_base(str(path)).config
+    assert (t.sae.architecture, t.sae.k, t.penalty.form) == ("topk", 24, "none")
 
 
 @pytest.mark.parametrize("stem", list(PHASES))
 def test_parameter_contract(stem):
     assert phases.check_mirrors(PHASES[stem]) == []
     paths = field_paths()
-    for name, path in PHASES[stem].mirrors().items():
+    for name, path in phases.mirrors(PHASES[stem]).items():
         assert path is None or path in paths, name
 
 
-@pytest.mark.parametrize("stem", [s for s in PHASES if s in FACTORS])
-def test_arms_differ_from_the_seed_arm_in_one_factor(stem):
-    for profile in ("smoke", "quick"):
-        arms = phases.build_arms(stem, profile, seed=1)
-        ref = phases._flat(next(iter(arms.values())).to_dict())
-        assert len(arms) >= 2
-        for name, cfg in arms.items():
-            diff = {k for k, v in phases._flat(cfg.to_dict()).items() if ref[k] != v}
-            assert diff <= FACTORS[stem], (name, diff - FACTORS[stem])
-            assert cfg.seed == 1
-        for group in phases.lockstep_groups(arms):  # what the trainer enforces
-            first = next(iter(group.values()))
-            assert all(getattr(c, f) == getattr(first, f) for c in group.values() for f in SHARED_FIELDS)
+@pytest.mark.parametrize("base", BASES)
+def test_no_two_equal_arms_are_compared_and_no_inapplicable_hypothesis_is_judged(base, tmp_path):
+    """Every phase on every preset base and on a TopK, a JumpReLU and a no-penalty base: the arms of
+    each hypothesis differ from the arm they are compared with, only in the hypothesis's factor;
+    no two arms share a config; a hypothesis that cannot act trains nothing."""
+    spec = base_for(base, tmp_path)
+    for stem, phase in PHASES.items():
+        for profile in ("smoke", "quick"):
+            built = phases.build(stem, profile, 0, spec)
+            arms = built.plan.arms
+            configs = [c.to_json() for c in arms.values()]
+            assert len(set(configs)) == len(configs), f"{base}/{stem}: two arms share a config"
+            for h in phase.hypotheses:
+                if h.id in built.plan.not_applicable:
+                    assert h.id not in built.plan.tested and built.plan.not_applicable[h.id]
+                    continue
+                for arm in built.plan.tested[h.id]:
+                    if arm.against is None:
+                        continue
+                    changed = diff(arms[arm.against], arms[arm.name])
+                    assert changed, f"{base}/{stem}/{h.id}: {arm.name} equals {arm.against}"
+                    assert set(changed) <= set(h.factor), f"{base}/{stem}/{h.id}: {arm.name} changes {set(changed) - set(h.factor)}"
+            for group in phases.lockstep_groups(arms):
+                first = next(iter(group.values()))
+                assert all(getattr(c, f) == getattr(first, f) for c in group.values() for f in SHARED_FIELDS)
 
 
-def test_l1_arms_convert_alpha_to_the_seed_gradient():
-    arms = phases.build_arms("01_l1_penalty", "quick", 0)
-    B, S = arms["seed"].data.batch_size, arms["seed"].sae.d_sae
-    assert arms["per_sample_sum"].penalty.alpha == pytest.approx(0.003 / S)  # not x d_sae as the seed's Task 2.2
-    assert arms["sum"].penalty.alpha == pytest.approx(0.003 / (B * S))
-    assert arms["per_feature_mean"].penalty.alpha == pytest.approx(convert_alpha(0.003, "mean_all", "per_feature_mean", B, S))
-    assert arms["task22_alpha_x_d_sae"].penalty.alpha == pytest.approx(0.003 * S)
+def test_a_topk_base_makes_the_l1_hypotheses_not_applicable(tmp_path):
+    built = phases.build("01_l1_penalty", "smoke", 0, base_for("topk", tmp_path))
+    assert set(built.plan.not_applicable) == {"H1", "H1s", "H1a", "H1b", "H7"}
+    assert list(built.plan.arms) == ["base"]
+    assert "sparsity comes from k" in built.plan.not_applicable["H1"]
+    resampling = phases.build("03_resampling", "smoke", 0, base_for("topk", tmp_path))
+    assert "does not resample" in resampling.plan.not_applicable["H3"]
 
 
-def test_validation_phase_trains_synthetic_and_real_groups():
-    arms = phases.build_arms("06_validation", "smoke", 0)
-    groups = phases.lockstep_groups(arms)
-    assert {next(iter(g.values())).data.source for g in groups} == {"synthetic", "minilm"}
-    assert all(c.sae.d_in == 0 for n, c in arms.items() if n.endswith("minilm"))  # width from the source
-    skip = phases.build_arms("06_validation", "smoke", 0, data_source_real="")
-    assert len(phases.lockstep_groups(skip)) == 1
+def test_arms_vary_around_the_bases_own_value(tmp_path):
+    path = tmp_path / "strong.json"
+    path.write_text(json.dumps({"penalty": {"form": "per_sample_sum", "alpha": 0.5}, "schedule": {"warmup_steps": 200}, "steps": 1000}))
+    l1 = phases.build("01_l1_penalty", "smoke", 0, str(path)).plan.arms
+    assert l1["alpha_x0.1"].penalty.alpha == pytest.approx(0.05) and l1["alpha_x10"].penalty.alpha == pytest.approx(5.0)
+    assert "per_sample_sum" not in l1 and l1["mean_all"].penalty.alpha == pytest.approx(
+        convert_alpha(0.5, "per_sample_sum", "mean_all", l1["base"].data.batch_size, l1["base"].sae.d_sae))
+    warm = phases.build("02_lr_warmup", "smoke", 0, str(path)).plan.arms
+    assert warm["warmup_x0.2"].schedule.warmup_steps == 40 and warm["warmup_x5"].schedule.warmup_steps == 999
+
+
+def test_overrides_may_not_set_the_factor_a_phase_varies():
+    with pytest.raises(ValueError, match="overrides set 'penalty.alpha', a field this phase varies"):
+        phases.build("01_l1_penalty", "smoke", 0, overrides={"penalty.alpha": 0.01})
+    built = phases.build("01_l1_penalty", "smoke", 0, overrides={"optim.lr": 1e-3})  # shared by every arm
+    assert all(c.optim.lr == 1e-3 for c in built.plan.arms.values())
 
 
 def test_normalization_phase_adds_the_centered_arm_unless_told_not_to():
-    arms = phases.build_arms("04_normalization", "smoke", 0)
-    c = arms["centered"]
-    assert (c.sae.b_dec_init, c.sae.apply_b_dec_to_input) == ("geometric_median", True)
-    assert c.normalize == arms["seed"].normalize  # centered on top of the seed's normalization, nothing else
-    assert "centered" not in phases.build_arms("04_normalization", "smoke", 0, sae_b_dec_init=None)
-    assert phases.build_arms("04_normalization", "smoke", 0, sae_b_dec_init="mean")["centered"].sae.b_dec_init == "mean"
-    with pytest.raises(ValueError, match="sae_b_dec_init='median': choose mean, geometric_median"):
-        phases.build_arms("04_normalization", "smoke", 0, sae_b_dec_init="median")
+    assert "centered" in phases.build("04_normalization", "smoke", 0).plan.arms
+    none = phases.build("04_normalization", "smoke", 0, sae_b_dec_init=None)
+    assert "centered" not in none.plan.arms and "H8" in none.plan.not_applicable
+    centered = phases.build("04_normalization", "smoke", 0, "anthropic-april-2024",
+                            overrides={"sae.b_dec_init": "mean", "sae.apply_b_dec_to_input": True})
+    assert "already starts b_dec" in centered.plan.not_applicable["H8"]
 
 
 def test_parameter_names_reads_assignment_only_cells():
@@ -104,10 +181,12 @@ def test_parameter_names_reads_assignment_only_cells():
     assert phases.parameter_names(history) == ["profile", "seeds", "bogus"]
 
 
-def test_prepare_builds_every_seed():
+def test_prepare_builds_every_replicate():
     run = phases.prepare("02_lr_warmup", namespace("02_lr_warmup", seeds=[4, 5]), history=[])
     assert run.seeds == (4, 5) and set(run.arms) == {4, 5}
-    assert run.arms[5]["seed"].seed == 5 and "no_warmup" in run.describe()
+    assert run.arms[5]["base"].seed == 5 and "no_warmup" in run.describe() and "Fields the profile set" in run.describe()
+    tricky = phases.prepare("02_lr_warmup", namespace("02_lr_warmup", source="file:/x/`<img src=w onerror=alert(4)>`.npy"), history=[])
+    assert "<img" not in tricky.describe() and "&lt;img" in tricky.describe()
 
 
 @pytest.mark.parametrize("given, message", [
@@ -118,8 +197,9 @@ def test_prepare_builds_every_seed():
     ({"explorer": "yes"}, "explorer="),
     ({"overrides": {"optim.lrr": 1.0}}, "did you mean 'optim.lr'"),
     ({"source": "nowhere"}, "data.source"),
-    ({"schedule_shape": ["triangle"]}, "'triangle' is not allowed"),
-    ({"schedule_warmup_steps_fraction": [1.5]}, "fraction"),
+    ({"schedule_shape": ["triangle"]}, "schedule_shape="),
+    ({"schedule_warmup_steps_multipliers": [-1]}, "numbers > 0"),
+    ({"base": "no-such-preset"}, "neither a preset"),
 ])
 def test_prepare_rejects_invalid_values(given, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):

@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from saelab import phases, verdict_rules, verdicts
+from saelab import phases, verdicts
+from saelab.hypothesis import removes_deaths
+from saelab.phases import get_phase
 from saelab.config import seed_test1
 from saelab.train import train
 
@@ -32,6 +34,12 @@ def fake(dead, l0_frac=0.5, events=(), cfg=None, d_sae=100, fire=None, **cols) -
         latents = {"fire_counts": torch.tensor(np.asarray(fire)[None, :]), "eval_rows": torch.tensor(100)}
     return SimpleNamespace(metrics=m, events=list(events), autopsy=None, latents=latents, weights={},
                            config=cfg or seed_test1(), summary={})
+
+
+def namespace(stem: str, **given) -> dict:
+    ns = {"profile": "smoke", "seeds": None, "out_dir": "/tmp/x", "base": None, "source": None, "steps": None,
+          "data_mean_offset": None, "overrides": {}, "explorer": False, **get_phase(stem).defaults()}
+    return ns | given
 
 
 def jump_after_resample(before: float, after: float):
@@ -56,66 +64,77 @@ def test_rule_needs_every_replicate():
     assert verdicts.rule([], []) == "inconclusive"
 
 
+def judge(stem: str, hid: str, runs: dict, base: str | None = None, profile: str = "smoke", **params) -> list[dict]:
+    """The verdicts of hypothesis ``hid`` on ``runs``, with the arms phase ``stem`` builds for ``base``."""
+    built = phases.build(stem, profile, 0, base, **params)
+    h = next(h for h in get_phase(stem).hypotheses if h.id == hid)
+    found = h.judge(runs, built.ctx, built.plan.tested[hid])
+    return found if isinstance(found, list) else [found]
+
+
+def test_removing_the_cause_must_remove_the_deaths_beyond_the_spread():
+    dying, healthy = fake(0.4), fake(0.02)
+    assert removes_deaths(by_seed(base=dying, fix=healthy), "base", "fix")["word"] == "confirmed"
+    assert removes_deaths(by_seed(base=dying, fix=fake(0.38)), "base", "fix")["word"] == "refuted"
+    noisy = [fake(0.4), fake(0.05), fake(0.4)]  # the fix wins in 2 of 3 replicates only
+    assert removes_deaths(by_seed(base=dying, fix=noisy), "base", "fix")["word"] == "inconclusive"
+    spread = [fake(0.9), fake(0.2), fake(0.5)]  # falls of 40, 1 and 2 points: a 14-point mean inside their spread
+    assert removes_deaths(by_seed(base=spread, fix=[fake(0.5), fake(0.19), fake(0.48)]), "base", "fix")["word"] == "inconclusive"
+    assert "not testable" in removes_deaths(by_seed(base=dying), "base", "fix")["effect"]
+
+
 def test_h3_flips_with_the_dead_jump_after_resampling():
     collapsed = fake(jump_after_resample(0.05, 0.40), events=[RESAMPLE])
     healthy = fake(0.05, events=[RESAMPLE])
     off = fake(0.05)
-    v = verdict_rules.h3_resampling(by_seed(seed=collapsed, off=off))
-    assert v["verdict"] == "confirmed" and v["numbers"]["seed_peak_dead"] == pytest.approx(0.40)
-    assert verdict_rules.h3_resampling(by_seed(seed=healthy, off=off))["verdict"] == "refuted"
-    mixed = by_seed(seed=[collapsed, healthy, collapsed], off=off)
-    assert verdict_rules.h3_resampling(mixed)["verdict"] == "inconclusive"
-    assert "not testable" in verdict_rules.h3_resampling(by_seed(seed=collapsed))["effect"]
+    v = judge("03_resampling", "H3", by_seed(base=collapsed, resample_off=off))[0]
+    assert v["verdict"] == "confirmed" and v["meaning"] == "bad" and v["compared"][0]["changes"] == {"resample.strategy": "off"}
+    assert judge("03_resampling", "H3", by_seed(base=healthy, resample_off=off))[0]["verdict"] == "refuted"
+    mixed = {0: {"base": collapsed, "resample_off": off}, 1: {"base": healthy, "resample_off": off}, 2: {"base": collapsed, "resample_off": off}}
+    assert judge("03_resampling", "H3", mixed)[0]["verdict"] == "inconclusive"
 
 
-def test_h1_flips_with_the_seed_arm_sparsity_before_resampling():
-    dense = fake(0.0, l0_frac=0.6, events=[RESAMPLE], l1_recon_ratio=0.03)
-    stronger = fake(0.0, l0_frac=0.1, events=[RESAMPLE])
-    sparse = fake(0.0, l0_frac=0.05, events=[RESAMPLE], l1_recon_ratio=0.1)
-    v = verdict_rules.h1_scale(by_seed(seed=dense, mean_all_x100=stronger))
-    assert v["verdict"] == "confirmed" and v["numbers"]["seed_l0_frac"] == pytest.approx(0.6)
-    assert verdict_rules.h1_scale(by_seed(seed=sparse, mean_all_x100=stronger))["verdict"] == "refuted"
+def test_h1_flips_with_the_base_sparsity_before_resampling():
+    dense, sparse, stronger = fake(0.0, l0_frac=0.5), fake(0.0, l0_frac=0.05), fake(0.0, l0_frac=0.1)
+    v = judge("01_l1_penalty", "H1", by_seed(base=dense, alpha_x10=stronger, alpha_x100=stronger))[0]
+    assert v["verdict"] == "confirmed", v["effect"]
+    assert judge("01_l1_penalty", "H1", by_seed(base=sparse, alpha_x10=stronger, alpha_x100=stronger))[0]["verdict"] == "refuted"
 
 
-def test_h0_and_h5_follow_the_autopsy():
-    collapsing = fake(lambda s: np.where(s < 300, 0.02, 0.6))
-    steady = fake(0.02)
-    v = verdict_rules.h0_collapse(by_seed(**{"seed-test1": collapsing}))[0]
-    assert v["verdict"] == "confirmed" and v["numbers"]["onset_step_mean"] == 300
-    assert verdict_rules.h5_grad_accumulation(by_seed(**{"seed-test1": collapsing}))["verdict"] == "refuted"
-    assert verdict_rules.h0_collapse(by_seed(**{"seed-test1": steady}))[0]["verdict"] == "refuted"
-    assert verdict_rules.h5_grad_accumulation(by_seed(**{"seed-test1": steady}))["verdict"] == "inconclusive"
+def test_h0_reports_collapses_with_coinciding_events_and_h5_is_not_applicable():
+    collapsing = fake(lambda s: np.where(s < 300, 0.05, 0.6), events=[{"step": 250, "kind": "warmup_end"}])
+    steady = fake(0.05)
+    v = judge("00_reproduce", "H0", by_seed(base=collapsing), presets=[])[0]
+    assert v["verdict"] == "confirmed" and "coincides with: warmup_end" in v["effect"]
+    assert judge("00_reproduce", "H0", by_seed(base=steady), presets=[])[0]["verdict"] == "refuted"
+    built = phases.build("00_reproduce", "smoke", 0)
+    assert "H5" in built.plan.not_applicable and "accumulates no gradients" in built.plan.not_applicable["H5"]
 
 
 def test_h2a_measures_the_linear_warmup_from_the_schedule():
-    v = verdict_rules.h2a_lr_jump(by_seed(seed=fake(0.0)))  # Test 1: warmup 500 steps
-    assert v["verdict"] == "refuted"
-    assert v["numbers"]["relative_jump"] == pytest.approx(1 / 499, rel=1e-3)
+    v = judge("02_lr_warmup", "H2a", {}, profile="quick")[0]  # Test 1's warmup: 5% of 1,000 steps
+    assert v["verdict"] == "refuted" and v["numbers"]["relative_jump"] < 0.05
 
 
 def test_h4a_reads_the_task51_norms():
-    d = seed_test1().sae.d_in or 768
-    cfg = seed_test1().with_overrides({"sae.d_in": d})
-    ok = fake(0.0, cfg=cfg, norm_out_norm_max=d ** 0.5, norm_out_norm_min=d ** 0.5 * 0.999, norm_n_nonfinite=0,
-              norm_x_norm_min=4e-6, norm_coef_max=7e6)
-    bad = fake(0.0, cfg=cfg, norm_out_norm_max=50 * d ** 0.5, norm_out_norm_min=d ** 0.5, norm_n_nonfinite=2,
-               norm_x_norm_min=0.0, norm_coef_max=float("inf"))
-    assert verdict_rules.h4a_small_norms(by_seed(seed=ok))["verdict"] == "refuted"
-    assert verdict_rules.h4a_small_norms(by_seed(seed=[ok, bad, ok]))["verdict"] == "confirmed"
+    ok = fake(0.0, norm_out_norm_max=32 ** 0.5, norm_out_norm_min=32 ** 0.5, norm_n_nonfinite=0, norm_x_norm_min=1e-5, norm_coef_max=1e5)
+    bad = fake(0.0, norm_out_norm_max=1e9, norm_out_norm_min=32 ** 0.5, norm_n_nonfinite=0, norm_x_norm_min=1e-5, norm_coef_max=1e5)
+    cfg = phases.build("04_normalization", "smoke", 0).ctx.base
+    ok.config = bad.config = cfg
+    assert judge("04_normalization", "H4a", by_seed(base=ok))[0]["verdict"] == "refuted"
+    assert judge("04_normalization", "H4a", by_seed(base=[ok, bad, ok]))[0]["verdict"] == "confirmed"
 
 
 def test_h8_needs_fewer_dead_latents_without_worse_reconstruction():
-    seed = fake(lambda s: np.where(s < 100, 0.09, 0.30), fvu_orig=1.1)
-    centered = fake(0.0, fvu_orig=0.07)
-    v = verdict_rules.h8_centered_b_dec(by_seed(seed=seed, centered=centered))
-    assert v["verdict"] == "confirmed"
-    assert v["numbers"]["seed_dead_step0"] == pytest.approx(0.09) and v["numbers"]["centered_peak_dead"] == 0
-    worse = fake(0.0, fvu_orig=1.5)  # fewer dead latents bought with a worse reconstruction is no win
-    assert verdict_rules.h8_centered_b_dec(by_seed(seed=seed, centered=worse))["verdict"] == "refuted"
-    same = fake(lambda s: np.where(s < 100, 0.09, 0.28), fvu_orig=1.0)
-    assert verdict_rules.h8_centered_b_dec(by_seed(seed=seed, centered=same))["verdict"] == "refuted"
-    assert verdict_rules.h8_centered_b_dec(by_seed(seed=seed, centered=[centered, same, centered]))["verdict"] == "inconclusive"
-    assert "not testable" in verdict_rules.h8_centered_b_dec(by_seed(seed=seed))["effect"]
+    base = fake(lambda s: np.where(s < 100, 0.1, 0.3), fvu_orig=0.2)
+    centered = fake(0.0, fvu_orig=0.1)
+    worse = fake(0.0, fvu_orig=0.5)
+    same = fake(lambda s: np.where(s < 100, 0.1, 0.29), fvu_orig=0.2)
+    v = judge("04_normalization", "H8", by_seed(base=base, centered=centered))[0]
+    assert v["verdict"] == "confirmed" and v["numbers"]["base_dead_step0"] == pytest.approx(0.1)
+    assert judge("04_normalization", "H8", by_seed(base=base, centered=worse))[0]["verdict"] == "inconclusive"
+    assert judge("04_normalization", "H8", by_seed(base=base, centered=same))[0]["verdict"] == "refuted"
+    assert judge("04_normalization", "H8", by_seed(base=base, centered=[centered, same, centered]))[0]["verdict"] == "inconclusive"
 
 
 def test_r1_separates_sparse_revival_from_dense_noise():
@@ -124,10 +143,13 @@ def test_r1_separates_sparse_revival_from_dense_noise():
     sparse_revival = fake(0.0, l0_frac=0.11, fire=[10] * 100)
     dense_revival = fake(0.0, l0_frac=0.12, fire=[90] * 30 + [10] * 70)  # 30% of alive latents dense
     no_revival = fake(0.2, l0_frac=0.1, fire=fire_base)
-    check = lambda arm: verdict_rules.r1_reanimation(by_seed(relu_coef0=base, **{"relu_coef0.001": arm}))[0]["verdict"]  # noqa: E731
+    check = lambda arm: judge("05_reanimation", "R1", by_seed(base=base, **{"reanim_0.001": arm}))[0]["verdict"]  # noqa: E731
     assert check(sparse_revival) == "confirmed"
     assert check(dense_revival) == "refuted"
     assert check(no_revival) == "refuted"
+    nothing = fake(0.0, l0_frac=0.1, fire=[10] * 100)
+    v = judge("05_reanimation", "R1", by_seed(base=nothing, **{"reanim_0.001": nothing}))[0]
+    assert v["verdict"] == "inconclusive" and "nothing to revive" in v["effect"]
 
 
 def test_validation_rows_and_verdicts():
@@ -148,34 +170,34 @@ def test_validation_rows_and_verdicts():
 
 
 def test_phase_verdicts_and_write(tmp_path):
-    runs = by_seed(seed=fake(jump_after_resample(0.05, 0.40), events=[RESAMPLE]), off=fake(0.05))
-    found = verdicts.phase_verdicts("03_resampling", runs)
+    runs = by_seed(base=fake(jump_after_resample(0.05, 0.40), events=[RESAMPLE]), resample_off=fake(0.05))
+    run = phases.prepare("03_resampling", namespace("03_resampling", seeds=[0, 1, 2]), history=[])
+    found = run.verdicts(runs)
     assert [v["id"] for v in found] == ["H3", "H3a", "H3b", "H6"]
     assert all(v["verdict"] in ("confirmed", "refuted", "inconclusive") and v["evidence"].startswith("evidence-") for v in found)
     path = verdicts.write(tmp_path, found, [{"arm": "a", "value": float("nan")}])
     assert json.loads(path.read_text())[0]["id"] == "H3"
     assert json.loads((tmp_path / "validation.json").read_text())[0]["value"] is None
-    with pytest.raises(ValueError, match="no verdict rules"):
-        verdicts.phase_verdicts("99_x", runs)
 
 
-def test_reanimation_verdict_flips_when_the_data_loses_its_offset(tmp_path):
+def test_reanimation_verdict_follows_the_data_offset(tmp_path):
     """End to end: tiny trainings of phase 05 (ReLU, coefficient 0 vs 1e-3, resampling off). With a
     shared offset in the data some latents start dead and the reanimation term revives them
-    (confirmed); on the same data without the offset no latent dies, so nothing can be revived and
-    the verdict must change (refuted)."""
+    (confirmed); on the same data without the offset no latent dies, so there is nothing to revive
+    and the verdict must change."""
     words = {}
     for offset in (8.0, 0.0):
         runs = {}
         for seed in (0, 1, 2):
-            arms = phases.build_arms("05_reanimation", "smoke", seed, steps=150, data_mean_offset=offset,
-                                     overrides={"sae.d_sae": 128}, sae_architecture=["relu"],
-                                     aux_reanimation_coef=[1e-3], aux_reanimation_schedule="constant", aux_auxk_coef=0)
-            runs[seed] = train(arms, tmp_path / f"{offset}-{seed}", progress=False)
-        words[offset] = verdict_rules.r1_reanimation(runs)[0]
-    assert words[8.0]["numbers"]["dead_coef0"] > 0.05
+            built = phases.build("05_reanimation", "smoke", seed, steps=150, data_mean_offset=offset,
+                                 overrides={"sae.d_sae": 128}, sae_architecture=[],
+                                 aux_reanimation_coef=[1e-3], aux_reanimation_schedule="constant", aux_auxk_coef=0)
+            runs[seed] = train(built.plan.arms, tmp_path / f"{offset}-{seed}", progress=False)
+        h = get_phase("05_reanimation").hypotheses[0]
+        words[offset] = h.judge(runs, built.ctx, built.plan.tested["R1"])[0]
+    assert words[8.0]["numbers"]["ref_final_dead"] > 0.05
     assert words[8.0]["verdict"] == "confirmed", words[8.0]["effect"]
-    assert words[0.0]["verdict"] == "refuted", words[0.0]["effect"]
+    assert words[0.0]["verdict"] != "confirmed", words[0.0]["effect"]
 
 
 def test_stability_ignores_the_initial_sparsification():

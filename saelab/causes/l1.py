@@ -7,7 +7,7 @@ and 100 on its own form, every other form at the alpha that gives the same gradi
 
 from __future__ import annotations
 
-from saelab.hypothesis import Arm, Context, Hypothesis, Phase, compared, judged, removes_deaths
+from saelab.hypothesis import Arm, Context, Hypothesis, Phase, best_fix, compared, judged, removes_deaths
 from saelab.losses import L1_FORMS, convert_alpha
 from saelab.verdicts import L0_RANGE, RunsBySeed, paired, per_seed, pm, pre, rule, stats, tail
 
@@ -61,10 +61,14 @@ def _changes(ctx: Context, arms: list[Arm]) -> dict:
 
 
 def _judge_strong(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
-    """H1s · too strong: the weakest alpha arm vs the base by ``hypothesis.removes_deaths``."""
-    weakest = min(arms, key=lambda a: a.changes["penalty.alpha"])
-    r = removes_deaths(runs, "base", weakest.name)
-    return judged(H1S, STEM, r["word"], r["effect"], r["numbers"], compared(_changes(ctx, arms), weakest.name))
+    """H1s · too strong: the weaker-alpha arm that removes the most deaths vs the base by
+    ``hypothesis.removes_deaths`` (under Adam a penalty that dominates the gradient kills at x0.1
+    as it does at x1, so several weaker multiples are tried); the others are reported."""
+    name, r = best_fix(runs, "base", [a.name for a in arms])
+    rest = [a.name for a in arms if a.name != name]
+    effect = f"best weaker alpha {name}: {r['effect']}" + "".join(
+        f"; {a}: " + removes_deaths(runs, "base", a)["effect"].split("; final")[0] for a in rest)
+    return judged(H1S, STEM, r["word"], effect, r["numbers"] | {"best": name}, compared(_changes(ctx, arms), *[a.name for a in arms]))
 
 
 def _form_arms(ctx: Context) -> list[Arm]:
@@ -175,7 +179,7 @@ TopK SAE, which has no L1 penalty, every hypothesis here is *not applicable*."""
 
 PHASE = Phase(
     STEM, "L1 penalty scale", "Is the L1 penalty at the wrong scale?", INTRO, (H1, H1S, H1A, H1B, H7),
-    {"penalty_alpha_multipliers": ("penalty.alpha", [0.1, 10, 100],
+    {"penalty_alpha_multipliers": ("penalty.alpha", [0.01, 0.1, 10, 100],
                                    "multiples of the base's alpha on its own form: < 1 tests 'too strong' (H1s), > 1 'too weak' (H1)"),
      "penalty_form": ("penalty.form", ["mean_all", "per_sample_sum", "per_feature_mean", "sum", "decoder_weighted"],
                       "forms trained at the alpha that gives the base's gradient on z (the base's own form is skipped)"),
