@@ -57,7 +57,8 @@ PROFILES: dict[str, Profile] = {
     # the seed's own scale (Test 1 length at the pipeline's width; phase 00 at the seed's 50k)
     "full": Profile("full", (0, 1, 2), 10_000, 768, 2048, 128, 8192, 100, 4096, 8.0, 400_000, 2048, 128, 50_000, 0),
 }
-DEAD_WINDOW_BATCHES = 100  # tracking.dead_tokens the profile sets: 100 training batches (Gao 2024 use 10M tokens at scale)
+DEAD_WINDOW_BATCHES = 100  # tracking.dead_tokens the profile sets: 100 training batches, at most a tenth of the run
+# (Gao 2024 use 10M tokens at scale)
 # Step counts that keep their share of the run when the profile sets the length (Test 1: warmup 5%, resampling 25%).
 STEP_FIELDS = ("schedule.warmup_steps", "resample.interval", "resample.first_step", "penalty.warmup_steps",
                "aux.reanimation_anneal_steps")
@@ -178,7 +179,8 @@ def sized(base: Base, profile: Profile, source: str | None = None, seed: int = 0
     put("eval_rows", profile.eval_rows)
     put("log_interval", min(profile.log_interval, n))
     batch = set_.get("data.batch_size", cfg.data.batch_size)
-    put("tracking.dead_tokens", DEAD_WINDOW_BATCHES * batch)
+    # the window must open within the run (AuxK acts only on latents silent for that long)
+    put("tracking.dead_tokens", max(batch, min(DEAD_WINDOW_BATCHES * batch, n * batch // 10)))
     put("tracking.window_batches", min(50, max(1, n // 10)))
     if src == "synthetic":
         put("sae.d_in", profile.d_in)
