@@ -105,3 +105,41 @@ def inspect_page(rec: dict[str, Any], path: Path) -> Path:
     sub = (f"{rec['checkpoint']} ({rec['format']}, {rec['library_architecture']}; {rec['n_latents']} latents, "
            f"d_in {rec['d_in']}) on {rec['n_rows']:,} rows of {rec['source']}")
     return write_page(path, "saelab inspect: which latents are dead, and why", rec["verdict"], sections, sub)
+
+
+# ----- saelab autopsy -------------------------------------------------------------------------
+
+
+def autopsy_figure(rec: dict[str, Any], m: Any) -> go.Figure:
+    """Dead fraction, L0 and LR over the steps, collapses shaded, events marked."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=("dead latents (fraction)", "L0 (active latents per row)", "learning rate"))
+    fig.add_trace(go.Scatter(x=m["step"], y=m["dead_frac"], name="dead fraction", line={"color": "#d62728"}), row=1, col=1)
+    fig.add_trace(go.Scatter(x=m["step"], y=m["l0"], name="L0", line={"color": "#1f77b4"}), row=2, col=1)
+    if "lr" in m:
+        fig.add_trace(go.Scatter(x=m["step"], y=m["lr"], name="LR", line={"color": "#555555"}), row=3, col=1)
+    for c in rec["collapses"]:
+        fig.add_vrect(x0=c["start_step"], x1=c["end_step"], fillcolor="#d62728", opacity=0.12, line_width=0)
+    for e in rec["events"]:
+        fig.add_vline(x=e["step"], line={"color": "#555555", "dash": "dash", "width": 1})
+        fig.add_annotation(x=e["step"], y=1, yref="paper", text=e["kind"], showarrow=False, textangle=-90,
+                           xanchor="left", font={"size": 10})
+    fig.update_layout(height=720, margin={"t": 60}, xaxis3={"title": "step"})
+    return fig
+
+
+def autopsy_page(rec: dict[str, Any], m: Any, path: Path) -> Path:
+    rows = []
+    for n, c in enumerate(rec["collapses"], 1):
+        ev = "; ".join(f"{e['kind']}@{e['step']} ({e['position']})" for e in c["coinciding"]) or "-"
+        rows.append([n, c["start_step"], c["onset_step"], c["end_step"], c["trigger"], c["dead_before"] or 0.0,
+                     c["dead_after"] or 0.0, c["l0_before"] or 0.0, c["l0_after"] or 0.0, ev])
+    tab = table(["#", "start", "first seen", "end", "trigger", "dead before", "dead after", "L0 before", "L0 after",
+                 "coinciding events"], rows) if rows else "<p>No collapse.</p>"
+    mapping = table(["role", "column"], [[k, v] for k, v in rec["columns"].items()])
+    sections: list[tuple[str, Any]] = [("Collapses", tab + f'<p class="muted">{escape(rec["note"])}</p>'),
+                                       ("Curves", autopsy_figure(rec, m)), ("Columns used", mapping)]
+    sub = f"{rec['log']}: {rec['n_rows']} logged rows, steps {rec['first_step']}-{rec['last_step']}"
+    return write_page(path, "saelab autopsy: what collapsed, and what coincided with it", rec["verdict"], sections, sub)
