@@ -149,7 +149,7 @@ def lr_events(m: pd.DataFrame) -> list[dict[str, Any]]:
     if peak > 0 and lr[0] < lr[peak]:
         events.append({"step": int(steps[peak]), "kind": "warmup_end", "lr_before": float(lr[peak - 1]),
                        "lr_after": float(lr[peak]), "source": "lr column"})
-    for i in range(max(peak, 1), len(lr)):
+    for i in range(peak + 1, len(lr)):
         a, b = lr[i - 1], lr[i]
         if a > 0 and abs(b / a - 1) > LR_JUMP:
             events.append({"step": int(steps[i]), "kind": "lr_change", "lr_before": float(a), "lr_after": float(b),
