@@ -139,12 +139,13 @@ def accumulate(ckpt: Checkpoint, chunks: Iterator[Tensor]) -> dict[str, Tensor]:
         st["n"] += x.shape[0]
         st["fire"] += (acts > 0).sum(0)
         st["pos"] += (pre > 0).sum(0)
-        st["max_pre"] = torch.maximum(st["max_pre"], pre.amax(0).double())
-        st["margin"] = torch.maximum(st["margin"], (pre - _gate(ckpt, pre)).amax(0).double())
-        p64 = pre.double()
-        st["sum_pre"] += p64.sum(0)
-        st["sum_pre2"] += p64.square().sum(0)
-        st["sum_in"] += xn.double().sum(0)
+        top = pre.amax(0).double()
+        st["max_pre"] = torch.maximum(st["max_pre"], top)
+        gate = _gate(ckpt, pre)  # for ReLU the gate is 0 and the margin is the max itself (no temporary)
+        st["margin"] = torch.maximum(st["margin"], top if gate.ndim == 0 and float(gate) == 0 else (pre - gate).amax(0).double())
+        st["sum_pre"] += pre.sum(0, dtype=torch.float64)  # accumulated in float64 without a float64 copy of pre
+        st["sum_pre2"] += (pre * pre).sum(0, dtype=torch.float64)
+        st["sum_in"] += xn.sum(0, dtype=torch.float64)
     if st["n"] == 0:
         raise ValueError("no rows to inspect")
     return st
