@@ -1,4 +1,4 @@
-"""Command line: ``saelab presets | train | lab | report``. Errors are one line and exit code 2."""
+"""Command line: ``saelab presets | train | lab | report | inspect | autopsy | export``. Errors are one line and exit code 2."""
 
 from __future__ import annotations
 
@@ -34,7 +34,75 @@ def _parser() -> argparse.ArgumentParser:
                      help="extra notebook parameter passed to every phase (value parsed as JSON when possible)")
     rep = sub.add_parser("report", help="re-render the HTML pages and index of executed notebooks")
     rep.add_argument("--out", type=Path, default=Path("reports/lab"))
+    _foreign_parsers(sub)
     return p
+
+
+def _foreign_parsers(sub) -> None:
+    """inspect / autopsy / export: SAEs and logs from other libraries (issue 12)."""
+    ins = sub.add_parser("inspect", help="which latents of a trained SAE (SAELens, sparsify, dictionary_learning, "
+                                         "saelab) are dead on your data, and why")
+    ins.add_argument("checkpoint", type=Path, help="checkpoint folder (or a file in it)")
+    ins.add_argument("--data", required=True, help="file:<path> | synthetic | minilm | hf:<model>")
+    ins.add_argument("--out", type=Path, default=Path("reports/inspect"), help="folder for inspect.html and inspect.json")
+    ins.add_argument("--rows", type=int, default=0,
+                     help="rows to inspect: the last N of a file (default: all), the held-out set otherwise (default 8192)")
+    ins.add_argument("--chunk-rows", type=int, default=0, help="rows per chunk (default: about 16M pre-activations)")
+    au = sub.add_parser("autopsy", help="collapse detection on a training log (CSV / JSONL / parquet, W&B exports)")
+    au.add_argument("log", type=Path)
+    au.add_argument("--out", type=Path, default=Path("reports/autopsy"), help="folder for autopsy.html and autopsy.json")
+    au.add_argument("--column", action="append", default=[], metavar="NAME=ROLE",
+                    help="map a column to a role (step, l0, dead_frac, dead_count, lr, loss, mse, fvu, ...); repeatable")
+    au.add_argument("--event", action="append", default=[], metavar="STEP:NAME", help="an event, e.g. 25000:resample")
+    au.add_argument("--d-sae", type=int, default=0, help="number of latents, to turn a dead-latent count into a fraction")
+    ex = sub.add_parser("export", help="write a saelab run's SAE in SAELens' or sparsify's format (raw-activation units)")
+    ex.add_argument("run", type=Path, help="a saelab run directory (one arm)")
+    ex.add_argument("--format", required=True, choices=["saelens", "sparsify"])
+    ex.add_argument("out", type=Path)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from saelab.foreign import load_checkpoint
+    from saelab.inspection import default_chunk_rows, inspect, row_chunks
+    from saelab.pages import inspect_page
+    from saelab.runs import write_json
+
+    ckpt = load_checkpoint(args.checkpoint)
+    chunk = args.chunk_rows if args.chunk_rows > 0 else default_chunk_rows(ckpt.d_sae)
+    chunks, described = row_chunks(args.data, ckpt.d_in, args.rows, chunk)
+    rec = inspect(ckpt, chunks, described)
+    write_json(args.out / "inspect.json", rec)
+    page = inspect_page(rec, args.out / "inspect.html")
+    print(rec["verdict"])
+    print(f"page: {page}\njson: {args.out / 'inspect.json'}")
+    return 0
+
+
+def _autopsy(args: argparse.Namespace) -> int:
+    from saelab.logs import autopsy_log
+    from saelab.pages import autopsy_page
+    from saelab.runs import write_json
+
+    columns = {}
+    for text in args.column:
+        name, sep, role = text.rpartition("=")
+        if not sep or not name or not role:
+            raise ValueError(f"--column {text!r} must look like NAME=ROLE, e.g. metrics/l0=l0")
+        columns[name] = role
+    rec, m = autopsy_log(args.log, columns, args.event, args.d_sae or None)
+    write_json(args.out / "autopsy.json", rec)
+    page = autopsy_page(rec, m, args.out / "autopsy.html")
+    print(rec["verdict"])
+    print(f"page: {page}\njson: {args.out / 'autopsy.json'}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from saelab.export import export
+
+    out = export(args.run, args.format, args.out)
+    print(f"exported {args.run} as {args.format} to {out}")
+    return 0
 
 
 def _print_summary(runs: dict) -> None:
@@ -109,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             # before anything is trained or written: the base, every phase's arms, the data
             preflight(args.profile, params, [p.stem for p in find_notebooks(REPO / "notebooks", only)])
             return run_lab(profile=args.profile, out=args.out, only=only, parameters=params or None)
+        if args.command in ("inspect", "autopsy", "export"):
+            return {"inspect": _inspect, "autopsy": _autopsy, "export": _export}[args.command](args)
         if args.command == "report":
             from saelab.report import rerender
 
