@@ -138,7 +138,7 @@ def test_resume_continues_to_identical_metrics_and_weights(straight, tmp_path):
     split = tmp_path / "split"
     partial = train.train(ARMS, split, progress=False, stop_at=150, factor="resample")
     assert partial["seed"].metrics["step"].tolist() == [0, 50, 100, 150]
-    assert (split / "checkpoint" / "state.safetensors").exists()
+    assert train.checkpoint_path(split).exists()
     assert not (split / "seed" / "sae.safetensors").exists()  # not finished
     with pytest.raises(ValueError, match="before the checkpoint at step 150"):
         train.train(None, split, resume=True, progress=False, stop_at=100)
@@ -185,7 +185,7 @@ def test_a_non_finite_loss_stops_with_the_arm_and_step_and_leaves_a_checkpoint(t
     arms = {"ok": cfg, "boom": cfg.with_overrides({"optim.lr": 1e30})}  # one Adam step of 1e30 overflows the next loss
     with pytest.raises(RuntimeError, match=r"arm 'boom'.*not finite at step 1"):
         train.train(arms, tmp_path, progress=False)
-    assert (tmp_path / "checkpoint" / "state.safetensors").exists()
+    assert train.checkpoint_path(tmp_path).exists()
     ok = runs.load_run(tmp_path / "ok")
     assert ok.metrics["step"].tolist() == [0]
     boom = runs.load_run(tmp_path / "boom").events
@@ -204,7 +204,7 @@ def test_a_single_arm_trains_into_its_own_directory(tmp_path):
 
 def test_arms_must_share_data_and_steps(tmp_path):
     with pytest.raises(ValueError, match="'steps'"):
-        train.train({"a": BASE, "b": BASE.with_overrides({"steps": 10})}, tmp_path, progress=False)
+        train.train({"a": BASE, "b": BASE.with_overrides({"steps": 100})}, tmp_path, progress=False)
     with pytest.raises(ValueError, match="not a saelab run directory"):
         train.train(BASE, tmp_path / "nothing", resume=True, progress=False)
 
@@ -243,7 +243,7 @@ def test_a_ctrl_c_inside_a_step_is_held_until_the_step_completes(straight, tmp_p
     with pytest.raises(KeyboardInterrupt):
         train.train(cfgs, tmp_path / "r", progress=False)
     monkeypatch.undo()
-    assert json.loads((tmp_path / "r" / "checkpoint" / "meta.json").read_text())["step"] == 121
+    assert train.read_checkpoint_meta(tmp_path / "r")["step"] == 121
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
     resumed = train.train(None, tmp_path / "r", resume=True, progress=False)
     _assert_same_runs(resumed, result, cfgs, weights=False)
@@ -263,7 +263,7 @@ def test_an_interrupt_that_tears_a_step_keeps_the_previous_checkpoint(straight, 
     with pytest.raises(KeyboardInterrupt):
         train.train(cfgs, tmp_path / "r", progress=False)
     monkeypatch.undo()
-    assert json.loads((tmp_path / "r" / "checkpoint" / "meta.json").read_text())["step"] == 100
+    assert train.read_checkpoint_meta(tmp_path / "r")["step"] == 100
     resumed = train.train(None, tmp_path / "r", resume=True, progress=False)
     _assert_same_runs(resumed, result, cfgs)
 
