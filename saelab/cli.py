@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, help="run directory (default reports/runs/<preset>)")
     t.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep the resume state (checkpoint.safetensors) of a finished run; by default it is dropped")
     lab = sub.add_parser("lab", help="run every phase notebook with papermill and render the HTML report")
     lab.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
     lab.add_argument("--out", type=Path, default=Path("reports/lab"))
@@ -53,19 +55,24 @@ def _train(args: argparse.Namespace) -> int:
         if args.overrides or args.config:
             raise ValueError("--resume continues the run with its own config.json; drop --set/--config "
                              "(or train a new run with --out)")
-        runs = train.train(None, args.resume, resume=True, progress=not args.quiet)
+        runs = train.train(None, args.resume, resume=True, progress=not args.quiet, keep_checkpoint=args.keep_checkpoint)
     else:
         if args.config:
-            if not args.config.exists():
-                raise ValueError(f"--config {args.config}: no such file")
-            cfg = config.RunConfig.from_json(args.config.read_text())
+            if not args.config.is_file():
+                raise ValueError(f"--config {args.config}: " + ("is a folder, not a config.json file" if args.config.is_dir()
+                                                                 else "no such file"))
+            from saelab.runs import _read_config
+
+            cfg = _read_config(args.config)
         else:
             cfg = config.preset(args.preset)
         cfg = cfg.with_overrides(args.overrides)
         out = args.out or Path("reports/runs") / (args.config.stem if args.config else args.preset)
-        if (out / "checkpoint").exists():
-            raise ValueError(f"{out} already holds a run; use --resume {out} or another --out")
-        runs = train.train(cfg, out, progress=not args.quiet)
+        if (out / "config.json").exists() or (out / "arms.json").exists():
+            how = "finished" if (out / "summary.json").exists() else "unfinished"
+            raise ValueError(f"{out} already holds a run ({how}); train into another --out (or continue an unfinished "
+                             f"one with --resume {out})")
+        runs = train.train(cfg, out, progress=not args.quiet, keep_checkpoint=args.keep_checkpoint)
     _print_summary(runs)
     return 0
 
@@ -101,11 +108,16 @@ def main(argv: list[str] | None = None) -> int:
             from saelab.report import rerender
 
             return rerender(args.out)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
+    except (ValueError, RuntimeError, OSError) as e:  # OSError: a folder for a file, no permission, disk full ...
         print(f"saelab: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("saelab: interrupted; completed work is saved (resume with saelab train --resume DIR)", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        from saelab.train import Interrupted
+
+        if isinstance(e, Interrupted):  # a training: it names its run directory and checkpoint
+            print(f"saelab: {e}", file=sys.stderr)
+            return 128 + int(e.signum)
+        print("saelab: interrupted; completed phases are saved", file=sys.stderr)
         return 130
     return 0
 

@@ -437,6 +437,10 @@ class _DeferInterrupt:
 def _initial(groups, cfgs, names, dirs, x_eval, source, state: _State) -> None:
     """Step-0 metrics row, init diagnostics and the Task 5.1 norm numbers on the held-out set."""
     state.fire_steps.append(0)
+    skipped = getattr(source, "skipped_rows", 0)  # data.skip_nonfinite: say how many rows training never sees
+    for n in names if skipped else ():
+        state.events[n].append({"step": 0, "kind": "skipped_rows", "rows": skipped, "why": "NaN or Inf",
+                                "source": getattr(source, "label", "")})
     for g in groups:
         ev = stack.evaluate(g, x_eval)
         X, _ = stack.normalize_batch(g, x_eval)

@@ -11,7 +11,7 @@ from saelab import runs, train
 from saelab.cli import main
 from saelab.config import PRESETS, preset
 
-SMALL = ["--set", "steps=20", "--set", "sae.d_sae=32", "--set", "eval_rows=256"]
+SMALL = ["--set", "steps=20", "--set", "sae.d_sae=32", "--set", "eval_rows=256", "--set", "log_interval=10"]
 
 
 
@@ -30,8 +30,9 @@ def test_train_a_preset_prints_its_summary(tmp_path, capsys):
     for key in ("l0=", "dead_frac=", "fvu=", "l1_recon_ratio="):
         assert key in printed
     run = runs.load_run(out)
-    assert run.config == preset("seed-test1").with_overrides(["steps=20", "sae.d_sae=32", "eval_rows=256", "sae.d_in=768"])
-    assert run.metrics["step"].tolist() == [0, 20]
+    assert run.config == preset("seed-test1").with_overrides(["steps=20", "sae.d_sae=32", "eval_rows=256", "log_interval=10",
+                                                              "sae.d_in=768"])
+    assert run.metrics["step"].tolist() == [0, 10, 20]
     assert f"{run.summary['l0']:.4g}" in printed
 
 
@@ -100,7 +101,7 @@ def test_resume_refuses_settings_it_would_ignore(tmp_path, capsys):
 
 def test_a_config_file_names_the_default_run_directory(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = preset("seed-test1").with_overrides(["steps=5", "sae.d_sae=16", "eval_rows=64"])
+    cfg = preset("seed-test1").with_overrides(["steps=5", "sae.d_sae=16", "eval_rows=64", "log_interval=5"])
     (tmp_path / "mine.json").write_text(cfg.to_json())
     assert main(["train", "--config", "mine.json", "--quiet"]) == 0
     assert runs.load_run(tmp_path / "reports" / "runs" / "mine").config.steps == 5
