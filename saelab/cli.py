@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     lab.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
     lab.add_argument("--out", type=Path, default=Path("reports/lab"))
     lab.add_argument("--only", default="", help="comma-separated phase prefixes, e.g. 01,03")
+    lab.add_argument("--force", action="store_true",
+                     help="rerun phases into an --out that already holds a report (a phase that fails keeps its previous result)")
     lab.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
                      help="extra notebook parameter passed to every phase (value parsed as JSON when possible)")
     rep = sub.add_parser("report", help="re-render the HTML pages and index of executed notebooks")
@@ -81,6 +83,9 @@ def _parse_param(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise ValueError(f"parameter {text!r} must look like name=value")
     name, raw = text.split("=", 1)
+    from saelab.params import check_parameters
+
+    check_parameters({name: raw}, {"-p": None})  # a name is code in papermill's cell: identifiers only
     try:
         return name, json.loads(raw)
     except json.JSONDecodeError:
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
             only = [s.strip() for s in args.only.split(",") if s.strip()] or None
             params = dict(_parse_param(p) for p in args.parameter)
-            return run_lab(profile=args.profile, out=args.out, only=only, parameters=params or None)
+            return run_lab(profile=args.profile, out=args.out, only=only, parameters=params or None, force=args.force)
         if args.command == "report":
             from saelab.report import rerender
 

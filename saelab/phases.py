@@ -145,6 +145,7 @@ class PhaseRun:
     arms: dict[int, dict[str, RunConfig]]  # seed -> arm -> config
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> arm -> saelab.runs.Run
     wall_seconds: float = 0.0
+    explorer: bool = False  # the parameter, parsed strictly (papermill's "false" is False); issue 14
 
     def train(self, progress: bool = True, clear: bool = True) -> dict[int, dict[str, Any]]:
         """Train every seed's arms (lockstep groups of arms that share data and steps) into
@@ -262,6 +263,19 @@ def prepare(stem: str, namespace: Mapping[str, Any], history: list[str] | None =
     if missing:
         raise ValueError(f"{stem}: parameter {missing[0]!r} is not set; the parameters cell must define {allowed}")
     p = {n: namespace[n] for n in allowed}
+    # issue 14 hooks (saelab.params): papermill's `-p flag false` arrives as the string "false",
+    # which reads as true; and with no out_dir a notebook writes a new dated folder, never a report's
+    from saelab.params import default_run_dir, parse_bool
+
+    p["explorer"] = parse_bool("explorer", p["explorer"])
+    for n, (_, default) in phase.params.items():
+        if isinstance(default, bool):
+            p[n] = parse_bool(f"{stem}: {n}", p[n])
+        elif isinstance(default, list) and default and all(isinstance(d, bool) for d in default) and isinstance(p[n], list):
+            p[n] = [parse_bool(f"{stem}: {n}", v) for v in p[n]]
+    if p["out_dir"] is None:
+        p["out_dir"] = default_run_dir(stem)
+        print(f"{stem}: out_dir is not set; the runs go to {p['out_dir']}")
     profile = get_profile(p["profile"])
     seeds = tuple(profile.seeds if p["seeds"] is None else p["seeds"])
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
@@ -283,7 +297,7 @@ def prepare(stem: str, namespace: Mapping[str, Any], history: list[str] | None =
     own = {n: p[n] for n in phase.params}
     arms = {s: build_arms(stem, p["profile"], s, p["source"], p["steps"], p["data_mean_offset"], dict(p["overrides"]), **own)
             for s in seeds}
-    return PhaseRun(phase, profile, seeds, Path(p["out_dir"]), own, arms)
+    return PhaseRun(phase, profile, seeds, Path(p["out_dir"]), own, arms, explorer=p["explorer"])
 
 
 def build_arms(stem: str, profile: str = "quick", seed: int = 0, source: str = "synthetic", steps: int | None = None,

@@ -63,7 +63,7 @@ def test_parameters_mirror_the_config_fields_phases_claims(path):
     assert phases.check_mirrors(phase) == []
     for name, (field, default) in phase.params.items():
         assert values[name] == default, f"{path.name}: {name} default {values[name]!r} != phases.py {default!r}"
-    assert values["out_dir"] == f"reports/lab/runs/{path.stem}" and values["explorer"] is False
+    assert values["out_dir"] is None and values["explorer"] is False  # None: a new dated folder (params.default_run_dir)
 
 
 def test_the_kernel_is_this_python():

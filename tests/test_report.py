@@ -97,7 +97,7 @@ def test_rerunning_one_phase_keeps_the_others_and_ignores_stale_verdicts(lab, tm
     stale = [{"hypothesis": "STALE from an earlier run", "phase": "01", "verdict": "confirmed", "effect": "",
               "numbers": {}, "evidence": ""}]
     (out / "runs" / "01_broken" / "verdicts.json").write_text(json.dumps(stale))
-    assert run_lab(profile="smoke", out=out, only=["01"], notebooks_dir=lab.nbs, progress=False) == 1
+    assert run_lab(profile="smoke", out=out, only=["01"], notebooks_dir=lab.nbs, progress=False, force=True) == 1
     index = (out / "index.html").read_text()
     assert "STALE" not in index
     assert 'class="card ok"><h3>00_template' in index and 'class="card failed"><h3>01_broken' in index

@@ -18,7 +18,8 @@ TYPES = {"profile": "str", "seeds": "list", "out_dir": "str", "source": "str", "
 COMMON_HELP = {
     "profile": ('"quick"', "smoke | quick | full: size of the runs (smoke: seconds; quick: the default, minutes on a laptop CPU; full: the seed's scale)"),
     "seeds": ("None", "seed replicates as a list, e.g. [0, 1, 2]; None: the profile's (3 in quick and full)"),
-    "out_dir": (None, "folder for this phase's run directories, verdicts.json and validation.json"),
+    "out_dir": ("None", "folder for this phase's runs, verdicts.json and validation.json; None: a new folder "
+                "runs-<stem>-<date>-<time> in the working directory (beside the notebook in JupyterLab; saelab lab passes its own)"),
     "source": ('"synthetic"', "data.source: synthetic | minilm | hf:<model> | file:<path>"),
     "steps": ("None", "steps: optimizer steps per arm; None: the profile's"),
     "data_mean_offset": ("None", "data.mean_offset: norm of the synthetic rows' shared offset; None: the profile's (8, outlier severity ~2)"),
@@ -118,8 +119,7 @@ def param_lines(stem: str) -> str:
     phase = PHASES[stem]
     lines = []
     for name, (default, help_) in COMMON_HELP.items():
-        value = repr(f"reports/lab/runs/{stem}") if name == "out_dir" else default
-        lines.append(f"{name}: {TYPES[name]} = {value}  # {help_}")
+        lines.append(f"{name}: {TYPES[name]} = {default}  # {help_}")
     for name, (path, default) in phase.params.items():
         kind = TYPES.get(name) or type(default).__name__
         lines.append(f"{name}: {kind} = {default!r}  # {PHASE_HELP[name]}")
@@ -166,7 +166,7 @@ def notebook(stem: str) -> nbformat.NotebookNode:
                       + "display(Markdown(verdicts.narrative(found)))"),
         new_markdown_cell("## Explore (JupyterLab)\n\nWith `explorer = True` a live panel picks runs, a metric and a "
                           "step range (ipywidgets; the static report shows nothing here)."),
-        new_code_cell("if explorer:\n    from saelab.explorer import explore\n\n    display(explore(run.out_dir))"),
+        new_code_cell("if run.explorer:\n    from saelab.explorer import explore\n\n    display(explore(run))"),
     ]
     nb = new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
