@@ -161,8 +161,8 @@ def notebook(stem: str) -> nbformat.NotebookNode:
         new_code_cell("plots.replicate_spread(verdicts.replicate_frame(runs))"),
         new_markdown_cell("## Verdicts"),
         new_code_cell(f'found = verdicts.phase_verdicts("{stem}", runs)\n'
-                      + ("verdicts.write(out_dir, found, verdicts.validation_rows(runs))\n" if stem == "06_validation"
-                         else "verdicts.write(out_dir, found)\n")
+                      + ("verdicts.write(run.out_dir, found, verdicts.validation_rows(runs))\n" if stem == "06_validation"
+                         else "verdicts.write(run.out_dir, found)\n")
                       + "display(Markdown(verdicts.narrative(found)))"),
         new_markdown_cell("## Explore (JupyterLab)\n\nWith `explorer = True` a live panel picks runs, a metric and a "
                           "step range (ipywidgets; the static report shows nothing here)."),
