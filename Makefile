@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The main job: every phase notebook in the default profile, executed and rendered to reports/lab/.
 lab: setup
-	$(VENV)/bin/saelab lab --profile quick --out reports/lab
+	$(VENV)/bin/saelab lab --profile quick --out reports/lab --force
 
 # One arm of the seed's Test 1, trained into reports/seed-test1/; prints the final summary.
 train-demo: setup

@@ -113,7 +113,7 @@ def main() -> None:
         def run() -> None:
             times = []
             for steps in (n, 2 * n):
-                cfgs = {k: c.replace(steps=steps) for k, c in named.items()}
+                cfgs = {k: c.replace(steps=steps, log_interval=min(c.log_interval, steps)) for k, c in named.items()}
                 t0 = time.perf_counter()
                 T.train(cfgs, tmp / f"{label}-{steps}", progress=False, source=src)
                 times.append(time.perf_counter() - t0)

@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, help="run directory (default reports/runs/<preset>)")
     t.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep the resume state (checkpoint.safetensors) of a finished run; by default it is dropped")
     lab = sub.add_parser("lab", help="run every phase notebook with papermill and render the HTML report")
     lab.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
     lab.add_argument("--out", type=Path, default=Path("reports/lab"))
@@ -30,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     lab.add_argument("--base", help="your base config: a preset name, a saelab config.json (full or partial), a run "
                                     "directory, or a SAELens config / cfg.json (default: the seed's Test 1)")
     lab.add_argument("--data", metavar="SOURCE", help="activations: synthetic | minilm | hf:<model> | file:<path> (default: the base's)")
+    lab.add_argument("--force", action="store_true",
+                     help="rerun phases into an --out that already holds a report (a phase that fails keeps its previous result)")
     lab.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
                      help="extra notebook parameter passed to every phase (value parsed as JSON when possible)")
     rep = sub.add_parser("report", help="re-render the HTML pages and index of executed notebooks")
@@ -124,19 +128,24 @@ def _train(args: argparse.Namespace) -> int:
         if args.overrides or args.config:
             raise ValueError("--resume continues the run with its own config.json; drop --set/--config "
                              "(or train a new run with --out)")
-        runs = train.train(None, args.resume, resume=True, progress=not args.quiet)
+        runs = train.train(None, args.resume, resume=True, progress=not args.quiet, keep_checkpoint=args.keep_checkpoint)
     else:
         if args.config:
-            if not args.config.exists():
-                raise ValueError(f"--config {args.config}: no such file")
-            cfg = config.RunConfig.from_json(args.config.read_text())
+            if not args.config.is_file():
+                raise ValueError(f"--config {args.config}: " + ("is a folder, not a config.json file" if args.config.is_dir()
+                                                                 else "no such file"))
+            from saelab.runs import _read_config
+
+            cfg = _read_config(args.config)
         else:
             cfg = config.preset(args.preset)
         cfg = cfg.with_overrides(args.overrides)
         out = args.out or Path("reports/runs") / (args.config.stem if args.config else args.preset)
-        if (out / "checkpoint").exists():
-            raise ValueError(f"{out} already holds a run; use --resume {out} or another --out")
-        runs = train.train(cfg, out, progress=not args.quiet)
+        if (out / "config.json").exists() or (out / "arms.json").exists():
+            how = "finished" if (out / "summary.json").exists() else "unfinished"
+            raise ValueError(f"{out} already holds a run ({how}); train into another --out (or continue an unfinished "
+                             f"one with --resume {out})")
+        runs = train.train(cfg, out, progress=not args.quiet, keep_checkpoint=args.keep_checkpoint)
     _print_summary(runs)
     return 0
 
@@ -145,6 +154,9 @@ def _parse_param(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise ValueError(f"parameter {text!r} must look like name=value")
     name, raw = text.split("=", 1)
+    from saelab.params import check_parameters
+
+    check_parameters({name: raw}, {"-p": None})  # a name is code in papermill's cell: identifiers only
     try:
         return name, json.loads(raw)
     except json.JSONDecodeError:
@@ -176,18 +188,23 @@ def main(argv: list[str] | None = None) -> int:
                 params["source"] = args.data
             # before anything is trained or written: the base, every phase's arms, the data
             preflight(args.profile, params, [p.stem for p in find_notebooks(REPO / "notebooks", only)])
-            return run_lab(profile=args.profile, out=args.out, only=only, parameters=params or None)
+            return run_lab(profile=args.profile, out=args.out, only=only, parameters=params or None, force=args.force)
         if args.command in ("inspect", "autopsy", "export"):
             return {"inspect": _inspect, "autopsy": _autopsy, "export": _export}[args.command](args)
         if args.command == "report":
             from saelab.report import rerender
 
             return rerender(args.out)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
+    except (ValueError, RuntimeError, OSError) as e:  # OSError: a folder for a file, no permission, disk full ...
         print(f"saelab: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("saelab: interrupted; completed work is saved (resume with saelab train --resume DIR)", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        from saelab.train import Interrupted
+
+        if isinstance(e, Interrupted):  # a training: it names its run directory and checkpoint
+            print(f"saelab: {e}", file=sys.stderr)
+            return 128 + int(e.signum)
+        print("saelab: interrupted; completed phases are saved", file=sys.stderr)
         return 130
     return 0
 

@@ -24,6 +24,10 @@ Detector = Literal["single_batch", "window", "tokens"]
 CoefSchedule = Literal["constant", "linear_anneal"]
 
 
+MAX_INT = 10**15  # no count in a config is this large; beyond 2**63 torch's int64 tensors overflow
+MAX_STEPS = 10**9  # a billion optimizer steps: over a year at the seed's ~26 steps/s
+
+
 class _Section:
     """Shared validation helpers for config sections."""
 
@@ -42,6 +46,8 @@ class _Section:
             elif hint is int:
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise ValueError(f"{self._path(f.name)}={value!r} must be an integer")
+                if abs(value) > MAX_INT:  # keeps sizes and step x batch products well inside int64
+                    raise ValueError(f"{self._path(f.name)}={value!r} is absurdly large (the limit is {MAX_INT:.0e})")
             elif hint is float:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                     raise ValueError(f"{self._path(f.name)}={value!r} must be a finite number")
@@ -157,6 +163,9 @@ class DataConfig(_Section):
     context_length: int = 128  # tokens per sequence fed to the model
     drop_special_tokens: bool = True  # drop [CLS]/[SEP]/padding positions
     shuffle_buffer: int = 65_536  # rows mixed before batching (file and transformer sources)
+    # file sources: train without rows holding NaN/Inf (their count goes into the run's events)
+    # instead of refusing the file; the file is checked whole before training either way
+    skip_nonfinite: bool = False
 
     def __post_init__(self) -> None:
         self._check()
@@ -258,7 +267,13 @@ class RunConfig(_Section):
     steps: int = 10_000  # optimizer steps
     log_interval: int = 50  # evaluate on the held-out set and append a metrics row every this many steps
     eval_rows: int = 8192  # held-out rows for metrics and the 'truth' dead detector
-    checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
+    # steps between checkpoints, so a kill -9 loses at most this many; 0: automatic,
+    # min(1000, max(log_interval, steps // 10)) (train.checkpoint_interval). A finished run drops
+    # its checkpoint unless asked to keep it (saelab train --keep-checkpoint)
+    checkpoint_every: int = 0
+    # also checkpoint when this many seconds of training passed since the last checkpoint, so a
+    # slow run loses minutes at most whatever its step rate; 0: by steps only
+    checkpoint_seconds: float = 120.0
     seed: int = 0  # seeds the data, the initialization and every sampler
     device: str = "cpu"  # cpu | cuda | cuda:N
     dtype: Literal["float32", "float64", "bfloat16"] = "float32"
@@ -271,9 +286,16 @@ class RunConfig(_Section):
     def __post_init__(self) -> None:
         self._check()
         self._require(self.steps >= 1, "steps", "must be >= 1")
+        self._require(self.steps <= MAX_STEPS, "steps", f"is absurd: at most {MAX_STEPS:.0e} steps (over a year at 26 steps/s)")
         self._require(self.log_interval >= 1, "log_interval", "must be >= 1")
+        # a longer interval logs only the untrained step-0 row and the last one: no curve to judge
+        self._require(self.log_interval <= self.steps, "log_interval", f"must be <= steps={self.steps}")
         self._require(self.eval_rows >= 1, "eval_rows", "must be >= 1")
-        self._require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        self._require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0 (0: automatic)")
+        # a longer interval never checkpoints before the end: a kill would lose the whole run
+        self._require(self.checkpoint_every <= self.steps, "checkpoint_every",
+                      f"must be <= steps={self.steps} (0: automatic)")
+        self._require(self.checkpoint_seconds >= 0, "checkpoint_seconds", "must be >= 0 (0: by steps only)")
         self._require(self.seed >= 0, "seed", "must be >= 0")
         self._require(re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is not None, "device", "must be cpu, cuda or cuda:N")
         if self.aux.auxk_coef > 0 and self.aux.auxk_k > self.sae.d_sae:

@@ -7,6 +7,7 @@ figures' own plotly dropdowns do the picking instead.
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,21 @@ def find_runs(root: str | Path) -> dict[str, Any]:
     root = Path(root)
     dirs = sorted(p.parent for p in root.rglob("config.json") if (p.parent / "metrics.parquet").exists())
     return {str(d.relative_to(root)) if d != root else d.name: load_run(d) for d in dirs}
+
+
+def phase_runs(run: Any) -> dict[str, Any]:
+    """The runs a phase trained in this execution (a trained ``phases.PhaseRun``), labelled
+    ``<profile> · seed<s> · <arm>``. Unlike ``find_runs`` over a folder, older runs left in
+    ``out_dir`` by an earlier execution never show up among them."""
+    return {f"{run.profile.name} · seed{seed} · {arm}": r for seed, arms in run.runs.items() for arm, r in arms.items()}
+
+
+def _group(name: str) -> str:
+    """The label without its last part: the runs of one seed (``quick · seed0``, or ``seed0`` for paths)."""
+    for sep in (" · ", "/"):
+        if sep in name:
+            return name.rsplit(sep, 1)[0]
+    return name
 
 
 def metric_columns(runs: dict[str, Any]) -> list[str]:
@@ -54,20 +70,21 @@ def figure(runs: dict[str, Any], names: list[str], metric: str, steps: tuple[int
     return fig
 
 
-def explore(root: str | Path, metric: str = DEFAULT_METRIC) -> Any:
-    """An ipywidgets panel over the runs under ``root``: runs (multi-select), metric (dropdown),
-    step range (slider) and log y (checkbox); the figure redraws on every change. Returns the
-    panel (display it, or let it be a cell's last value)."""
+def explore(root: Any, metric: str = DEFAULT_METRIC) -> Any:
+    """An ipywidgets panel over the runs of ``root``: a trained ``phases.PhaseRun`` (its own runs,
+    labelled by profile and seed: what the notebooks pass) or a folder (every run under it, old
+    and new). Runs (multi-select, the first seed picked), metric (dropdown), step range (slider)
+    and log y (checkbox); the figure redraws on every change. Returns the panel."""
     import ipywidgets as w
     from IPython.display import display
 
-    runs = find_runs(root)
+    runs = phase_runs(root) if hasattr(root, "runs") else find_runs(root)
     if not runs:
-        return w.HTML(f"<i>no runs under {root}</i>")
+        return w.HTML(f"<i>no runs in {escape(str(getattr(root, 'out_dir', root)))}</i>")
     cols = metric_columns(runs)
     last = max(int(r.metrics["step"].max()) for r in runs.values())
     names = list(runs)
-    pick = w.SelectMultiple(options=names, value=tuple(n for n in names if n.startswith(names[0].split("/")[0]))[:8],
+    pick = w.SelectMultiple(options=names, value=tuple(n for n in names if _group(n) == _group(names[0]))[:8],
                             rows=min(12, len(names)), description="runs")
     what = w.Dropdown(options=cols, value=metric if metric in cols else cols[0], description="metric")
     span = w.IntRangeSlider(value=(0, last), min=0, max=last, step=max(1, last // 200), description="steps",

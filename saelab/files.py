@@ -232,21 +232,31 @@ class FileSource:
     rows of each chunk in a permutation seeded by (seed, e, chunk). Batch ``step`` is positions
     [step*B, (step+1)*B) of that endless stream, so it is a pure function of (seed, step, B) and
     a resumed run gets exactly the batches it would have had. Only the chunks a batch needs are
-    read (one stays cached); every chunk is checked for NaN/Inf when read.
+    read (one stays cached). The whole file is checked once up front (NaN/Inf rows refused, or
+    skipped with ``skip_nonfinite``; constant rows refused); every chunk is checked again when read.
     """
 
     ground_truth = None
 
     def __init__(self, segments: list[Segment], eval_rows: int, seed: int, shuffle_buffer: int,
-                 label: str, info: dict | None = None):
+                 label: str, info: dict | None = None, batch_size: int | None = None, skip_nonfinite: bool = False):
         self.segments, self.label, self.seed, self.info = segments, label, seed, dict(info or {})
         self.d_in = segments[0].d_in
-        self.rows = sum(s.rows for s in segments)
+        self.file_rows = sum(s.rows for s in segments)
         self._starts = np.cumsum([0] + [s.rows for s in segments])
+        # the whole file is checked before training (a NaN at row 150,000 must not crash a run
+        # minutes in, and again on resume): streamed in blocks, so memory stays bounded
+        self._bad = self._scan(skip_nonfinite)  # sorted file rows skipped (empty unless skip_nonfinite)
+        self.skipped_rows = len(self._bad)
+        self._shift = self._bad - np.arange(len(self._bad))  # served row i is file row i + #(shift <= i)
+        self.rows = self.file_rows - self.skipped_rows
         if self.rows <= eval_rows:
             raise ValueError(f"{label}: {self.rows} rows is not more than eval_rows={eval_rows} (held out); use more data or fewer eval rows")
         self.eval_rows = eval_rows
         self.train_rows = self.rows - eval_rows
+        if batch_size is not None and self.train_rows < batch_size:
+            raise ValueError(f"data.batch_size={batch_size} is more than the {self.train_rows} training rows of {label} "
+                             f"({self.rows} rows minus eval_rows={eval_rows}); use more data or a smaller batch")
         cap = max(1, MAX_CHUNK_BYTES // (4 * self.d_in))
         self.chunk_rows = min(shuffle_buffer, self.train_rows, cap)
         self.n_chunks = math.ceil(self.train_rows / self.chunk_rows)
@@ -254,24 +264,64 @@ class FileSource:
         self._sizes[-1] = self.train_rows - (self.n_chunks - 1) * self.chunk_rows
         self._chunks: OrderedDict[int, np.ndarray] = OrderedDict()
         self._perms: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._read(self.train_rows, self.rows)  # the held-out rows are checked up front, then re-read on demand
+
+    def _scan(self, skip_nonfinite: bool) -> np.ndarray:
+        """Read every row once, in blocks of at most MAX_CHUNK_BYTES: refuse the first NaN/Inf row
+        by file and index (or, with ``skip_nonfinite``, return the indices of all such rows), and
+        refuse a file whose rows are all equal (zero variance: nothing for an SAE to learn)."""
+        block = max(1, MAX_CHUNK_BYTES // (4 * self.d_in))
+        bad: list[np.ndarray] = []
+        first: np.ndarray | None = None
+        varies = False
+        for lo in range(0, self.file_rows, block):
+            x = self._read_file_rows(lo, min(lo + block, self.file_rows), check=False)
+            ok = np.isfinite(x).all(axis=1)
+            if not ok.all():
+                if not skip_nonfinite:
+                    path, row = self._locate(lo + int((~ok).argmax()))
+                    raise _fail(path, f"row {row} contains NaN or Inf (set data.skip_nonfinite=true to train without "
+                                      "such rows; they are counted in the run's events)")
+                bad.append(lo + np.flatnonzero(~ok))
+            if not varies and ok.any():
+                good = x[ok]
+                if first is None:
+                    first = good[0].copy()
+                varies = bool((good != first).any())
+        if first is None:
+            raise ValueError(f"{self.label}: every one of its {self.file_rows} rows contains NaN or Inf")
+        if not varies:
+            raise ValueError(f"{self.label}: every row is the same vector (zero variance); an SAE has nothing to learn "
+                             "from constant rows")
+        return np.concatenate(bad) if bad else np.empty(0, dtype=np.int64)
 
     def _locate(self, row: int) -> tuple[Path, int]:
         i = int(np.searchsorted(self._starts, row, side="right")) - 1
         return self.segments[i].path, row - int(self._starts[i])
 
-    def _read(self, start: int, stop: int) -> np.ndarray:
-        """Global rows [start, stop) as float32, rejecting the first NaN/Inf row by file and index."""
+    def _read_file_rows(self, start: int, stop: int, check: bool = True) -> np.ndarray:
+        """File rows [start, stop) as float32 (``check``: rejecting the first NaN/Inf row by file and index)."""
         x = np.empty((stop - start, self.d_in), dtype=np.float32)
         for seg, s0 in zip(self.segments, self._starts[:-1].tolist()):
             lo, hi = max(start, s0), min(stop, s0 + seg.rows)
             if lo < hi:
                 seg.read(lo - s0, hi - s0, out=x[lo - start:hi - start])
-        for i in range(0, len(x), 8192):  # in blocks: no chunk-sized temporary
+        for i in range(0, len(x) if check else 0, 8192):  # in blocks: no chunk-sized temporary
             bad = ~np.isfinite(x[i:i + 8192]).all(axis=1)
-            if bad.any():
+            if bad.any():  # the scan passed, so the file changed since
                 path, row = self._locate(start + i + int(bad.argmax()))
                 raise _fail(path, f"row {row} contains NaN or Inf (first such row among rows read so far)")
+        return x
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        """Served rows [start, stop) (file rows with the skipped ones taken out) as float32."""
+        if not self.skipped_rows:
+            return self._read_file_rows(start, stop)
+        lo, hi = (i + int(np.searchsorted(self._shift, i, side="right")) for i in (start, stop - 1))
+        x = self._read_file_rows(lo, hi + 1, check=False)
+        keep = ~np.isin(np.arange(lo, hi + 1), self._bad)
+        x = x[keep]
+        if not np.isfinite(x).all():
+            raise _fail(self.segments[0].path, "holds NaN or Inf rows it did not hold when it was checked (changed since?)")
         return x
 
     def _cached(self, store: OrderedDict, key, make, keep: int):
@@ -319,7 +369,7 @@ class FileSource:
         files = [str(s.path) for s in self.segments]
         return {
             "name": "file", **self.info, "d_in": self.d_in, "rows": self.rows, "train_rows": self.train_rows,
-            "eval_rows": self.eval_rows, "chunk_rows": self.chunk_rows, "dtype": sorted({s.dtype for s in self.segments}),
+            "eval_rows": self.eval_rows, "chunk_rows": self.chunk_rows, "skipped_nonfinite_rows": self.skipped_rows, "dtype": sorted({s.dtype for s in self.segments}),
             "files": files if len(files) <= 8 else files[:4] + [f"... {len(files)} files"],
         }
 
@@ -336,4 +386,5 @@ def make_file_source(cfg: RunConfig) -> FileSource:
     segments = open_segments(spec)
     check_width(cfg, segments[0].d_in, f"activation file {spec}")
     return FileSource(segments, cfg.eval_rows, cfg.seed, cfg.data.shuffle_buffer, f"activation file {spec}",
-                      info={"source": cfg.data.source})
+                      info={"source": cfg.data.source}, batch_size=cfg.data.batch_size,
+                      skip_nonfinite=cfg.data.skip_nonfinite)

@@ -137,6 +137,7 @@ class PhaseRun:
     overrides: dict[str, Any] = field(default_factory=dict)
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> arm -> saelab.runs.Run
     wall_seconds: float = 0.0
+    explorer: bool = False  # the parameter, parsed strictly (papermill's "false" is False); issue 14
 
     @property
     def arms(self) -> dict[int, dict[str, RunConfig]]:
@@ -286,6 +287,19 @@ def prepare(stem: str, namespace: Mapping[str, Any], history: list[str] | None =
     if missing:
         raise ValueError(f"{stem}: parameter {missing[0]!r} is not set; the parameters cell must define {allowed}")
     p = {n: namespace[n] for n in allowed}
+    # issue 14 hooks (saelab.params): papermill's `-p flag false` arrives as the string "false",
+    # which reads as true; and with no out_dir a notebook writes a new dated folder, never a report's
+    from saelab.params import default_run_dir, parse_bool
+
+    p["explorer"] = parse_bool("explorer", p["explorer"])
+    for n, (_, default, _) in phase.params.items():
+        if isinstance(default, bool):
+            p[n] = parse_bool(f"{stem}: {n}", p[n])
+        elif isinstance(default, list) and default and all(isinstance(d, bool) for d in default) and isinstance(p[n], list):
+            p[n] = [parse_bool(f"{stem}: {n}", v) for v in p[n]]
+    if p["out_dir"] is None:
+        p["out_dir"] = default_run_dir(stem)
+        print(f"{stem}: out_dir is not set; the runs go to {p['out_dir']}")
     profile = get_profile(p["profile"])
     seeds = tuple(profile.seeds if p["seeds"] is None else p["seeds"])
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
@@ -308,7 +322,7 @@ def prepare(stem: str, namespace: Mapping[str, Any], history: list[str] | None =
     own = {n: p[n] for n in phase.params}
     built = {s: build(stem, p["profile"], s, base, p["source"], p["steps"], p["data_mean_offset"], dict(p["overrides"]), **own)
              for s in seeds}
-    return PhaseRun(phase, profile, seeds, Path(p["out_dir"]), own, built, base, dict(p["overrides"]))
+    return PhaseRun(phase, profile, seeds, Path(p["out_dir"]), own, built, base, dict(p["overrides"]), explorer=p["explorer"])
 
 
 def preflight(profile: str, parameters: Mapping[str, Any], stems: list[str]) -> None:

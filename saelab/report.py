@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
@@ -46,6 +47,8 @@ class PhaseResult:
     profile: str = ""
     finished: str = ""  # ISO 8601 UTC time the phase finished
     title: str = ""  # the notebook's first markdown heading
+    parameters: dict[str, Any] = field(default_factory=dict)  # what papermill passed, out_dir left out
+    kept_previous: bool = False  # failed, and the previous good notebook, page and runs were kept
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -95,15 +98,24 @@ def _error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}".strip()
 
 
-def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: bool = True) -> PhaseResult:
+def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: bool = True,
+              keep_previous: bool = False) -> PhaseResult:
     """Execute one notebook into ``out/<stem>.ipynb`` and render ``out/<stem>.html``. A failure in
-    the notebook is recorded in the result (and shown on its page), never raised."""
+    the notebook is recorded in the result (and shown on its page), never raised. With
+    ``keep_previous`` (the phase's last result was good) a failure leaves the previous notebook,
+    page and run folder in place and writes ``<stem>.failed.ipynb`` / ``.html`` instead."""
     import papermill as pm
 
     stem = notebook.stem
     run_dir = Path(parameters["out_dir"])
-    for stale in ("verdicts.json", "validation.json"):  # only this run's verdicts may count
-        (run_dir / stale).unlink(missing_ok=True)
+    # issue 14: the previous runs wait aside until this one succeeds (a kill -9 mid-phase leaves
+    # them there, and the next batch puts them back first)
+    previous = run_dir.with_name(f".{run_dir.name}.previous")
+    if previous.exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        os.replace(previous, run_dir)
+    if run_dir.exists():
+        os.replace(run_dir, previous)
     partial = out / f".{stem}.partial.ipynb"
     error, t0 = "", time.perf_counter()
     try:
@@ -115,6 +127,24 @@ def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: b
         partial.unlink(missing_ok=True)
         raise
     wall = time.perf_counter() - t0
+    if error and keep_previous and previous.exists():  # never replace a good result by a failed one
+        shutil.rmtree(run_dir, ignore_errors=True)
+        os.replace(previous, run_dir)
+        if partial.exists():
+            os.replace(partial, out / f"{stem}.failed.ipynb")
+            render_notebook(out / f"{stem}.failed.ipynb", out / f"{stem}.failed.html", error=error)
+        else:
+            write_atomic(out / f"{stem}.failed.html", _error_page(stem, error))
+        return PhaseResult(stem=stem, status="failed", wall_s=round(wall, 2), error=error, profile=str(parameters.get("profile", "")),
+                           finished=datetime.now(timezone.utc).isoformat(timespec="seconds"), title=notebook_title(notebook),
+                           parameters=_shown(parameters), kept_previous=True)
+    if previous.exists():  # renamed first: a kill during the removal never leaves a half "previous"
+        trash = previous.with_name(f".{run_dir.name}.trash")
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(previous, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    for stale in (f"{stem}.failed.ipynb", f"{stem}.failed.html"):
+        (out / stale).unlink(missing_ok=True)
     executed = out / f"{stem}.ipynb"
     if partial.exists():
         os.replace(partial, executed)
@@ -128,7 +158,13 @@ def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: b
         verdicts, error = [], error or str(exc)
     return PhaseResult(stem=stem, status="failed" if error else "ok", wall_s=round(wall, 2), error=error,
                        verdicts=verdicts, profile=str(parameters.get("profile", "")),
-                       finished=datetime.now(timezone.utc).isoformat(timespec="seconds"), title=notebook_title(notebook))
+                       finished=datetime.now(timezone.utc).isoformat(timespec="seconds"), title=notebook_title(notebook),
+                       parameters=_shown(parameters))
+
+
+def _shown(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The parameters worth stating on the index: everything but out_dir (always the report's)."""
+    return {k: v for k, v in parameters.items() if k != "out_dir"}
 
 
 def notebook_title(notebook: Path) -> str:
@@ -153,13 +189,21 @@ def run_lab(
     notebooks_dir: Path = REPO / "notebooks",
     parameters: dict[str, Any] | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> int:
     """Run the phase notebooks (sorted; ``only`` filters by number or stem) with papermill,
     passing ``profile``, ``out_dir=out/runs/<stem>`` and ``parameters``; write each executed
     notebook and its HTML page to ``out`` and then ``out/index.html``. A failing notebook does not
-    stop the others. Returns 0 when every phase of this batch succeeded, else 1."""
+    stop the others. An ``out`` that already holds a report is refused unless ``force``; then a
+    phase that fails keeps its previous good result (see ``run_phase``). Every parameter name must
+    be a parameter of every phase run (a name is code in papermill's injected cell). Returns 0
+    when every phase of this batch succeeded, else 1."""
     out = Path(out).resolve()
     notebooks = find_notebooks(Path(notebooks_dir), only)
+    _check_lab_parameters(notebooks, parameters or {})  # issue 14: before anything is written
+    if not force and _holds_report(out):
+        raise ValueError(f"{out} already holds a report; pass --force to rerun phases into it (a phase that fails "
+                         f"keeps its previous result), or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     merged = {r.stem: r for r in _previous_results(out)}
     results = []
@@ -167,9 +211,14 @@ def run_lab(
         if progress:
             print(f"[{i}/{len(notebooks)}] {nb.stem} (profile {profile})", file=sys.stderr, flush=True)
         params = {"profile": profile, "out_dir": str(out / "runs" / nb.stem), **(parameters or {})}
-        r = run_phase(nb, out, params, progress)
+        before = merged.get(nb.stem)
+        r = run_phase(nb, out, params, progress, keep_previous=before is not None and before.status == "ok")
         results.append(r)
-        merged[r.stem] = r
+        if r.kept_previous:  # the index keeps the good result and says that a rerun failed
+            merged[r.stem] = replace(before, error=f"a rerun ({r.finished[:16].replace('T', ' ')} UTC) failed and this "
+                                                   f"previous result was kept; see {r.stem}.failed.html: {r.error}")
+        else:
+            merged[r.stem] = r
         everything = [merged[k] for k in sorted(merged)]
         # after every phase, so an interrupted batch still has an index of what finished
         write_atomic(out / "results.json", json.dumps([asdict(x) for x in everything], indent=2, default=str))
@@ -180,6 +229,20 @@ def run_lab(
     if progress:
         print(f"report: {out / 'index.html'}", file=sys.stderr, flush=True)
     return 0 if all(r.status == "ok" for r in results) else 1
+
+
+def _holds_report(out: Path) -> bool:
+    return out.is_dir() and any((out / name).exists() for name in ("results.json", "index.html", "runs"))
+
+
+def _check_lab_parameters(notebooks: list[Path], parameters: dict[str, Any]) -> None:
+    """Refuse a parameter name that is not an identifier, or not a parameter of a phase to run."""
+    from saelab.causes import PHASES
+    from saelab.params import check_parameters
+    from saelab.phases import mirrors
+
+    check_parameters({k: v for k, v in parameters.items() if k not in ("profile", "out_dir")},
+                     {nb.stem: list(mirrors(PHASES[nb.stem])) if nb.stem in PHASES else None for nb in notebooks})
 
 
 def rerender(out: Path = Path("reports/lab"), hide_code: bool = True) -> int:
@@ -310,7 +373,7 @@ def _validation_rows(rows: list[dict[str, Any]]) -> str:
     return "".join(out)
 
 
-def _card(r: PhaseResult) -> str:
+def _card(r: PhaseResult, show_parameters: bool = False) -> str:
     links = f'<a href="{_e(r.stem)}.html">report page</a> · <a href="{_e(r.stem)}.ipynb">notebook</a>'
     err = f'<pre class="error">{_e(r.error)}</pre>' if r.error else ""
     items = "".join(f"<li>{_badge(v.get('verdict', '?'))} {_e(v.get('hypothesis', ''))}</li>" for v in r.verdicts)
@@ -319,7 +382,9 @@ def _card(r: PhaseResult) -> str:
     when = f" · {_e(r.finished[:16].replace('T', ' '))} UTC" if r.finished else ""
     return (f'<div class="card {_e(r.status)}"><h3>{_e(r.stem)} {_badge(r.status)}</h3>{title}'
             f'<p class="muted">{r.wall_s:.1f} s · profile {_e(r.profile or "?")}{when}</p>'
-            f"<p>{links}</p>{err}{verdicts}</div>")
+            + (f'<p class="muted">parameters: {_e(", ".join(f"{k}={v!r}" for k, v in r.parameters.items()) or "(none)")}</p>'
+               if show_parameters else "")  # issue 14: phases run with different parameters say so
+            + f"<p>{links}</p>{err}{verdicts}</div>")
 
 
 CSS = """
@@ -345,6 +410,7 @@ def index_page(results: list[PhaseResult], validation: list[dict[str, Any]]) -> 
     profiles = ", ".join(sorted({r.profile for r in results if r.profile})) or "?"
     status = f"{len(results) - n_failed} of {len(results)} phases ran" + (f", {n_failed} failed" if n_failed else "")
     verdicts = _verdict_rows(results)
+    differ = len({json.dumps(r.parameters, sort_keys=True, default=str) for r in results}) > 1
     hyp = (f"<p>{' · '.join(f'{_badge(w)} {n}' for w, n in counts.items())}</p><table><tr><th>hypothesis</th>"
            f"<th>verdict</th><th>effect</th><th>numbers</th><th>phase</th><th>link</th></tr>{verdicts}</table>"
            if verdicts else '<p class="muted">No phase wrote verdicts.</p>')
@@ -357,4 +423,4 @@ def index_page(results: list[PhaseResult], validation: list[dict[str, Any]]) -> 
             f"<style>{CSS}</style></head><body><h1>saelab: why do the latents die?</h1>"
             f'<p class="muted">{_e(status)} · profile {_e(profiles)} · total {sum(r.wall_s for r in results):.0f} s'
             f" · built {when}</p><h2>Hypotheses</h2>{hyp}{val}<h2>Phases</h2>"
-            f'<div class="cards">{"".join(_card(r) for r in results)}</div></body></html>\n')
+            f'<div class="cards">{"".join(_card(r, differ) for r in results)}</div></body></html>\n')

@@ -11,7 +11,7 @@ from saelab import runs, train
 from saelab.cli import main
 from saelab.config import PRESETS, preset
 
-SMALL = ["--set", "steps=20", "--set", "sae.d_sae=32", "--set", "eval_rows=256"]
+SMALL = ["--set", "steps=20", "--set", "sae.d_sae=32", "--set", "eval_rows=256", "--set", "log_interval=10"]
 
 
 
@@ -30,8 +30,9 @@ def test_train_a_preset_prints_its_summary(tmp_path, capsys):
     for key in ("l0=", "dead_frac=", "fvu=", "l1_recon_ratio="):
         assert key in printed
     run = runs.load_run(out)
-    assert run.config == preset("seed-test1").with_overrides(["steps=20", "sae.d_sae=32", "eval_rows=256", "sae.d_in=768"])
-    assert run.metrics["step"].tolist() == [0, 20]
+    assert run.config == preset("seed-test1").with_overrides(["steps=20", "sae.d_sae=32", "eval_rows=256", "log_interval=10",
+                                                              "sae.d_in=768"])
+    assert run.metrics["step"].tolist() == [0, 10, 20]
     assert f"{run.summary['l0']:.4g}" in printed
 
 
@@ -100,7 +101,91 @@ def test_resume_refuses_settings_it_would_ignore(tmp_path, capsys):
 
 def test_a_config_file_names_the_default_run_directory(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = preset("seed-test1").with_overrides(["steps=5", "sae.d_sae=16", "eval_rows=64"])
+    cfg = preset("seed-test1").with_overrides(["steps=5", "sae.d_sae=16", "eval_rows=64", "log_interval=5"])
     (tmp_path / "mine.json").write_text(cfg.to_json())
     assert main(["train", "--config", "mine.json", "--quiet"]) == 0
     assert runs.load_run(tmp_path / "reports" / "runs" / "mine").config.steps == 5
+
+
+# ----- issue 14: every bad input is one line naming the file or field, exit code 2 -------------
+
+
+def _one_line(capsys, *needles):
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("saelab: error:") and "Traceback" not in captured.err, captured.err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--set", "log_interval=50"], "log_interval=50 must be <= steps=20"),
+    (["--set", "checkpoint_every=30"], "checkpoint_every=30 must be <= steps=20"),
+    (["--set", "steps=1e20"], "steps="),
+    (["--set", "steps=2000000000", "--set", "log_interval=10"], "steps=2000000000 is absurd"),
+    (["--set", "data.batch_size=1e9"], "data.batch_size=1000000000 needs about"),
+    (["--set", "sae.d_sae=1e9"], "sae.d_sae=1000000000 needs about"),
+])
+def test_bad_lengths_and_sizes_are_refused_before_any_file_is_written(tmp_path, capsys, args, field):
+    assert main(["train", *SMALL, *args, "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    _one_line(capsys, field)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a torch without a usable GPU")
+def test_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
+    assert main(["train", *SMALL, "--set", "device=cuda", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    _one_line(capsys, "device='cuda'", "device=cpu")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_folder_as_config_is_one_line(tmp_path, capsys):
+    assert main(["train", "--config", ".", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    _one_line(capsys, "--config .", "folder")
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main(["train", "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    _one_line(capsys, "bad.json", "not valid JSON")
+
+
+@pytest.fixture()
+def unfinished(tmp_path):
+    cfg = preset("seed-test1").with_overrides(["steps=20", "sae.d_sae=32", "eval_rows=256", "log_interval=10"])
+    train.train(cfg, tmp_path / "run", progress=False, stop_at=10)
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("name, damage, problem", [
+    ("checkpoint.safetensors", lambda b: b[: len(b) // 2], "checkpoint.safetensors: is not a readable safetensors file"),
+    ("latents.safetensors", lambda b: b[: len(b) - 7], "latents.safetensors: is not a readable safetensors file"),
+    ("events.jsonl", lambda b: b + b'{"step": 3, "ki', "events.jsonl: line"),
+    ("config.json", lambda b: b[:40], "config.json: is not valid JSON"),
+    ("config.json", lambda b: b.replace(b'"d_sae": 32', b'"d_sae": -1'), "config.json: sae.d_sae=-1"),
+    ("metrics.parquet", lambda b: b[:100], "metrics.parquet: is not a readable parquet file"),
+])
+def test_a_damaged_run_file_is_one_line_naming_it(unfinished, capsys, name, damage, problem):
+    path = unfinished / name
+    path.write_bytes(damage(path.read_bytes()))
+    assert main(["train", "--resume", str(unfinished), "--quiet"]) == 2
+    _one_line(capsys, problem)
+
+
+def test_sigterm_prints_the_real_path_and_resume_command_then_resume_finishes(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    real = train._train
+
+    def terminated(*args, **kwargs):  # a SIGTERM arrives after step 7
+        kwargs["on_step"] = lambda done: os.kill(os.getpid(), signal.SIGTERM) if done == 7 else None
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "_train", terminated)
+    out = tmp_path / "my run"
+    assert main(["train", *SMALL, "--out", str(out), "--quiet"]) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "DIR" not in err
+    assert f"checkpoint at step 7 in {out.resolve()}" in err and f"saelab train --resume '{out}'" in err
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert runs.load_run(out).metrics["step"].tolist() == [0, 10, 20]

@@ -94,7 +94,7 @@ def test_json_round_trip(name: str) -> None:
 
 def test_from_dict_fills_defaults_and_converts_int_to_float() -> None:
     assert RunConfig.from_dict({}) == RunConfig()
-    cfg = RunConfig.from_dict({"optim": {"lr": 1}, "steps": 7})
+    cfg = RunConfig.from_dict({"optim": {"lr": 1}, "steps": 7, "log_interval": 7})
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
     assert cfg.steps == 7 and cfg.sae == C.SAEConfig()
 

@@ -199,7 +199,7 @@ def test_per_arm_clipping_is_clip_grad_norm_per_arm():
 
 TINY = RunConfig().with_overrides({
     "sae.d_in": 16, "sae.d_sae": 24, "data.n_features": 40, "data.mean_active": 3.0, "data.batch_size": 16,
-    "steps": 40, "schedule.warmup_steps": 5, "penalty.form": "per_sample_sum", "penalty.alpha": 0.1,
+    "steps": 40, "log_interval": 40, "schedule.warmup_steps": 5, "penalty.form": "per_sample_sum", "penalty.alpha": 0.1,
     "optim.lr": 3e-3, "normalize.mode": "constant_norm_rescale",
 })
 ARMS = [

@@ -108,28 +108,77 @@ def test_shards_in_a_folder_or_a_glob_concatenate_in_name_order(tmp_path):
         assert sorted(seen[:, 0].long().tolist()) == list(range(320))  # chunks span shard boundaries
 
 
-def test_nan_row_is_named_by_file_and_row(tmp_path):
+def test_nan_row_is_named_by_file_and_row_before_training(tmp_path):
+    """The whole file is checked when the source opens, so a bad row deep in the file stops the
+    run before its first step (and again, at once, on resume) instead of minutes in."""
     x = _data()
     x[123, 4] = np.nan
     np.save(tmp_path / "nan.npy", x)
-    src = _source(tmp_path / "nan.npy")  # a training row: found when its chunk is read
-    with pytest.raises(ValueError, match=r"nan.npy: row 123 contains NaN or Inf"):
-        for step in range(7):
-            src.batch(step, 40)
+    with pytest.raises(ValueError, match=r"nan.npy: row 123 contains NaN or Inf.*data.skip_nonfinite=true"):
+        _source(tmp_path / "nan.npy")  # a training row
     x = _data()
     x[ROWS - 3, 0] = np.inf
     np.save(tmp_path / "inf.npy", x)
     with pytest.raises(ValueError, match=rf"inf.npy: row {ROWS - 3} contains NaN or Inf"):
-        _source(tmp_path / "inf.npy")  # a held-out row: checked up front
+        _source(tmp_path / "inf.npy")  # a held-out row
     (tmp_path / "shards").mkdir()
     save_file({"a": _data(100)}, str(tmp_path / "shards" / "s0.safetensors"))
     bad = _data(250)
     bad[7, 1] = np.nan
     save_file({"a": bad}, str(tmp_path / "shards" / "s1.safetensors"))
-    src = _source(tmp_path / "shards")
     with pytest.raises(ValueError, match=r"s1.safetensors: row 7 contains"):
-        for step in range(8):
-            src.batch(step, 40)
+        _source(tmp_path / "shards")
+
+
+def test_the_check_streams_in_bounded_blocks(tmp_path, monkeypatch):
+    """The up-front check reads at most MAX_CHUNK_BYTES of rows at a time, whatever the file size."""
+    from saelab import files
+
+    monkeypatch.setattr(files, "MAX_CHUNK_BYTES", 40 * 4 * D)  # 40 rows per block
+    reads = []
+    real = files.Segment.read
+    monkeypatch.setattr(files.Segment, "read", lambda self, a, b, out=None: reads.append(b - a) or real(self, a, b, out))
+    x = _data()
+    x[290, 2] = np.nan
+    np.save(tmp_path / "late.npy", x)
+    with pytest.raises(ValueError, match="row 290"):
+        _source(tmp_path / "late.npy")
+    assert max(reads) <= 40 and sum(reads) == ROWS  # every row read once, 40 at a time
+
+
+def test_skip_nonfinite_trains_without_the_bad_rows_and_counts_them(tmp_path):
+    x = _data()
+    bad_rows = [0, 1, 57, 58, 200, ROWS - 1]  # at the start, adjacent, mid-chunk, in the held-out tail
+    x[bad_rows, 3] = np.nan
+    x[100, 5] = -np.inf
+    np.save(tmp_path / "some.npy", x)
+    src = make_file_source(_cfg(tmp_path / "some.npy").replace(data={"skip_nonfinite": True}))
+    good = [i for i in range(ROWS) if i not in bad_rows + [100]]
+    assert src.skipped_rows == 7 and src.rows == len(good) and src.describe()["skipped_nonfinite_rows"] == 7
+    assert src.eval_set(EVAL)[:, 0].long().tolist() == good[-EVAL:]
+    epoch = torch.cat([src.batch(s, 1) for s in range(src.train_rows)])
+    assert sorted(epoch[:, 0].long().tolist()) == good[:-EVAL]  # each good training row once
+    assert torch.isfinite(epoch).all()
+    # in a run, the count is an event of every arm
+    cfg = _cfg(tmp_path / "some.npy", steps=4, log_interval=2).replace(
+        data={"skip_nonfinite": True, "batch_size": 16}, sae={"d_sae": 8})
+    from saelab import train
+
+    run = train.train(cfg, tmp_path / "run", progress=False)["run"]
+    assert [e for e in run.events if e["kind"] == "skipped_rows"][0]["rows"] == 7
+
+
+def test_constant_rows_too_few_rows_and_all_bad_rows_are_refused_by_name(tmp_path):
+    np.save(tmp_path / "const.npy", np.ones((ROWS, D), np.float32))
+    with pytest.raises(ValueError, match="every row is the same vector"):
+        _source(tmp_path / "const.npy")
+    np.save(tmp_path / "few.npy", _data(60))  # 40 training rows after the 20 held out
+    with pytest.raises(ValueError, match=r"data.batch_size=128 is more than the 40 training rows"):
+        _source(tmp_path / "few.npy")
+    assert make_file_source(_cfg(tmp_path / "few.npy").replace(data={"batch_size": 40})).train_rows == 40
+    np.save(tmp_path / "nan.npy", np.full((ROWS, D), np.nan, np.float32))
+    with pytest.raises(ValueError, match="every one of its 300 rows contains NaN or Inf"):
+        make_file_source(_cfg(tmp_path / "nan.npy").replace(data={"skip_nonfinite": True}))
 
 
 @pytest.mark.parametrize("shape", [(ROWS * D,), (30, 10, D)])

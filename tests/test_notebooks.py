@@ -63,7 +63,7 @@ def test_parameters_mirror_the_config_fields_phases_claims(path):
     assert phases.check_mirrors(phase) == []
     for name, (field, default, _) in phase.params.items():
         assert values[name] == default, f"{path.name}: {name} default {values[name]!r} != phases.py {default!r}"
-    assert values["out_dir"] == f"reports/lab/runs/{path.stem}" and values["explorer"] is False
+    assert values["out_dir"] is None and values["explorer"] is False  # None: a new dated folder (params.default_run_dir)
 
 
 def test_the_kernel_is_this_python():
@@ -117,3 +117,29 @@ def test_an_unknown_parameter_fails_with_a_clear_message(tmp_path):
                             kernel_name=KERNEL, cwd=str(ROOT), progress_bar=False)
     assert err.value.ename == "ValueError"
     assert "unknown parameter 'schedule_shap'" in err.value.evalue and "schedule_shape" in err.value.evalue
+
+
+def test_the_readmes_papermill_command_leaves_an_existing_report_byte_identical(tmp_path):
+    """`papermill notebooks/01_l1_penalty.ipynb out.ipynb -p profile smoke`, run where a report
+    lives (reports/lab), writes its runs into a new runs-01_l1_penalty-<date> folder beside out.ipynb
+    and touches nothing of the report. `-p penalty_alpha_task22 false` (papermill passes the
+    string "false") drops the Task 2.2 arm."""
+    import subprocess
+
+    report = tmp_path / "reports" / "lab"
+    for rel, text in [("01_l1_penalty.html", "<html>good page</html>"), ("01_l1_penalty.ipynb", "{}"),
+                      ("index.html", "<html>index</html>"), ("runs/01_l1_penalty/verdicts.json", "[]"),
+                      ("runs/01_l1_penalty/seed0/arms.json", '{"arms": ["seed"], "factor": "x"}')]:
+        (report / rel).parent.mkdir(parents=True, exist_ok=True)
+        (report / rel).write_text(text)
+    before = {p: p.read_bytes() for p in report.rglob("*") if p.is_file()}
+    (tmp_path / "notebooks").symlink_to(ROOT / "notebooks")
+    proc = subprocess.run([sys.executable, "-m", "papermill", "notebooks/01_l1_penalty.ipynb", "out.ipynb",
+                           "-p", "profile", "smoke", "-p", "penalty_alpha_task22", "false", "-k", KERNEL,
+                           "--no-progress-bar"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {p: p.read_bytes() for p in report.rglob("*") if p.is_file()} == before
+    made = sorted(tmp_path.glob("runs-01_l1_penalty-*"))
+    assert len(made) == 1 and (made[0] / "verdicts.json").exists()
+    arms = json.loads((made[0] / "seed0" / "arms.json").read_text())["arms"]
+    assert "seed" in arms and "task22_alpha_x_d_sae" not in arms

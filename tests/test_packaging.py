@@ -230,7 +230,7 @@ def test_makefile_stamp_depends_on_pyproject_and_constraints() -> None:
 @pytest.mark.parametrize(
     ("target", "command"),
     [
-        ("lab", ".venv/bin/saelab lab --profile quick --out reports/lab"),
+        ("lab", ".venv/bin/saelab lab --profile quick --out reports/lab --force"),
         ("train-demo", ".venv/bin/saelab train --preset seed-test1 --out reports/seed-test1"),
         ("test", ".venv/bin/python -m pytest -q"),
     ],

@@ -226,3 +226,22 @@ def test_explorer_figure_and_panel(tmp_path):
     assert len(fig.data) == 2 and all(100 <= x <= 300 for t in fig.data for x in t.x)
     panel = explorer.explore(tmp_path)
     assert type(panel).__name__ == "VBox"
+
+
+def test_the_explorer_shows_only_this_executions_runs_labelled_by_profile_and_seed(tmp_path):
+    """An earlier execution's runs left in out_dir (seed0 here) never show: the panel lists the
+    runs the PhaseRun trained, as '<profile> · seed<s> · <arm>'."""
+    from types import SimpleNamespace
+
+    from fake_runs import write_fake_arms
+
+    from saelab.runs import load_arms
+
+    write_fake_arms(tmp_path / "seed0", steps=400, log_interval=20, warmup=100)  # an earlier execution's
+    new = load_arms(write_fake_arms(tmp_path / "seed1", steps=400, log_interval=20, warmup=100))
+    run = SimpleNamespace(profile=phases.PROFILES["smoke"], out_dir=tmp_path, runs={1: new})
+    labels = explorer.phase_runs(run)
+    assert list(labels) == [f"smoke · seed1 · {arm}" for arm in new] and len(explorer.find_runs(tmp_path)) == 6
+    panel = explorer.explore(run)
+    picker = panel.children[0].children[0]
+    assert list(picker.options) == list(labels) and set(picker.value) == set(labels)

@@ -97,7 +97,7 @@ def test_rerunning_one_phase_keeps_the_others_and_ignores_stale_verdicts(lab, tm
     stale = [{"hypothesis": "STALE from an earlier run", "phase": "01", "verdict": "confirmed", "effect": "",
               "numbers": {}, "evidence": ""}]
     (out / "runs" / "01_broken" / "verdicts.json").write_text(json.dumps(stale))
-    assert run_lab(profile="smoke", out=out, only=["01"], notebooks_dir=lab.nbs, progress=False) == 1
+    assert run_lab(profile="smoke", out=out, only=["01"], notebooks_dir=lab.nbs, progress=False, force=True) == 1
     index = (out / "index.html").read_text()
     assert "STALE" not in index
     assert 'class="card ok"><h3>00_template' in index and 'class="card failed"><h3>01_broken' in index
@@ -183,3 +183,66 @@ def test_template_notebook_is_a_stripped_parameterized_phase():
     assert (ns["profile"], ns["out_dir"], ns["seeds"]) == ("smoke", "reports/_template", [0])
     assert all(c.outputs == [] and c.execution_count is None for c in code)
     assert any('pio.renderers.default = "plotly_mimetype+notebook"' in c.source for c in code)
+
+
+# ----- issue 14: nothing overwritten -------------------------------------------------------------
+
+
+def _guarded_notebooks(nb_dir: Path) -> Path:
+    """The template as 00_guarded and 01_other; 00 fails when given seeds=[99] (a bad parameter)."""
+    nb_dir.mkdir(parents=True)
+    nb = nbformat.read(str(TEMPLATE), as_version=4)
+    params_at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(params_at + 1, nbformat.v4.new_code_cell('if seeds == [99]:\n    raise ValueError("seeds=[99] is refused")'))
+    nbformat.write(nb, str(nb_dir / "00_guarded.ipynb"))
+    nbformat.write(nbformat.read(str(TEMPLATE), as_version=4), str(nb_dir / "01_other.ipynb"))
+    return nb_dir
+
+
+def _snapshot(folder: Path, stem: str) -> dict[str, bytes]:
+    files = [folder / f"{stem}.ipynb", folder / f"{stem}.html", *sorted((folder / "runs" / stem).rglob("*"))]
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files if p.is_file()}
+
+
+@pytest.mark.slow
+def test_an_existing_report_is_refused_without_force_and_a_failing_rerun_keeps_the_good_result(tmp_path):
+    nbs, out = _guarded_notebooks(tmp_path / "nbs"), tmp_path / "out"
+    assert run_lab(profile="smoke", out=out, notebooks_dir=nbs, progress=False) == 0
+    good = _snapshot(out, "00_guarded")
+    assert any(k.endswith("verdicts.json") for k in good)
+    with pytest.raises(ValueError, match="already holds a report; pass --force"):
+        run_lab(profile="smoke", out=out, only=["00"], notebooks_dir=nbs, progress=False)
+    assert run_lab(profile="smoke", out=out, only=["00"], notebooks_dir=nbs, parameters={"seeds": [99]},
+                   progress=False, force=True) == 1
+    assert _snapshot(out, "00_guarded") == good  # notebook, page, runs and verdicts.json: byte-identical
+    assert "seeds=[99] is refused" in (out / "00_guarded.failed.html").read_text()
+    card = _card((out / "index.html").read_text(), "00_guarded")
+    assert "previous result was kept" in card and "00_guarded.failed.html" in card and "inconclusive" in card
+    assert not [p.name for p in (out / "runs").iterdir() if p.name.startswith(".")]
+    # a good rerun with other parameters replaces it, and the index states the parameters that differ
+    assert run_lab(profile="smoke", out=out, only=["00"], notebooks_dir=nbs, parameters={"seeds": [1]},
+                   progress=False, force=True) == 0
+    assert not (out / "00_guarded.failed.html").exists()
+    index = (out / "index.html").read_text()
+    assert "parameters: profile=&#x27;smoke&#x27;, seeds=[1]" in _card(index, "00_guarded")
+    assert "parameters: profile=&#x27;smoke&#x27;" in _card(index, "01_other")
+
+
+def test_a_batch_killed_mid_phase_gets_the_previous_runs_back(tmp_path):
+    """run_phase moves the previous runs aside while a phase runs; a kill -9 leaves them there and
+    the next batch restores them before it starts (here it fails at once: no such kernel)."""
+    from saelab.report import run_phase
+
+    runs_dir = tmp_path / "out" / "runs" / "00_x"
+    aside = runs_dir.with_name(".00_x.previous")
+    aside.mkdir(parents=True)
+    (aside / "verdicts.json").write_text("[]")
+    runs_dir.mkdir()
+    (runs_dir / "half.txt").write_text("from the killed run")
+    nb = nbformat.read(str(TEMPLATE), as_version=4)
+    nb.metadata.kernelspec.name = "no_such_kernel_for_saelab"
+    nbformat.write(nb, str(tmp_path / "00_x.ipynb"))
+    r = run_phase(tmp_path / "00_x.ipynb", tmp_path / "out", {"profile": "smoke", "out_dir": str(runs_dir)},
+                  progress=False, keep_previous=True)
+    assert r.status == "failed" and r.kept_previous
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["verdicts.json"] and not aside.exists()

@@ -23,7 +23,8 @@ def _seed_lr_lambda(warmup_steps):
 
 @pytest.mark.parametrize("warmup, steps", [(50, 120), (7, 20), (0, 10)])
 def test_linear_warmup_equals_the_seeds_lambdalr(warmup, steps):
-    cfg = RunConfig().replace(optim={"lr": 3e-4}, schedule={"shape": "linear_warmup", "warmup_steps": warmup}, steps=steps)
+    cfg = RunConfig().replace(optim={"lr": 3e-4}, schedule={"shape": "linear_warmup", "warmup_steps": warmup}, steps=steps,
+                              log_interval=min(50, steps))
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=3e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _seed_lr_lambda(warmup))

@@ -12,7 +12,7 @@ from saelab.data import SyntheticSource
 
 BASE = RunConfig().with_overrides({
     "sae.d_in": 16, "sae.d_sae": 24, "data.n_features": 40, "data.batch_size": 32, "data.mean_offset": 6.0,
-    "normalize.estimate_batches": 3, "steps": 10,
+    "normalize.estimate_batches": 3, "steps": 10, "log_interval": 10,
 })
 
 

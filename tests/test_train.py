@@ -138,7 +138,7 @@ def test_resume_continues_to_identical_metrics_and_weights(straight, tmp_path):
     split = tmp_path / "split"
     partial = train.train(ARMS, split, progress=False, stop_at=150, factor="resample")
     assert partial["seed"].metrics["step"].tolist() == [0, 50, 100, 150]
-    assert (split / "checkpoint" / "state.safetensors").exists()
+    assert train.checkpoint_path(split).exists()
     assert not (split / "seed" / "sae.safetensors").exists()  # not finished
     with pytest.raises(ValueError, match="before the checkpoint at step 150"):
         train.train(None, split, resume=True, progress=False, stop_at=100)
@@ -185,7 +185,7 @@ def test_a_non_finite_loss_stops_with_the_arm_and_step_and_leaves_a_checkpoint(t
     arms = {"ok": cfg, "boom": cfg.with_overrides({"optim.lr": 1e30})}  # one Adam step of 1e30 overflows the next loss
     with pytest.raises(RuntimeError, match=r"arm 'boom'.*not finite at step 1"):
         train.train(arms, tmp_path, progress=False)
-    assert (tmp_path / "checkpoint" / "state.safetensors").exists()
+    assert train.checkpoint_path(tmp_path).exists()
     ok = runs.load_run(tmp_path / "ok")
     assert ok.metrics["step"].tolist() == [0]
     boom = runs.load_run(tmp_path / "boom").events
@@ -204,7 +204,7 @@ def test_a_single_arm_trains_into_its_own_directory(tmp_path):
 
 def test_arms_must_share_data_and_steps(tmp_path):
     with pytest.raises(ValueError, match="'steps'"):
-        train.train({"a": BASE, "b": BASE.with_overrides({"steps": 10})}, tmp_path, progress=False)
+        train.train({"a": BASE, "b": BASE.with_overrides({"steps": 100})}, tmp_path, progress=False)
     with pytest.raises(ValueError, match="not a saelab run directory"):
         train.train(BASE, tmp_path / "nothing", resume=True, progress=False)
 
@@ -243,7 +243,7 @@ def test_a_ctrl_c_inside_a_step_is_held_until_the_step_completes(straight, tmp_p
     with pytest.raises(KeyboardInterrupt):
         train.train(cfgs, tmp_path / "r", progress=False)
     monkeypatch.undo()
-    assert json.loads((tmp_path / "r" / "checkpoint" / "meta.json").read_text())["step"] == 121
+    assert train.read_checkpoint_meta(tmp_path / "r")["step"] == 121
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
     resumed = train.train(None, tmp_path / "r", resume=True, progress=False)
     _assert_same_runs(resumed, result, cfgs, weights=False)
@@ -263,7 +263,7 @@ def test_an_interrupt_that_tears_a_step_keeps_the_previous_checkpoint(straight, 
     with pytest.raises(KeyboardInterrupt):
         train.train(cfgs, tmp_path / "r", progress=False)
     monkeypatch.undo()
-    assert json.loads((tmp_path / "r" / "checkpoint" / "meta.json").read_text())["step"] == 100
+    assert train.read_checkpoint_meta(tmp_path / "r")["step"] == 100
     resumed = train.train(None, tmp_path / "r", resume=True, progress=False)
     _assert_same_runs(resumed, result, cfgs)
 
@@ -283,3 +283,144 @@ def test_compiled_training_and_its_resume_follow_eager(tmp_path):
     train.train(cfgs, tmp_path / "r", progress=False, stop_at=60)
     resumed = train.train(None, tmp_path / "r", resume=True, progress=False)
     _assert_same_runs(resumed, compiled, cfgs, weights=False)
+
+
+# ----- issue 14: nothing lost --------------------------------------------------------------------
+
+
+def test_sigterm_mid_run_checkpoints_names_the_resume_command_and_resumes_exactly(straight, tmp_path):
+    """A SIGTERM (a `timeout`, a preemption) sent at step 137 stops at that step boundary with a
+    checkpoint; the message names the real directory and the command; resume ends with the
+    straight run's metrics and weights exactly."""
+    out, result = straight
+    cfgs = {"seed": ARMS["seed"], "fix": ARMS["fix"]}
+    on_step = lambda done: os.kill(os.getpid(), signal.SIGTERM) if done == 137 else None  # noqa: E731
+    with pytest.raises(train.Interrupted) as caught:
+        train.train(cfgs, tmp_path / "r", progress=False, on_step=on_step)
+    e = caught.value
+    assert (e.signum, e.step, e.saved) == (signal.SIGTERM, 137, 137)
+    assert f"checkpoint at step 137 in {(tmp_path / 'r').resolve()}" in str(e)
+    assert f"resume with: saelab train --resume {tmp_path / 'r'}" in str(e)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is given back
+    assert train.read_checkpoint_meta(tmp_path / "r")["step"] == 137
+    resumed = train.train(None, tmp_path / "r", resume=True, progress=False)
+    _assert_same_runs(resumed, result, cfgs)
+
+
+KILL9 = """
+import os, signal, sys
+from saelab import train
+from saelab.config import RunConfig
+cfg = RunConfig.from_json(open(sys.argv[1]).read())
+train.train(cfg, sys.argv[2], progress=False,
+            on_step=lambda done: os.kill(os.getpid(), signal.SIGKILL) if done == int(sys.argv[3]) else None)
+"""
+
+
+def test_kill_9_with_the_default_cadence_loses_at_most_one_interval(tmp_path):
+    """No checkpoint_every set: the automatic cadence (a tenth of the run, at least one log
+    interval) bounds what a kill -9 loses, and resume from what is left is exact."""
+    import subprocess
+    import sys
+
+    cfg = BASE.with_overrides({"steps": 300, "resample.strategy": "anthropic"})
+    assert cfg.checkpoint_every == 0 and train.checkpoint_interval(cfg) == 50
+    (tmp_path / "cfg.json").write_text(cfg.to_json())
+    proc = subprocess.run([sys.executable, "-c", KILL9, str(tmp_path / "cfg.json"), str(tmp_path / "r"), "137"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    saved = train.read_checkpoint_meta(tmp_path / "r")["step"]
+    assert 137 - train.checkpoint_interval(cfg) <= saved <= 137 and saved == 100
+    resumed = train.train(None, tmp_path / "r", resume=True, progress=False)
+    straight = train.train(cfg, tmp_path / "straight" / "r", progress=False)
+    _assert_same_runs(resumed, straight, ["r"])
+
+
+class _Killed(BaseException):
+    """Stands for a kill -9: nothing of saelab runs after it (not a KeyboardInterrupt)."""
+
+
+def test_a_kill_between_the_files_and_the_checkpoint_resumes_exactly(straight, tmp_path, monkeypatch):
+    """The arms' files are flushed first and the one-file checkpoint last. Killed in between (at
+    the step-150 checkpoint), the files are ahead of the step-100 checkpoint; resume cuts them back
+    and reproduces the straight run."""
+    out, result = straight
+    cfgs = {n: ARMS[n].with_overrides({"checkpoint_every": 50}) for n in ("seed", "fix")}
+    real = runs.write_tensors
+
+    def dying(path, tensors, metadata=None):
+        if path.name == train.CHECKPOINT and json.loads(metadata["saelab"])["step"] == 150:
+            raise _Killed
+        return real(path, tensors, metadata)
+
+    monkeypatch.setattr(runs, "write_tensors", dying)
+    with pytest.raises(_Killed):
+        train.train(cfgs, tmp_path / "r", progress=False)
+    monkeypatch.undo()
+    assert runs.load_run(tmp_path / "r" / "seed").metrics["step"].max() == 150  # files ahead ...
+    assert train.read_checkpoint_meta(tmp_path / "r")["step"] == 100  # ... of the checkpoint
+    resumed = train.train(None, tmp_path / "r", resume=True, progress=False)
+    _assert_same_runs(resumed, result, cfgs)
+
+
+def _rewrite_checkpoint(out, **changes):
+    from safetensors.torch import save_file
+
+    path = train.checkpoint_path(out)
+    meta = {**train.read_checkpoint_meta(out), **changes}
+    save_file(runs.read_tensors(path), str(path), metadata={"saelab": json.dumps(meta)})
+
+
+def test_a_checkpoint_that_disagrees_with_itself_or_the_run_is_refused(tmp_path, capsys):
+    from saelab.cli import main
+
+    cfg = BASE.with_overrides({"steps": 100, "resample.strategy": "off"})
+    train.train({"a": cfg, "b": cfg}, tmp_path / "r", progress=False, stop_at=50)
+    meta = train.read_checkpoint_meta(tmp_path / "r")
+    assert meta["step"] == 50 and meta["arms"] == ["a", "b"]
+    for changes, why in [({"step": 100}, "says step 100 but group 0's Adam state has taken 50 steps"),
+                         ({"step": 0}, "says step 0 but group 0's Adam state has taken 50 steps"),
+                         ({"arms": ["b", "a"]}, "is for arms"),
+                         ({"configs": ["x", "y"]}, "other configs")]:
+        _rewrite_checkpoint(tmp_path / "r", **{**meta, **changes})
+        assert main(["train", "--resume", str(tmp_path / "r"), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and why in err and "refusing" in err, err
+    _rewrite_checkpoint(tmp_path / "r", **meta)  # put right: resumes
+    assert main(["train", "--resume", str(tmp_path / "r"), "--quiet"]) == 0
+
+
+def test_a_finished_run_drops_its_checkpoint_unless_kept(tmp_path):
+    cfg = BASE.with_overrides({"steps": 20, "log_interval": 10, "resample.strategy": "off"})
+    train.train(cfg, tmp_path / "a", progress=False)
+    assert not train.checkpoint_path(tmp_path / "a").exists()
+    with pytest.raises(ValueError, match="the run is finished and its checkpoint was dropped"):
+        train.train(None, tmp_path / "a", resume=True, progress=False)
+    train.train(cfg, tmp_path / "b", progress=False, keep_checkpoint=True)
+    assert train.read_checkpoint_meta(tmp_path / "b")["step"] == 20
+
+
+def test_a_second_training_on_the_same_directory_is_refused_while_the_first_runs(tmp_path):
+    cfg = BASE.with_overrides({"steps": 20, "log_interval": 10, "resample.strategy": "off"})
+    seen = []
+
+    def intrude(done):
+        if done == 5:
+            with pytest.raises(ValueError, match=r"is in use by another saelab training \(pid \d+\)"):
+                train.train(cfg, tmp_path / "r", progress=False)
+            seen.append(done)
+
+    result = train.train(cfg, tmp_path / "r", progress=False, on_step=intrude)
+    assert seen == [5] and result["r"].metrics["step"].tolist() == [0, 10, 20]  # the first one finished intact
+    train.train(cfg, tmp_path / "r2", progress=False)  # the lock is released after a run
+
+
+def test_stale_temporary_files_from_a_kill_are_removed(tmp_path):
+    cfg = BASE.with_overrides({"steps": 20, "log_interval": 10, "resample.strategy": "off"})
+    train.train(cfg, tmp_path / "r", progress=False, stop_at=10)
+    stale = [tmp_path / "r" / ".metrics.parquet.a1b2c3d4", tmp_path / "r" / ".checkpoint.safetensors.zz_9x8y7"]
+    for p in stale:
+        p.write_bytes(b"half a file")
+    (tmp_path / "r" / ".mine").write_text("not saelab's")
+    train.train(None, tmp_path / "r", resume=True, progress=False)
+    assert not any(p.exists() for p in stale) and (tmp_path / "r" / ".mine").exists()

@@ -60,7 +60,7 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 def _cfg(model: Path, text: Path, **data) -> RunConfig:
     settings = {"source": f"hf:{model}", "text": str(text), "layer": 2, "context_length": CONTEXT, "max_tokens": 10_000,
-                "shuffle_buffer": 64, **data}
+                "shuffle_buffer": 64, "batch_size": 16, **data}
     return RunConfig().replace(data=settings, eval_rows=10)
 
 
@@ -167,7 +167,7 @@ def test_width_and_layer_are_checked(tiny_model, text_file):
 
 def test_bundled_minilm_offline(text_file, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cfg = RunConfig().replace(data={"source": "minilm", "text": str(text_file), "max_tokens": 64}, eval_rows=8)
+    cfg = RunConfig().replace(data={"source": "minilm", "text": str(text_file), "max_tokens": 64, "batch_size": 16}, eval_rows=8)
     src = make_transformer_source(cfg)
     assert src.d_in == 384 and src.rows == 64
     assert src.batch(0, 4).shape == (4, 384)

@@ -19,7 +19,8 @@ TYPES = {"profile": "str", "seeds": "list", "out_dir": "str", "base": "str", "so
 COMMON_HELP = {
     "profile": ('"quick"', "smoke | quick | full: size of the runs where the base leaves it open (smoke: seconds; quick: minutes on a laptop CPU; full: the seed's scale)"),
     "seeds": ("None", "random replicates as a list of seeds, e.g. [0, 1, 2]; None: the profile's (3 in quick and full)"),
-    "out_dir": (None, "folder for this phase's run directories and verdicts.json"),
+    "out_dir": ("None", "folder for this phase's runs, verdicts.json and validation.json; None: a new folder "
+                "runs-<stem>-<date>-<time> in the working directory (beside the notebook in JupyterLab; saelab lab passes its own)"),
     "base": ("None", "your base config: a preset name, a saelab config.json (full or partial), a run directory, or a SAELens config; None: the seed's Test 1"),
     "source": ("None", "data.source: synthetic | minilm | hf:<model> | file:<path>; None: the base's"),
     "steps": ("None", "steps: optimizer steps per arm; None: the base's if it sets them, else the profile's"),
@@ -35,8 +36,7 @@ def param_lines(stem: str) -> str:
     phase = PHASES[stem]
     lines = []
     for name, (default, help_) in COMMON_HELP.items():
-        value = repr(f"reports/lab/runs/{stem}") if name == "out_dir" else default
-        lines.append(f"{name}: {TYPES[name]} = {value}  # {help_}")
+        lines.append(f"{name}: {TYPES[name]} = {default}  # {help_}")
     for name, (path, default, help_) in phase.params.items():
         kind = TYPES.get(name) or type(default).__name__
         field = f"{path}: " if path and not help_.startswith(path) else ""
@@ -71,7 +71,7 @@ def notebook(stem: str) -> nbformat.NotebookNode:
         new_markdown_cell("## Verdicts\n\nEach applicable hypothesis judged by its rule; *confirmed* for a cause means it kills "
                           "latents in this setup, for a remedy that it works. Dead = never fired on the held-out rows nor in "
                           "the latest training window (`dead_frac`)."),
-        new_code_cell(f'found = run.verdicts()\nverdicts.write(out_dir, found{", verdicts.validation_rows(runs)" if stem == "06_validation" else ""})\n'
+        new_code_cell(f'found = run.verdicts()\nverdicts.write(run.out_dir, found{", verdicts.validation_rows(runs)" if stem == "06_validation" else ""})\n'
                       "display(Markdown(verdicts.narrative(found)))"),
         new_markdown_cell("## Training curves\n\nPick the metric in the dropdown. Dead fraction: solid = dead by the "
                           "held-out rows and the training window, dashed = a single batch (as the seed counted). Markers: "
@@ -92,7 +92,7 @@ def notebook(stem: str) -> nbformat.NotebookNode:
         new_code_cell("plots.replicate_spread(verdicts.replicate_frame(runs))"),
         new_markdown_cell("## Explore (JupyterLab)\n\nWith `explorer = True` a live panel picks runs, a metric and a "
                           "step range (ipywidgets; the static report shows nothing here)."),
-        new_code_cell("if explorer:\n    from saelab.explorer import explore\n\n    display(explore(run.out_dir))"),
+        new_code_cell("if run.explorer:\n    from saelab.explorer import explore\n\n    display(explore(run))"),
     ]
     nb = new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
