@@ -142,4 +142,4 @@ def test_the_readmes_papermill_command_leaves_an_existing_report_byte_identical(
     made = sorted(tmp_path.glob("runs-01_l1_penalty-*"))
     assert len(made) == 1 and (made[0] / "verdicts.json").exists()
     arms = json.loads((made[0] / "seed0" / "arms.json").read_text())["arms"]
-    assert "seed" in arms and "task22_alpha_x_d_sae" not in arms
+    assert "base" in arms and "task22_alpha_x_d_sae" not in arms

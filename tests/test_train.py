@@ -39,7 +39,8 @@ ARMS = {
                                  "aux.auxk_coef": 1 / 32, "resample.strategy": "off"}),
 }
 DOCUMENTED = [
-    "step", "lr", "alpha", "loss", "mse", "fvu", "explained_variance", "l0", "l0_frac", "dead_frac",
+    "step", "lr", "alpha", "loss", "mse", "fvu", "explained_variance", "l0", "l0_frac", "dead_frac", "dead_frac_heldout",
+    "nearly_dead_1e-3", "nearly_dead_1e-5", "dead_rows", "dead_window_tokens",
     "dead_frac_batch", "dead_frac_window", "dead_frac_tokens", "l1_recon_ratio", "l1_penalty", "reanim_coef",
     "l1_sum", "l1_mean", "l1_feature_mean", "mse_orig", "fvu_orig", "mmcs", "frac_recovered",
 ] + [f"det_{d}_{m}" for d in ("single_batch", "window", "tokens") for m in ("precision", "recall")]
@@ -80,7 +81,8 @@ def test_a_lockstep_run_writes_the_documented_files_and_columns(straight):
         assert lat["fire_counts"].shape == (7, 32) and int(lat["eval_rows"]) == 512
         # the derived columns agree with their definitions
         final = df.iloc[-1]
-        assert final["dead_frac"] == pytest.approx(float((lat["fire_counts"][-1] == 0).double().mean()))
+        assert final["dead_frac_heldout"] == pytest.approx(float((lat["fire_counts"][-1] == 0).double().mean()))
+        assert final["dead_frac"] <= final["dead_frac_heldout"]  # dead also needs silence over the training window
         assert final["l0_frac"] == pytest.approx(final["l0"] / 32)
         assert final["explained_variance"] == pytest.approx(1 - final["fvu"])
         assert final["l1_recon_ratio"] == pytest.approx(final["alpha"] * final["l1_penalty"] / final["rec_loss"])
@@ -105,7 +107,7 @@ def test_saved_metrics_match_the_saved_weights(straight):
     assert final["mse"] == pytest.approx(metrics.mse(x, x_hat).item(), rel=1e-4)
     assert final["fvu"] == pytest.approx(metrics.fvu(x, x_hat).item(), rel=1e-4)
     assert final["l0"] == pytest.approx(metrics.l0(codes).item(), rel=1e-6)
-    assert final["dead_frac"] == pytest.approx(metrics.dead_fraction(metrics.fire_counts(codes)).item())
+    assert final["dead_frac_heldout"] == pytest.approx(metrics.dead_fraction(metrics.fire_counts(codes)).item())
     assert final["mmcs"] == pytest.approx(metrics.mmcs(model.W_dec[0].detach(), source.ground_truth).item(), rel=1e-5)
 
 
