@@ -36,6 +36,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="rerun phases into an --out that already holds a report (a phase that fails keeps its previous result)")
     lab.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
                      help="extra notebook parameter passed to every phase (value parsed as JSON when possible)")
+    chk = sub.add_parser("check-data", help="what the activations say before training: outlier severity, norms, "
+                                           "predicted and measured dead-at-init")
+    chk.add_argument("source", help="synthetic | minilm | hf:<model> | file:<path>")
+    chk.add_argument("--base", help="the base config whose SAE is measured at init (default: the seed's Test 1)")
+    chk.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                     help="override a field of the base, e.g. data.mean_offset=8 (repeatable)")
+    chk.add_argument("--rows", type=int, default=100_000, help="rows to read (streamed; default 100,000)")
+    chk.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     rep = sub.add_parser("report", help="re-render the HTML pages and index of executed notebooks")
     rep.add_argument("--out", type=Path, default=Path("reports/lab"))
     _foreign_parsers(sub)
@@ -163,6 +171,22 @@ def _parse_param(text: str) -> tuple[str, object]:
         return name, raw
 
 
+def _check_data(args: argparse.Namespace) -> int:
+    from saelab.base import load_base
+    from saelab.data import make_source, resolve
+    from saelab.datacheck import check, format_check
+
+    if args.rows < 1:
+        raise ValueError(f"--rows {args.rows} must be >= 1")
+    cfg = load_base(args.base).config.with_overrides(args.overrides).with_overrides({"data.source": args.source})
+    if not args.source == "synthetic" and "sae.d_in" not in " ".join(args.overrides):
+        cfg = cfg.with_overrides({"sae.d_in": 0})
+    source = make_source(cfg)
+    result = check(resolve(cfg, source), source, args.rows)
+    print(json.dumps(result, indent=2) if args.json else format_check(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -191,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_lab(profile=args.profile, out=args.out, only=only, parameters=params or None, force=args.force)
         if args.command in ("inspect", "autopsy", "export"):
             return {"inspect": _inspect, "autopsy": _autopsy, "export": _export}[args.command](args)
+        if args.command == "check-data":
+            return _check_data(args)
         if args.command == "report":
             from saelab.report import rerender
 
