@@ -46,6 +46,7 @@ class Context:
     params: Mapping[str, Any]  # the phase's own parameters, validated
     default_case: bool  # the base is the lab's first case (the seed's Test 1 preset)
     steps_explicit: bool = False  # the notebook set `steps` (it then applies to every arm, reproductions too)
+    prior_verdicts: tuple[dict, ...] = ()  # the other phases' verdicts, for a phase that reads them (06)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Phase:
     params: dict[str, tuple[str | None, Any, str]]
     evidence: tuple[str, tuple[str, ...]] = ("", ())
     shared: Callable[[RunConfig, Mapping[str, Any]], dict[str, Any]] | None = None
+    reads_prior: bool = False  # its arms depend on the other phases' verdicts (the fixed configuration)
 
     @property
     def factor(self) -> tuple[str, ...]:
@@ -150,13 +152,16 @@ MEANING = {"cause": {"confirmed": "bad", "refuted": "good"}, "remedy": {"confirm
 
 
 def judged(h: Hypothesis, phase: str, word: str, effect: str, numbers: dict[str, Any], compared: list[dict] | None = None,
-           hid: str | None = None, claim: str | None = None) -> dict[str, Any]:
-    """A verdict dict with its evidence: the arms compared (each with the fields it changed) and
-    what the word means for the researcher (good / bad / unclear)."""
+           hid: str | None = None, claim: str | None = None, fix: str | None = None) -> dict[str, Any]:
+    """A verdict dict with its evidence: the arms compared (each with the fields it changed), what
+    the word means for the researcher (good / bad / unclear) and, for a cause, ``fix``: the arm
+    that removes it and its changes (what ``saelab.answer`` ranks and combines)."""
     v = verdict(hid or h.id, claim or h.claim, phase, word, effect, numbers)
     v["kind"] = h.kind
     v["meaning"] = MEANING[h.kind].get(word, "unclear")
     v["compared"] = compared or []
+    if fix is not None:
+        v["fix"] = next(({"arm": c["arm"], "changes": c["changes"]} for c in v["compared"] if c["arm"] == fix), None)
     return v
 
 

@@ -75,7 +75,7 @@ class Built:
 
 def build(stem: str, profile: str = "quick", seed: int = 0, base: str | Base | None = None, source: str | None = None,
           steps: int | None = None, data_mean_offset: float | None = None, overrides: Mapping[str, Any] | None = None,
-          **params: Any) -> Built:
+          prior: tuple[dict, ...] = (), **params: Any) -> Built:
     """Phase ``stem``'s arms for replicate ``seed`` on the user's ``base`` (a preset name, a config
     or run directory path, a SAELens config; None: the seed's Test 1) sized by ``profile``.
     ``overrides`` (dotted config paths) apply to the base, for every arm; they may not set a field
@@ -97,7 +97,8 @@ def build(stem: str, profile: str = "quick", seed: int = 0, base: str | Base | N
             cfg = cfg.with_overrides(phase.shared(cfg, given))
     except ValueError as e:
         raise ValueError(f"{stem}: {e}") from None
-    ctx = Context(cfg, prof, given, default_case=b.origin == "preset" and b.name == DEFAULT_BASE, steps_explicit=steps is not None)
+    ctx = Context(cfg, prof, given, default_case=b.origin == "preset" and b.name == DEFAULT_BASE, steps_explicit=steps is not None,
+                  prior_verdicts=tuple(prior))
     try:
         plan = build_arms(phase, ctx)
     except ValueError as e:
@@ -320,8 +321,13 @@ def prepare(stem: str, namespace: Mapping[str, Any], history: list[str] | None =
         raise ValueError(f"{stem}: source={p['source']!r} must be synthetic | minilm | hf:<model> | file:<path> (or None: the base's)")
     base = load_base(p["base"])
     own = {n: p[n] for n in phase.params}
-    built = {s: build(stem, p["profile"], s, base, p["source"], p["steps"], p["data_mean_offset"], dict(p["overrides"]), **own)
-             for s in seeds}
+    prior: tuple[dict, ...] = ()
+    if phase.reads_prior:  # the other phases of this lab write their verdicts beside this phase's folder
+        from saelab.answer import load_phase_verdicts
+
+        prior = tuple(load_phase_verdicts(Path(p["out_dir"]).parent, skip=stem))
+    built = {s: build(stem, p["profile"], s, base, p["source"], p["steps"], p["data_mean_offset"], dict(p["overrides"]),
+                      prior, **own) for s in seeds}
     return PhaseRun(phase, profile, seeds, Path(p["out_dir"]), own, built, base, dict(p["overrides"]), explorer=p["explorer"])
 
 

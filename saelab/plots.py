@@ -512,3 +512,19 @@ def replicate_spread(df: pd.DataFrame, metrics: list[str] | None = None, arm: st
                       yaxis_title=metrics[0] if metrics else "", margin={"t": 110}, height=450,
                       updatemenus=[_dropdown(_visibility_buttons(metrics, keys, relayouts))] if metrics else [])
     return fig
+
+
+def answer_bars(answer: Mapping[str, Any]) -> go.Figure:
+    """The answer's summary: for each ranked cause, the base's peak and final dead fraction next to
+    the same with the cause's fix (``saelab.answer``), most harmful cause first."""
+    rows = list(answer.get("ranking", []))
+    labels = [f"{r['id']} ({r['verdict']})" for r in rows]
+    fig = go.Figure()
+    for key, name, color in (("peak_dead", "peak", "#c0392b"), ("final_dead", "final", "#e67e22")):
+        fig.add_trace(go.Bar(x=labels, y=[100 * (r[key]["base"] or 0) for r in rows], name=f"{name} dead, base",
+                             marker_color=color, hovertext=[r["cause"] for r in rows]))
+        fig.add_trace(go.Bar(x=labels, y=[100 * (r[key]["with_fix"] or 0) for r in rows], name=f"{name} dead, with the fix",
+                             marker_color=color, opacity=0.45, hovertext=[" ".join(r["fix"]) for r in rows]))
+    fig.update_layout(barmode="group", title="Dead latents of the base vs each cause's fix (mean over replicates)",
+                      yaxis_title="dead latents (%)", height=420, legend={"orientation": "h", "y": -0.25})
+    return fig

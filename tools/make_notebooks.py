@@ -68,6 +68,13 @@ def notebook(stem: str) -> nbformat.NotebookNode:
                       "display(Markdown(run.describe()))"),
         new_markdown_cell("## Training\n\nAll arms of a replicate train in lockstep on identical batches."),
         new_code_cell("runs = run.train()"),
+        *([new_markdown_cell("## What kills the latents of this setup\n\nThe causes the other phases tested, ranked by how "
+                             "many deaths their fix removes (peak, then final dead fraction; mean over replicates), each with "
+                             "its verdict and the change that fixes it; then the fixed configuration, trained below as the "
+                             "`fixed` arm and checked against the validation table."),
+           new_code_cell("from saelab.causes import validation\n\nanswer = validation.write_answer(run)\n"
+                         "display(Markdown(validation.answer_markdown(answer)))\nplots.answer_bars(answer)")]
+          if stem == "06_validation" else []),
         new_markdown_cell("## Verdicts\n\nEach applicable hypothesis judged by its rule; *confirmed* for a cause means it kills "
                           "latents in this setup, for a remedy that it works. Dead = never fired on the held-out rows nor in "
                           "the latest training window (`dead_frac`)."),

@@ -68,7 +68,7 @@ def _judge_strong(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
     rest = [a.name for a in arms if a.name != name]
     effect = f"best weaker alpha {name}: {r['effect']}" + "".join(
         f"; {a}: " + removes_deaths(runs, "base", a)["effect"].split("; final")[0] for a in rest)
-    return judged(H1S, STEM, r["word"], effect, r["numbers"] | {"best": name}, compared(_changes(ctx, arms), *[a.name for a in arms]))
+    return judged(H1S, STEM, r["word"], effect, r["numbers"] | {"best": name}, compared(_changes(ctx, arms), *[a.name for a in arms]), fix=name)
 
 
 def _form_arms(ctx: Context) -> list[Arm]:

@@ -63,7 +63,7 @@ def _judge_mode(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
     effect = f"best other mode {name}: {r['effect']}" + "".join(
         f"; {a}: " + removes_deaths(runs, "base", a)["effect"].split("; final")[0] for a in rest)
     return judged(H4, STEM, r["word"], effect, r["numbers"] | {"best": name}, compared({a.name: dict(a.changes) for a in arms},
-                  *[a.name for a in arms]), claim=f"the base's input normalization ({ctx.base.normalize.mode}) kills latents")
+                  *[a.name for a in arms]), claim=f"the base's input normalization ({ctx.base.normalize.mode}) kills latents", fix=name)
 
 
 def _rescales(ctx: Context) -> str | None:
@@ -117,7 +117,7 @@ def _judge_center(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
     effect = f"dead before any update: base {pm(start['base'])}, centered {pm(start['centered'])}; " + r["effect"]
     return judged(H8, STEM, r["word"], effect, r["numbers"] | {"base_dead_step0": stats(start["base"])["mean"],
                                                               "centered_dead_step0": stats(start["centered"])["mean"]},
-                  compared({a.name: dict(a.changes) for a in arms}, "centered"))
+                  compared({a.name: dict(a.changes) for a in arms}, "centered"), fix="centered")
 
 
 H4 = Hypothesis("H4", "the input normalization kills latents", "cause", ("normalize.mode", "normalize.clamp_min"),

@@ -34,7 +34,7 @@ def _judge_off(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
     """H3 · resampling creates the deaths: base vs resampling off, peak dead from the base's first
     resampling on, by ``hypothesis.removes_deaths``."""
     r = removes_deaths(runs, "base", "resample_off", _after(runs))
-    return judged(H3, STEM, r["word"], r["effect"], r["numbers"], compared(_changes(arms), "resample_off"))
+    return judged(H3, STEM, r["word"], r["effect"], r["numbers"], compared(_changes(arms), "resample_off"), fix="resample_off")
 
 
 def _detector_arms(ctx: Context) -> list[Arm]:
@@ -85,7 +85,7 @@ def _judge_reinit(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
     effect = f"best other re-init {name}: {r['effect']}" + "".join(
         f"; {a}: " + removes_deaths(runs, "base", a, _after(runs))["effect"].split("; final")[0] for a in rest)
     return judged(H3B, STEM, r["word"], effect, r["numbers"] | {"best": name}, compared(_changes(arms), *[a.name for a in arms]),
-                  claim=f"the base's re-init ({ctx.base.resample.strategy}) kills the resampled latents again")
+                  claim=f"the base's re-init ({ctx.base.resample.strategy}) kills the resampled latents again", fix=name)
 
 
 def _adam_applies(ctx: Context) -> str | None:
@@ -98,7 +98,7 @@ def _judge_adam(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
     """H6 · stale Adam moments after resampling drive the deaths: base vs reset_adam by
     ``hypothesis.removes_deaths`` from the first resampling on."""
     r = removes_deaths(runs, "base", "reset_adam", _after(runs))
-    return judged(H6, STEM, r["word"], r["effect"], r["numbers"], compared(_changes(arms), "reset_adam"))
+    return judged(H6, STEM, r["word"], r["effect"], r["numbers"], compared(_changes(arms), "reset_adam"), fix="reset_adam")
 
 
 H3 = Hypothesis("H3", "resampling creates the deaths", "cause", ("resample.strategy",), _resamples,

@@ -7,8 +7,10 @@ SAE), and this lab's recipe; on synthetic bases also on real activations (MiniLM
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from saelab import answer
 from saelab.hypothesis import Arm, Context, Hypothesis, Phase, judged
 from saelab.verdicts import RunsBySeed, validation_verdicts
 
@@ -42,7 +44,13 @@ def lab_fixed(ctx: Context) -> dict[str, Any]:
     return ch
 
 
-RECIPES = {"seed-fixed": seed_fixed, "lab-fixed": lab_fixed}
+def fixed(ctx: Context) -> dict[str, Any] | None:
+    """The fixed configuration: the confirmed fixes of the other phases combined, most harmful
+    cause first (``saelab.answer``); None when no phase has confirmed a cause (or none ran)."""
+    return answer.fixed_changes(answer.ranking(ctx.prior_verdicts)) or None
+
+
+RECIPES = {"fixed": fixed, "seed-fixed": seed_fixed, "lab-fixed": lab_fixed}
 
 
 def _arms(ctx: Context) -> list[Arm]:
@@ -83,5 +91,39 @@ PHASE = Phase(
     STEM, "Validation", "Does a fixed recipe meet the seed's validation table?", INTRO, (V,),
     {"data_source_real": ("data.source", "minilm", "real-activation source trained beside a synthetic base ('' to skip)"),
      "data_max_tokens": ("data.max_tokens", None, "tokens of text for the real source; None: the profile's (its cache is built once)"),
-     "recipes": (None, list(RECIPES), "recipes applied to the base: seed-fixed (the seed's Expected Fixes), lab-fixed (this lab's)")},
-    ("The seed's Validation Metrics table", ("rows = verdicts.validation_rows(runs)\nplots.validation_table(rows)",)))
+     "recipes": (None, list(RECIPES), "recipes applied to the base: fixed (the other phases' confirmed fixes combined), "
+                                      "seed-fixed (the seed's Expected Fixes), lab-fixed (this lab's)")},
+    ("The seed's Validation Metrics table", ("rows = verdicts.validation_rows(runs)\nplots.validation_table(rows)",)),
+    reads_prior=True)
+
+
+def write_answer(run: Any) -> dict[str, Any]:
+    """After training phase 06: rank the other phases' causes, save ``answer.json`` and (when a cause
+    was confirmed) ``fixed_config.json`` at the user's own scale in ``run.out_dir``; returns the
+    answer (``saelab.answer.write``)."""
+    built = run.built[run.seeds[0]]
+    ranked = answer.ranking(built.ctx.prior_verdicts)
+    changes = answer.fixed_changes(ranked)
+    user = answer.at_base_scale(changes, run.base, built.ctx.base) if changes else {}
+    fixed_cfg = run.base.config.with_overrides(user) if user else None
+    path = answer.write(run.out_dir, ranked, fixed_cfg, run.base, user)
+    return json.loads(path.read_text())
+
+
+def answer_markdown(found: dict[str, Any]) -> str:
+    """The answer as Markdown: the causes ranked, each with its verdict and fix, then the fixed config."""
+    if not found["ranking"]:
+        return "No phase of this lab tested a cause with an arm that removes it (run phases 00-05 first)."
+    lines = ["| cause | verdict | peak dead: base -> with fix | final dead: base -> with fix | fix |", "|---|---|---|---|---|"]
+    pct = lambda v: "?" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    for r in found["ranking"]:
+        p, f = r["peak_dead"], r["final_dead"]
+        lines.append(f"| {r['id']} · {r['cause'].split(' · ', 1)[-1]} | **{r['verdict']}** | {pct(p['base'])} -> {pct(p['with_fix'])} "
+                     f"| {pct(f['base'])} -> {pct(f['with_fix'])} | {' '.join(f'`--set {x}`' for x in r['fix'])} |")
+    if found["fixed_config"]:
+        lines += ["", "Fixed configuration (the confirmed fixes combined, at your base's own scale): "
+                  + " ".join(f"`--set {x}`" for x in found["fixed_changes"]) + "; saved as `fixed_config.json` "
+                  "(train it with `saelab train --config fixed_config.json`)."]
+    else:
+        lines += ["", "No cause was confirmed, so there is no fixed configuration to train."]
+    return "\n".join(lines)

@@ -46,7 +46,7 @@ def _judge(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
     r = removes_deaths(runs, "base", "no_warmup")
     others = {a.name: per_seed(runs, a.name, peak) for a in arms if a.name != "no_warmup"}
     effect = r["effect"] + "".join(f"; {a} peak dead {pm(v)}" for a, v in others.items())
-    return judged(H2, STEM, r["word"], effect, r["numbers"], compared({a.name: dict(a.changes) for a in arms}, *[a.name for a in arms]))
+    return judged(H2, STEM, r["word"], effect, r["numbers"], compared({a.name: dict(a.changes) for a in arms}, *[a.name for a in arms]), fix="no_warmup")
 
 
 def _jump_applies(ctx: Context) -> str | None:

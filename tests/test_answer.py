@@ -1,0 +1,53 @@
+"""The answer first: causes ranked by the deaths their fix removes, confirmed fixes combined into a
+fixed configuration at the user's own scale, answer.json and fixed_config.json written."""
+
+from __future__ import annotations
+
+import json
+
+from saelab import answer, phases
+from saelab.base import load_base, sized
+from saelab.config import RunConfig
+
+
+def cause(hid: str, word: str, fall: float, changes: dict, arm: str = "fix") -> dict:
+    return {"hypothesis": f"{hid} · claim {hid}", "id": hid, "phase": "0x", "verdict": word, "kind": "cause",
+            "numbers": {"base_peak_dead": 0.5, f"{arm}_peak_dead": 0.5 - fall, "base_final_dead": 0.4,
+                        f"{arm}_final_dead": 0.4 - fall / 2, "peak_reduction": fall, "final_reduction": fall / 2},
+            "fix": {"arm": arm, "changes": changes}}
+
+
+def test_ranking_puts_confirmed_causes_first_by_the_deaths_their_fix_removes():
+    found = [cause("H3", "confirmed", 0.1, {"resample.strategy": "off"}),
+             cause("H8", "confirmed", 0.3, {"sae.b_dec_init": "mean", "sae.apply_b_dec_to_input": True}),
+             cause("H2", "inconclusive", 0.4, {"schedule.shape": "constant"}),
+             cause("H6", "refuted", 0.0, {"resample.reset_adam": True}),
+             {"id": "R1-relu", "kind": "remedy", "verdict": "confirmed", "numbers": {}, "hypothesis": "R1 · x", "phase": "05"}]
+    ranked = answer.ranking(found)
+    assert [r["id"] for r in ranked] == ["H8", "H3", "H2", "H6"]
+    assert ranked[0]["fix"] == ['sae.b_dec_init="mean"', "sae.apply_b_dec_to_input=True"]
+    assert answer.fixed_changes(ranked) == {"sae.b_dec_init": "mean", "sae.apply_b_dec_to_input": True, "resample.strategy": "off"}
+    clash = answer.ranking([cause("H1s", "confirmed", 0.3, {"penalty.alpha": 0.01}), cause("H1x", "confirmed", 0.2, {"penalty.alpha": 0.1})])
+    assert answer.fixed_changes(clash) == {"penalty.alpha": 0.01} and clash[1]["combined"] is False
+
+
+def test_the_fixed_configuration_is_saved_at_the_bases_scale_and_trains(tmp_path):
+    base = load_base("seed-test1")
+    cfg, _ = sized(base, phases.PROFILES["quick"])
+    changes = answer.at_base_scale({"schedule.warmup_steps": 10, "resample.strategy": "off"}, base, cfg)
+    assert changes == {"schedule.warmup_steps": 100, "resample.strategy": "off"}  # 10 of 1,000 steps is 100 of 10,000
+    ranked = answer.ranking([cause("H3", "confirmed", 0.2, {"resample.strategy": "off"})])
+    fixed = base.config.with_overrides(changes)
+    path = answer.write(tmp_path, ranked, fixed, base, changes)
+    written = json.loads(path.read_text())
+    assert written["ranking"][0]["id"] == "H3" and written["fixed_changes"] == ['schedule.warmup_steps=100', 'resample.strategy="off"']
+    again = RunConfig.from_json((tmp_path / "fixed_config.json").read_text())
+    assert again == fixed and again.resample.strategy == "off"
+
+
+def test_phase_06_trains_the_fixed_configuration_from_the_other_phases_verdicts():
+    prior = (cause("H8", "confirmed", 0.3, {"sae.b_dec_init": "geometric_median", "sae.apply_b_dec_to_input": True}),)
+    built = phases.build("06_validation", "smoke", 0, prior=prior, data_source_real="")
+    fixed = built.plan.arms["fixed"]
+    assert fixed.sae.apply_b_dec_to_input and fixed.sae.b_dec_init == "geometric_median"
+    assert "fixed" not in phases.build("06_validation", "smoke", 0, data_source_real="").plan.arms  # nothing confirmed yet
