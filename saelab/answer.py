@@ -37,7 +37,12 @@ def load_phase_verdicts(root: Path, skip: str = "") -> list[dict[str, Any]]:
 
 
 def _fix_lines(changes: dict[str, Any]) -> list[str]:
-    return [f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in changes.items()]
+    """``--set`` lines: strings quoted, floats at 6 significant digits (0.01, not 0.010000000000000002)."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, str):
+            return json.dumps(v)
+        return f"{v:.6g}" if isinstance(v, float) else str(v)
+    return [f"{k}={fmt(v)}" for k, v in changes.items()]
 
 
 def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -170,19 +170,94 @@ H7 = Hypothesis("H7", "a missing decoder-norm constraint lets the L1 penalty be 
                                                    {"sae.decoder_constraint": ctx.params["sae_decoder_constraint"]})],
                 _judge_decoder, source="lab; Anthropic April 2024 (decoder-norm-weighted L1)")
 
+# ----- the TopK family: k and AuxK; JumpReLU: its threshold -------------------------------------
+
+
+def _topk(ctx: Context) -> str | None:
+    arch = ctx.base.sae.architecture
+    return None if arch in ("topk", "batchtopk") else f"the base is a {arch} SAE: it has no k (TopK family only)"
+
+
+def _k_arms(ctx: Context) -> list[Arm]:
+    ms = ctx.params["sae_k_multipliers"]
+    if not isinstance(ms, (list, tuple)) or any(isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 1 for m in ms):
+        raise ValueError(f"sae_k_multipliers={ms!r} must be a list of numbers > 1")
+    k, S = ctx.base.sae.k, ctx.base.sae.d_sae
+    ks = dict.fromkeys(min(S, max(k + 1, round(k * m))) for m in ms)
+    return [Arm(f"k_{v}", {"sae.k": v}) for v in ks if v != k]
+
+
+def _judge_k(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H16 · k is too small: with few latents allowed per row, most never win a top-k slot and
+    die (Gao 2024). The larger-k arm that removes the most deaths vs the base by
+    ``hypothesis.removes_deaths``."""
+    name, r = best_fix(runs, "base", [a.name for a in arms])
+    return judged(H16, STEM, r["word"], f"best larger k {name}: {r['effect']}", r["numbers"] | {"best": name},
+                  compared(_changes(ctx, arms), *[a.name for a in arms]), fix=name)
+
+
+def _auxk_applies(ctx: Context) -> str | None:
+    if (why := _topk(ctx)) is not None:
+        return why
+    return "the base already trains with AuxK" if ctx.base.aux.auxk_coef > 0 else None
+
+
+def _auxk_arm(ctx: Context) -> list[Arm]:
+    c = ctx.base
+    return [Arm("auxk", {"aux.auxk_coef": 1 / 32, "aux.auxk_k": min(c.aux.auxk_k, max(1, c.sae.d_sae // 2)),
+                         "tracking.dead_tokens": min(c.tracking.dead_tokens, max(1, c.steps * c.data.batch_size // 10))})]
+
+
+def _judge_auxk(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H17 · the missing AuxK loss lets latents die: base vs AuxK at 1/32 (Gao 2024) by
+    ``hypothesis.removes_deaths``."""
+    r = removes_deaths(runs, "base", "auxk")
+    return judged(H17, STEM, r["word"], r["effect"], r["numbers"], compared(_changes(ctx, arms), "auxk"), fix="auxk")
+
+
+def _jumprelu(ctx: Context) -> str | None:
+    arch = ctx.base.sae.architecture
+    return None if arch == "jumprelu" else f"the base is a {arch} SAE: it has no JumpReLU threshold"
+
+
+def _threshold_arms(ctx: Context) -> list[Arm]:
+    t = ctx.base.sae.jumprelu_threshold
+    return [Arm(f"threshold_x{m:g}", {"sae.jumprelu_threshold": t * m}) for m in (0.1, 0.01) if t > 0]
+
+
+def _judge_threshold(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H12 · the JumpReLU threshold starts too high: latents whose pre-activations never reach it
+    get no reconstruction gradient and stay dead (Rajamanoharan 2024 start it at 0.001). The
+    lower-threshold arm that removes the most deaths vs the base by ``removes_deaths``."""
+    name, r = best_fix(runs, "base", [a.name for a in arms])
+    return judged(H12, STEM, r["word"], f"best lower threshold {name}: {r['effect']}", r["numbers"] | {"best": name},
+                  compared(_changes(ctx, arms), *[a.name for a in arms]), fix=name)
+
+
+H16 = Hypothesis("H16", "k is too small: latents never win a top-k slot", "cause", ("sae.k",), _topk, _k_arms, _judge_k,
+                 source="Gao et al. 2024 (dead latents vs k)")
+H17 = Hypothesis("H17", "without AuxK, dead TopK latents stay dead", "cause", ("aux.auxk_coef", "aux.auxk_k", "tracking.dead_tokens"),
+                 _auxk_applies, _auxk_arm, _judge_auxk, source="Gao et al. 2024, AuxK")
+H12 = Hypothesis("H12", "the JumpReLU threshold starts too high", "cause", ("sae.jumprelu_threshold",), _jumprelu, _threshold_arms,
+                 _judge_threshold, source="Rajamanoharan et al. 2024 (threshold init 0.001)")
+
 INTRO = """An L1 penalty at the wrong strength either leaves the code dense (too weak: the seed's Bug #1,
 `z.abs().mean()` divides by batch x latents) or kills latents (too strong). The arms change only the
 base's penalty: its alpha times the multipliers below on its own form, every other form at the alpha that
 gives the *same gradient* on z (`losses.convert_alpha`: the per-sample sum needs alpha / d_sae, not
 x d_sae), the seed's Task 2.2 arm (alpha x d_sae), and a unit-norm decoder at the base's penalty. On a
-TopK SAE, which has no L1 penalty, every hypothesis here is *not applicable*."""
+TopK SAE, which has no L1 penalty, those are *not applicable*; its sparsity is k, and the arms
+change k (times the multipliers below) and add AuxK (Gao 2024). A JumpReLU base also gets lower
+starting thresholds."""
 
 PHASE = Phase(
-    STEM, "L1 penalty scale", "Is the L1 penalty at the wrong scale?", INTRO, (H1, H1S, H1A, H1B, H7),
+    STEM, "Sparsity: L1 penalty, k, threshold", "Is the sparsity penalty (or k) at the wrong strength?", INTRO,
+    (H1, H1S, H1A, H1B, H7, H16, H17, H12),
     {"penalty_alpha_multipliers": ("penalty.alpha", [0.01, 0.1, 10, 100],
                                    "multiples of the base's alpha on its own form: < 1 tests 'too strong' (H1s), > 1 'too weak' (H1)"),
      "penalty_form": ("penalty.form", ["mean_all", "per_sample_sum", "per_feature_mean", "sum", "decoder_weighted"],
                       "forms trained at the alpha that gives the base's gradient on z (the base's own form is skipped)"),
      "penalty_alpha_task22": ("penalty.alpha", True, "add the seed's Task 2.2 arm (per-sample sum at alpha x d_sae) when the base's form is mean_all"),
-     "sae_decoder_constraint": ("sae.decoder_constraint", "unit_norm", "an arm with this decoder constraint at the base's penalty (none: no arm)")},
+     "sae_decoder_constraint": ("sae.decoder_constraint", "unit_norm", "an arm with this decoder constraint at the base's penalty (none: no arm)"),
+     "sae_k_multipliers": ("sae.k", [4], "TopK family: the base's k times each of these (> 1)")},
     ("The seed's Task 1.1 L1 breakdown", ("verdicts.l1_breakdown(run.first())",)))

@@ -120,6 +120,21 @@ def _judge_center(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
                   compared({a.name: dict(a.changes) for a in arms}, "centered"), fix="centered")
 
 
+def _judge_init(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H11 · the encoder's initialization kills latents: base vs the other init (``tied``: the
+    encoder starts as the decoder's transpose, Gao 2024 / Conerly 2024, which they report leaves
+    fewer dead latents; or ``kaiming``, independent rows) by ``removes_deaths``."""
+    name = arms[0].name
+    r = removes_deaths(runs, "base", name)
+    return judged(H11, STEM, r["word"], r["effect"], r["numbers"], compared({a.name: dict(a.changes) for a in arms}, name),
+                  fix=name, claim=f"the encoder init ({ctx.base.sae.init}) kills latents")
+
+
+H11 = Hypothesis("H11", "the encoder's initialization kills latents", "cause", ("sae.init",), lambda ctx: None,
+                 lambda ctx: [Arm("init_kaiming" if ctx.base.sae.init == "tied" else "init_tied",
+                                  {"sae.init": "kaiming" if ctx.base.sae.init == "tied" else "tied"})], _judge_init,
+                 source="Gao et al. 2024; Conerly et al. 2024 (encoder = decoder transpose)")
+
 H4 = Hypothesis("H4", "the input normalization kills latents", "cause", ("normalize.mode", "normalize.clamp_min"),
                 lambda ctx: None, _mode_arms, _judge_mode, source="seeds/004 Bug #4")
 H4A = Hypothesis("H4a", "dividing by small norms creates huge values", "fact", (), _rescales, lambda ctx: [], _judge_small_norms,
@@ -136,10 +151,12 @@ layer norm (the base's own mode is not trained twice).
 One more arm tests what the lab found (H8): with a shared offset in the data and a decoder bias that starts at
 zero, the offset pushes many latents' pre-activations below zero on every row before training begins. The
 `centered` arm is the base with `b_dec` started at the data's center and subtracted before the encoder
-(Bricken 2023), nothing else changed."""
+(Bricken 2023), nothing else changed. A last arm starts the encoder the other way (tied to the decoder's
+transpose, or independent)."""
 
 PHASE = Phase(
-    STEM, "Input normalization", "Does input normalization, or an uncentered input, kill latents?", INTRO, (H4, H4A, H8),
+    STEM, "Input normalization, centering and initialization", "Do the input's normalization, its offset or the encoder's "
+    "initialization kill latents?", INTRO, (H4, H4A, H8, H11),
     {"data_tiny_row_fraction": ("data.tiny_row_fraction", 0.01, "fraction of rows scaled by 1e-6, in every arm (synthetic sources only)"),
      "data_huge_row_fraction": ("data.huge_row_fraction", 0.01, "fraction of rows scaled by 1e3, in every arm (synthetic sources only)"),
      "normalize_mode": ("normalize.mode", list(MODES), "modes besides the base's"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from saelab.hypothesis import Arm, Context, Hypothesis, Phase, compared, judged, removes_deaths
+from saelab.hypothesis import Arm, Context, Hypothesis, Phase, best_fix, compared, judged, removes_deaths
 from saelab.schedules import lr_curve, max_relative_change
 from saelab.verdicts import RunsBySeed, peak, per_seed, pm, rule, stats
 
@@ -72,6 +72,45 @@ def _judge_jump(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
                                             "largest_change_step": at})
 
 
+def _lr_arms(ctx: Context, higher: bool) -> list[Arm]:
+    ms = ctx.params["optim_lr_multipliers"]
+    if not isinstance(ms, (list, tuple)) or any(isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 for m in ms):
+        raise ValueError(f"optim_lr_multipliers={ms!r} must be a list of numbers > 0")
+    lr = ctx.base.optim.lr
+    return [Arm(f"lr_x{m:g}", {"optim.lr": lr * m}) for m in ms if (m > 1 if higher else m < 1)]
+
+
+def _judge_lr(h: Hypothesis, word: str):
+    def judge(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+        name, r = best_fix(runs, "base", [a.name for a in arms])
+        return judged(h, STEM, r["word"], f"best {word} LR {name}: {r['effect']}", r["numbers"] | {"best": name},
+                      compared({a.name: dict(a.changes) for a in arms}, *[a.name for a in arms]), fix=name)
+    return judge
+
+
+def _momentum(ctx: Context) -> str | None:
+    return None if ctx.base.optim.beta1 > 0 else "the base's Adam has no momentum already (optim.beta1=0)"
+
+
+def _judge_momentum(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H14 · Adam's momentum keeps pushing dying latents past the point of return (a latent whose
+    last gradients pushed its bias down keeps moving down after it stops firing): base vs beta1 = 0
+    (no first-moment averaging; Anthropic's April 2024 update trains without it) by ``removes_deaths``."""
+    r = removes_deaths(runs, "base", "adam_beta1_0")
+    return judged(H14, STEM, r["word"], r["effect"], r["numbers"], compared({a.name: dict(a.changes) for a in arms}, "adam_beta1_0"),
+                  fix="adam_beta1_0")
+
+
+H9 = Hypothesis("H9", "the learning rate is too high: it kills latents", "cause", ("optim.lr",), lambda ctx: None,
+                lambda ctx: _lr_arms(ctx, False), lambda runs, ctx, arms: _judge_lr(H9, "lower")(runs, ctx, arms),
+                source="Bricken 2023; Conerly 2024 (dead latents at high LR)")
+H10 = Hypothesis("H10", "the learning rate is too low: dead latents never recover", "cause", ("optim.lr",), lambda ctx: None,
+                 lambda ctx: _lr_arms(ctx, True), lambda runs, ctx, arms: _judge_lr(H10, "higher")(runs, ctx, arms),
+                 source="lab")
+H14 = Hypothesis("H14", "Adam's momentum carries dying latents past the point of return", "cause", ("optim.beta1",), _momentum,
+                 lambda ctx: [Arm("adam_beta1_0", {"optim.beta1": 0.0})], _judge_momentum,
+                 source="Kingma & Ba 2015; Anthropic April 2024 (beta1 0)")
+
 H2 = Hypothesis("H2", "the LR warmup causes the deaths", "cause", SCHEDULE, _has_warmup, _arms, _judge, source="seeds/004 Bug #2")
 H2A = Hypothesis("H2a", "the LR jumps 5x at the end of warmup", "fact", (), _jump_applies, lambda ctx: [], _judge_jump,
                  source="seeds/004 Bug #2")
@@ -79,11 +118,14 @@ H2A = Hypothesis("H2a", "the LR jumps 5x at the end of warmup", "fact", (), _jum
 INTRO = """The seed's Bug #2: "LR jumps from 0.00006 to 0.0003 (5x) at step 5,000". A linear warmup has no
 jump: its largest step-to-step change at warmup end is 1/(warmup - 1). The arms change only the base's LR
 schedule: no warmup, its warmup length shorter and longer, and the other shapes asked for. The warmup is a
-cause only if removing it removes the deaths; ending near them is not evidence."""
+cause only if removing it removes the deaths; ending near them is not evidence. Beside them: the base's peak
+learning rate lower and higher, and Adam without momentum (beta1 = 0)."""
 
 PHASE = Phase(
-    STEM, "LR warmup", "Does the LR warmup cause the deaths?", INTRO, (H2, H2A),
+    STEM, "Learning rate, warmup and Adam", "Do the learning rate, its warmup or Adam's momentum kill latents?", INTRO,
+    (H2, H2A, H9, H10, H14),
     {"schedule_shape": ("schedule.shape", ["warmup_cosine"], "LR shapes besides the base's and constant (no warmup, always trained)"),
-     "schedule_warmup_steps_multipliers": ("schedule.warmup_steps", [0.2, 5], "the base's warmup length times each of these")},
+     "schedule_warmup_steps_multipliers": ("schedule.warmup_steps", [0.2, 5], "the base's warmup length times each of these"),
+     "optim_lr_multipliers": ("optim.lr", [0.1, 0.3, 3], "the base's peak LR times each of these: < 1 tests 'too high' (H9), > 1 'too low' (H10)")},
     ("LR schedules and their largest step-to-step change",
      ("plots.lr_schedules(run.first(), {arm: schedules.lr_curve(r.config) for arm, r in run.first().items()})",)))

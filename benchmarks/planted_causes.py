@@ -1,0 +1,88 @@
+"""Planted causes of death: for each, a small base where one cause is planted and a healthy control
+(the same base without it). The phase that tests the cause trains its arms (3 replicates, smoke
+widths: d_in 32, 64 latents) and ``saelab.answer.ranking`` ranks the causes; the planted cause must
+come first and be confirmed, and in the control it must not be confirmed.
+
+    .venv/bin/python benchmarks/planted_causes.py [--only NAME ...] [--out DIR]
+
+Prints one line per case: the answer's first cause, its verdict and the dead fractions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from saelab import answer, phases  # noqa: E402
+
+SMALL = {"steps": 400, "sae": {"d_sae": 64}, "data": {"mean_offset": 0.0, "batch_size": 64},
+         "penalty": {"form": "per_sample_sum", "alpha": 0.01}, "schedule": {"shape": "constant", "warmup_steps": 0},
+         "optim": {"lr": 3e-3}}
+TOPK = {"sae": {"d_sae": 64, "architecture": "topk", "k": 8}, "penalty": {"form": "none", "alpha": 0.0}}
+
+
+def merge(a: dict, b: dict) -> dict:
+    out = json.loads(json.dumps(a))
+    for k, v in b.items():
+        out[k] = merge(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+ONLY_L1 = {"penalty_form": [], "penalty_alpha_task22": False, "sae_decoder_constraint": "none"}
+# name -> (phase, planted base, control base, phase parameters, the hypothesis that must come first)
+CASES = {
+    "lr too high": ("02_lr_warmup", merge(SMALL, {"optim": {"lr": 0.1}}), SMALL, {"schedule_shape": []}, "H9"),
+    "l1 too strong": ("01_l1_penalty", merge(SMALL, {"penalty": {"alpha": 1.0}, "steps": 600}), merge(SMALL, {"steps": 600}),
+                      ONLY_L1 | {"penalty_alpha_multipliers": [0.01, 0.1]}, "H1s"),
+    "topk k too small, no auxk": ("01_l1_penalty", merge(SMALL, merge(TOPK, {"sae": {"k": 1}})),
+                                  merge(SMALL, merge(TOPK, {"sae": {"k": 16}})), {"sae_k_multipliers": [4]}, "H16"),
+    "offset, uncentered b_dec": ("04_normalization", merge(SMALL, {"data": {"mean_offset": 8.0}}), SMALL,
+                                 {"normalize_mode": [], "data_tiny_row_fraction": 0.0, "data_huge_row_fraction": 0.0}, "H8"),
+    "jumprelu threshold too high": ("01_l1_penalty", merge(SMALL, {"sae": {"architecture": "jumprelu", "jumprelu_threshold": 1.0}}),
+                                    merge(SMALL, {"sae": {"architecture": "jumprelu", "jumprelu_threshold": 0.001}}),
+                                    ONLY_L1 | {"penalty_alpha_multipliers": []}, "H12"),
+}
+
+
+def run_case(stem: str, base: dict, params: dict, out: Path) -> list[dict]:
+    path = out / "base.json"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(base))
+    ns = {"profile": "smoke", "seeds": [0, 1, 2], "out_dir": str(out / "runs"), "base": str(path), "source": None, "steps": None,
+          "data_mean_offset": None, "overrides": {}, "explorer": False, **phases.get_phase(stem).defaults(), **params}
+    run = phases.prepare(stem, ns, history=[])
+    run.train(progress=False)
+    return run.verdicts()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", nargs="*", default=None)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    root = args.out or Path(tempfile.mkdtemp(prefix="planted-"))
+    ok = True
+    for name, (stem, planted, control, params, hid) in CASES.items():
+        if args.only and name not in args.only:
+            continue
+        t0 = time.perf_counter()
+        ranked = answer.ranking(run_case(stem, planted, params, root / name.replace(" ", "_") / "planted"))
+        ctrl = {v["id"]: v for v in run_case(stem, control, params, root / name.replace(" ", "_") / "control")}
+        first = ranked[0] if ranked else None
+        good = bool(first) and first["id"] == hid and first["verdict"] == "confirmed" and ctrl.get(hid, {}).get("verdict") != "confirmed"
+        ok &= good
+        pct = lambda v: "?" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+        head = (f"first: {first['id']} {first['verdict']}, peak dead {pct(first['peak_dead']['base'])} -> "
+                f"{pct(first['peak_dead']['with_fix'])} with {' '.join(first['fix'])}") if first else "no cause ranked"
+        print(f"{'ok ' if good else 'MISS'} {name:28s} {head}; control {hid}: {ctrl.get(hid, {}).get('verdict')} "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
