@@ -114,7 +114,7 @@ def build_arms(phase: Phase, ctx: Context) -> Plan:
             plan.not_applicable[h.id] = reason
             continue
         arms = h.arms(ctx)
-        if not arms and _needs_arms(h):
+        if not arms and h.kind != "fact":  # a fact is read from the base's own runs; a cause or remedy needs an arm
             plan.not_applicable[h.id] = "no arm to train: the parameters ask for none, or each would equal the base"
             continue
         for arm in arms:
@@ -139,10 +139,6 @@ def build_arms(phase: Phase, ctx: Context) -> Plan:
             plan.changes[arm.name] = diff(ctx.base, cfg)
         plan.tested[h.id] = arms
     return plan
-
-
-def _needs_arms(h: Hypothesis) -> bool:
-    return h.kind != "fact"
 
 
 # ----- verdicts --------------------------------------------------------------------------------

@@ -159,15 +159,6 @@ def verdict(hid: str, title: str, phase: str, word: str, effect: str, numbers: d
             "numbers": clean, "evidence": f"evidence-{hid.lower().split('-')[0]}"}
 
 
-def missing(hid: str, title: str, phase: str, runs: RunsBySeed, arms: list[str]) -> dict[str, Any] | None:
-    """An inconclusive verdict when an arm the rule needs was not trained (else None)."""
-    trained = set().union(*(set(a) for a in runs.values())) if runs else set()
-    absent = [a for a in arms if a not in trained]
-    if not runs or absent:
-        return verdict(hid, title, phase, "inconclusive", f"not testable: arm(s) {absent or arms} not trained", {})
-    return None
-
-
 def paired(runs: RunsBySeed, a: str, b: str, fn: Callable[[Any], float]) -> list[tuple[float, float]]:
     """(fn(a), fn(b)) per seed that trained both arms."""
     return [(float(fn(arms[a])), float(fn(arms[b]))) for arms in runs.values() if a in arms and b in arms]
