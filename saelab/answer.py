@@ -45,6 +45,14 @@ def _fix_lines(changes: dict[str, Any]) -> list[str]:
     return [f"{k}={fmt(v)}" for k, v in changes.items()]
 
 
+def _dead(n: dict[str, Any], which: str, arm: str) -> dict[str, Any]:
+    """One dead fraction (``which`` = peak | final) of the base and of the fix arm: means over the
+    replicates, their standard deviations, and the mean paired fall with its standard error."""
+    return {"base": n.get(f"base_{which}_dead"), "base_sd": n.get(f"base_{which}_dead_sd"),
+            "with_fix": n.get(f"{arm}_{which}_dead"), "with_fix_sd": n.get(f"{arm}_{which}_dead_sd"),
+            "fall": n.get(f"{which}_reduction"), "fall_se": n.get(f"{which}_reduction_se")}
+
+
 def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Causes with a fix arm, most harmful first: confirmed before inconclusive before refuted,
     then by the mean fall of the peak dead fraction the fix brings, then of the final one."""
@@ -56,8 +64,7 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         arm = fix["arm"]
         rows.append({
             "cause": v["hypothesis"], "id": v["id"], "phase": v["phase"], "verdict": v["verdict"],
-            "peak_dead": {"base": n.get("base_peak_dead"), "with_fix": n.get(f"{arm}_peak_dead"), "fall": n["peak_reduction"]},
-            "final_dead": {"base": n.get("base_final_dead"), "with_fix": n.get(f"{arm}_final_dead"), "fall": n.get("final_reduction")},
+            "peak_dead": _dead(n, "peak", arm), "final_dead": _dead(n, "final", arm),
             "margin": n.get("margin"), "replicates": n.get("replicates"),
             "fix": _fix_lines(fix["changes"]), "fix_changes": fix["changes"], "fix_arm": arm})
     rows.sort(key=lambda r: (VERDICT_ORDER[r["verdict"]], -(r["peak_dead"]["fall"] or 0), -(r["final_dead"]["fall"] or 0)))

@@ -26,6 +26,8 @@ def test_ranking_puts_confirmed_causes_first_by_the_deaths_their_fix_removes():
     ranked = answer.ranking(found)
     assert [r["id"] for r in ranked] == ["H8", "H3", "H2", "H6"]
     assert ranked[0]["fix"] == ['sae.b_dec_init="mean"', "sae.apply_b_dec_to_input=True"]
+    assert set(ranked[0]["peak_dead"]) == {"base", "base_sd", "with_fix", "with_fix_sd", "fall", "fall_se"}
+    assert ranked[0]["peak_dead"]["fall"] == 0.3 and ranked[0]["final_dead"]["with_fix"] == 0.4 - 0.15
     assert answer.fixed_changes(ranked) == {"sae.b_dec_init": "mean", "sae.apply_b_dec_to_input": True, "resample.strategy": "off"}
     clash = answer.ranking([cause("H1s", "confirmed", 0.3, {"penalty.alpha": 0.01}), cause("H1x", "confirmed", 0.2, {"penalty.alpha": 0.1})])
     assert answer.fixed_changes(clash) == {"penalty.alpha": 0.01} and clash[1]["combined"] is False

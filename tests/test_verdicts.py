@@ -79,7 +79,10 @@ def test_removing_the_cause_must_remove_the_deaths_beyond_the_spread():
     noisy = [fake(0.4), fake(0.05), fake(0.4)]  # the fix wins in 2 of 3 replicates only
     assert removes_deaths(by_seed(base=dying, fix=noisy), "base", "fix")["word"] == "inconclusive"
     spread = [fake(0.9), fake(0.2), fake(0.5)]  # falls of 40, 1 and 2 points: a 14-point mean inside their spread
-    assert removes_deaths(by_seed(base=spread, fix=[fake(0.5), fake(0.19), fake(0.48)]), "base", "fix")["word"] == "inconclusive"
+    wide = removes_deaths(by_seed(base=spread, fix=[fake(0.5), fake(0.19), fake(0.48)]), "base", "fix")
+    assert wide["word"] == "inconclusive"
+    n = wide["numbers"]  # the spread it judged by is reported: sd per arm, SE of the paired falls
+    assert abs(n["base_peak_dead_sd"] - 0.35) < 0.01 and n["margin"] >= 2 * n["peak_reduction_se"] > 0.05
     assert "not testable" in removes_deaths(by_seed(base=dying), "base", "fix")["effect"]
 
 
