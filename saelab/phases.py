@@ -197,6 +197,21 @@ class PhaseRun:
             out += found if isinstance(found, list) else [found]
         return out
 
+    def data_check(self, rows: int | None = None) -> dict[str, Any]:
+        """The data check of the first replicate's base (``saelab check-data``: rows, d_in, outlier
+        severity gamma, the norm distribution, predicted and measured dead-at-init), written to
+        ``out_dir/data_check.json`` and returned. Reads at most ``rows`` rows (default: the
+        check's 100,000), streamed as training reads them."""
+        from saelab.data import make_source
+        from saelab.datacheck import CHECK_ROWS, check
+        from saelab.runs import write_json
+
+        cfg = self.built[self.seeds[0]].ctx.base
+        found = check(cfg, make_source(cfg), rows or CHECK_ROWS)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.out_dir / "data_check.json", found)
+        return found
+
     def describe(self) -> str:
         """Markdown: the base and where it came from, the profile and the fields it set, and each arm
         with the config fields in which it differs from the base."""

@@ -66,6 +66,11 @@ def notebook(stem: str) -> nbformat.NotebookNode:
                       'pio.renderers.default = "plotly_mimetype+notebook"\n'
                       f'run = phases.prepare("{stem}", globals())  # raises ValueError on an unknown or invalid parameter\n'
                       "display(Markdown(run.describe()))"),
+        *([new_markdown_cell("## Data check (before any training)\n\nWhat the activations alone say: outlier severity "
+                             "gamma predicts the latents dead at initialization (Simon, Adams & Zou 2026), shown beside the "
+                             "dead fraction measured on the base's initialized SAE; the same as `saelab check-data`."),
+           new_code_cell("from saelab import datacheck\n\ndisplay(Markdown(datacheck.markdown(run.data_check())))")]
+          if stem == "00_reproduce" else []),
         new_markdown_cell("## Training\n\nAll arms of a replicate train in lockstep on identical batches."),
         new_code_cell("runs = run.train()"),
         *([new_markdown_cell("## What kills the latents of this setup\n\nThe causes the other phases tested, ranked by how "
