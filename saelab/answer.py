@@ -3,9 +3,9 @@ change that brings them back.
 
 Every cause a phase tested by an arm that removes it carries a ``fix`` (the arm and the fields it
 changed) and the intervention numbers of ``hypothesis.removes_deaths``. ``ranking`` orders them by
-how many deaths their fix removes (peak, then final dead fraction); ``fixed_changes`` combines the
-confirmed fixes into one config change, most harmful cause first, a later fix never overriding a
-field an earlier one set; ``write`` saves ``answer.json`` and the fixed configuration.
+how many deaths their fix removes (peak, then final dead fraction); ``fixed_changes`` takes the
+smallest set of confirmed fixes, most harmful cause first, that leaves no more than MIN_EFFECT of
+the latents dead by their own arms, a later fix never overriding a field an earlier one set; ``write`` saves ``answer.json`` and the fixed configuration.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from saelab.base import STEP_FIELDS, Base
 from saelab.config import RunConfig
+from saelab.hypothesis import MIN_EFFECT
 
 VERDICT_ORDER = {"confirmed": 0, "inconclusive": 1, "refuted": 2}
 
@@ -71,19 +72,28 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def fixed_changes(ranked: list[dict[str, Any]]) -> dict[str, Any]:
-    """The confirmed fixes combined, most harmful cause first; a fix that would set a field an
-    earlier fix already set (to another value) is left out (its cause is listed, not combined)."""
+def fixed_changes(ranked: list[dict[str, Any]], enough: float = MIN_EFFECT) -> dict[str, Any]:
+    """The smallest combination of confirmed fixes that brings the latents back: most harmful cause
+    first, adding the next fix only while the best fix taken so far still leaves more than
+    ``enough`` of the latents dead at the peak (by its own arm: 26% -> 0% with a centered b_dec needs
+    nothing else). A fix that would set a field an earlier fix already set, to another value, is left
+    out. Each confirmed row gets ``combined`` (True / False) and, when left out, ``why``."""
     out: dict[str, Any] = {}
+    left = float("inf")  # the peak dead fraction the fixes taken so far leave, by the best one's own arm
     for r in ranked:
         if r["verdict"] != "confirmed":
             continue
         ch = r["fix_changes"]
+        if left <= enough:
+            r["combined"], r["why"] = False, f"not needed: the fixes above already leave {100 * left:.1f}% dead at the peak"
+            continue
         if any(k in out and out[k] != v for k, v in ch.items()):
-            r["combined"] = False
+            r["combined"], r["why"] = False, "sets a field an earlier fix already set to another value"
             continue
         r["combined"] = True
         out |= ch
+        with_fix = r["peak_dead"].get("with_fix")
+        left = min(left, with_fix if isinstance(with_fix, (int, float)) else float("inf"))
     return out
 
 

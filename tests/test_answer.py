@@ -29,6 +29,9 @@ def test_ranking_puts_confirmed_causes_first_by_the_deaths_their_fix_removes():
     assert set(ranked[0]["peak_dead"]) == {"base", "base_sd", "with_fix", "with_fix_sd", "fall", "fall_se"}
     assert ranked[0]["peak_dead"]["fall"] == 0.3 and ranked[0]["final_dead"]["with_fix"] == 0.4 - 0.15
     assert answer.fixed_changes(ranked) == {"sae.b_dec_init": "mean", "sae.apply_b_dec_to_input": True, "resample.strategy": "off"}
+    enough = answer.ranking([cause("H8", "confirmed", 0.48, {"sae.b_dec_init": "mean"}), cause("H3", "confirmed", 0.3, {"resample.strategy": "off"})])
+    assert answer.fixed_changes(enough) == {"sae.b_dec_init": "mean"}  # 50% -> 2% dead: the smallest change is enough
+    assert enough[1]["combined"] is False and "not needed" in enough[1]["why"]
     clash = answer.ranking([cause("H1s", "confirmed", 0.3, {"penalty.alpha": 0.01}), cause("H1x", "confirmed", 0.2, {"penalty.alpha": 0.1})])
     assert answer.fixed_changes(clash) == {"penalty.alpha": 0.01} and clash[1]["combined"] is False
 

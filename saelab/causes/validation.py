@@ -119,9 +119,11 @@ def answer_markdown(found: dict[str, Any]) -> str:
     for r in found["ranking"]:
         p, f = r["peak_dead"], r["final_dead"]
         lines.append(f"| {r['id']} · {r['cause'].split(' · ', 1)[-1]} | **{r['verdict']}** | {pct(p['base'])} -> {pct(p['with_fix'])} "
-                     f"| {pct(f['base'])} -> {pct(f['with_fix'])} | {' '.join(f'`--set {x}`' for x in r['fix'])} |")
+                     f"| {pct(f['base'])} -> {pct(f['with_fix'])} | {' '.join(f'`--set {x}`' for x in r['fix'])}"
+                     + (f" (not in the fixed configuration: {r['why']})" if r.get("combined") is False else "") + " |")
     if found["fixed_config"]:
-        lines += ["", "Fixed configuration (the confirmed fixes combined, at your base's own scale): "
+        lines += ["", "Fixed configuration (the smallest set of confirmed fixes, most harmful cause first, that leaves no more "
+                  "than 5% of the latents dead by their own arms; at your base's own scale): "
                   + " ".join(f"`--set {x}`" for x in found["fixed_changes"]) + "; saved as `fixed_config.json` "
                   "(train it with `saelab train --config fixed_config.json`)."]
     else:
