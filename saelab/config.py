@@ -176,9 +176,10 @@ class DataConfig(_Section):
     # document_rows consecutive rows, each raising the firing of its own subset of the features)
     order: Literal["shuffled", "ordered"] = "shuffled"
     document_rows: int = 4096  # synthetic ordered stream: rows per document
-    # synthetic ordered stream: the share of each row's expected active features drawn from its
-    # document's subset (a sixteenth of the features); each feature's firing rate over documents
-    # stays that of the shuffled stream. 0: no drift, ordered = shuffled in distribution
+    # synthetic ordered stream: weight of the document's own feature subset in its rows' firing
+    # probabilities (feature i fires with (1 - w) p_i + w [i in the subset]; the subset is drawn like
+    # a row's active features, so every row keeps the shuffled distribution). 1: every row of a
+    # document has the same features active; 0: no drift
     document_features: float = 0.1
     # drop training and held-out rows whose norm is above this multiple of the median row norm
     # (measured once on the first training rows), for every source; dropped rows are replaced by

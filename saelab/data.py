@@ -21,7 +21,6 @@ from saelab.config import DataConfig, RunConfig
 SYNTHETIC_D_IN = 768  # the seed's hidden size
 _EVAL_STREAM = 2**40  # generator offset that keeps the held-out draws apart from training steps
 _DOC_STREAM = 2**41  # ... and the documents' feature subsets (data.order = ordered)
-DOCUMENT_SUBSET = 16  # a document raises the firing of 1/16 of the features
 MEDIAN_ROWS = 4096  # rows the median row norm is measured on (sink rows, data.drop_norm_above)
 
 
@@ -52,11 +51,12 @@ class SyntheticSource:
     median norm of the other rows (attention sinks and BOS positions in real residual streams).
 
     ``order = "ordered"``: the training stream is a sequence of documents of ``document_rows``
-    consecutive rows. Inside document j feature i fires with probability p_i m_ij, where
-    m_ij = (1 - w) + w F / s on a random subset of s = F / DOCUMENT_SUBSET features (document j's
-    own) and 1 - w elsewhere (w = ``document_features``); E_j[m_ij] = 1, so each feature's firing
-    rate over documents is the shuffled stream's (up to the cap at 1): an unshuffled stream drifts
-    while its mixture stays the same. The held-out set is the shuffled one in both orders.
+    consecutive rows. Document j draws its own subset of the features the way a row draws its
+    active ones (feature i with probability p_i); inside it feature i fires with probability
+    (1 - w) p_i + w [i in document j's subset] (w = ``document_features``). Over documents that is
+    p_i again, independently per feature, so each row of the ordered stream has exactly the
+    shuffled stream's distribution: only the order differs (consecutive rows share a topic and the
+    stream drifts). The held-out set is the shuffled one in both orders.
     """
 
     def __init__(self, cfg: DataConfig, d_in: int, seed: int):
@@ -89,11 +89,9 @@ class SyntheticSource:
 
     def _doc_probs(self, doc: int) -> Tensor:
         """Firing probabilities [F] inside document ``doc`` of the ordered stream (class docstring)."""
-        F_, w = self.cfg.n_features, self.cfg.document_features
-        members = torch.randperm(F_, generator=_generator(self.seed, _DOC_STREAM + doc))[: max(1, F_ // DOCUMENT_SUBSET)]
-        m = torch.full((F_,), 1 - w, dtype=torch.float64)
-        m[members] += w * F_ / members.numel()
-        return (self.probs.to(torch.float64) * m).clamp_max(1.0).to(torch.float32)
+        p, w = self.probs.to(torch.float64), self.cfg.document_features
+        topic = torch.rand(p.numel(), generator=_generator(self.seed, _DOC_STREAM + doc), dtype=torch.float64) < p
+        return ((1 - w) * p + w * topic).to(torch.float32)
 
     def _rows(self, n: int, g: torch.Generator, probs: Tensor | None = None) -> Tensor:
         """n rows; every (row, feature) pair is active independently with probability probs[feature].
