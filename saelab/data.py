@@ -20,7 +20,8 @@ from saelab.config import DataConfig, RunConfig
 
 SYNTHETIC_D_IN = 768  # the seed's hidden size
 _EVAL_STREAM = 2**40  # generator offset that keeps the held-out draws apart from training steps
-_DOC_STREAM = 2**41  # ... and the documents' feature subsets (data.order = ordered)
+_DOC_STREAM = 2**41  # ... the documents' feature subsets (data.order = ordered)
+_REFILL_STREAM = 2**42  # ... and the kept rows that stand in for dropped ones (data.drop_norm_above)
 MEDIAN_ROWS = 4096  # rows the median row norm is measured on (sink rows, data.drop_norm_above)
 
 
@@ -268,7 +269,7 @@ class NormFilter:
             raise ValueError(f"data.drop_norm_above={self.factor:g} drops every row of batch {step} (norms above "
                              f"{self.threshold:.3g} = {self.factor:g} x the median {self.median:.3g}); raise it or set 0")
         kept = keep.nonzero().flatten()
-        pick = torch.randint(kept.numel(), (self.last_dropped,), generator=_generator(self.seed, _EVAL_STREAM + 1 + step))
+        pick = torch.randint(kept.numel(), (self.last_dropped,), generator=_generator(self.seed, _REFILL_STREAM + step))
         out = x.clone()
         out[~keep] = x[kept[pick]]
         return out

@@ -140,9 +140,9 @@ def _negative_b_enc(ctx: Context) -> str | None:
 
 
 def _judge_b_enc(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
-    """H21 · a negative encoder bias init kills latents at init: a latent whose bias starts below
-    every row's w.x never fires, and a ReLU latent that never fires gets no gradient, so it never
-    recovers. Base vs b_enc started at 0 (nn.Linear-style; Bricken 2023, Gao 2024) by
+    """H21 · a negative encoder bias init kills latents at init: a latent whose w.x + b_enc starts
+    below zero on every row never fires, and a ReLU latent that never fires gets no gradient, so it
+    never recovers. Base vs b_enc started at 0 (nn.Linear-style; Bricken 2023, Gao 2024) by
     ``removes_deaths``; also reports the dead fraction before any update."""
     r = removes_deaths(runs, "base", "b_enc_zero")
     start = {a: per_seed(runs, a, lambda x: at_step(x, "dead_frac", 0)) for a in ("base", "b_enc_zero")}
