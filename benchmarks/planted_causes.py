@@ -1,5 +1,6 @@
-"""Planted causes of death: for each, a small base where one cause is planted and a healthy control
-(the same base without it). The phase that tests the cause trains its arms (3 replicates, smoke
+"""Planted causes of death: for each, a small base where one cause is planted and a control (the
+same base without it, or with it in a regime where it does not kill: AdamW's default decay, a
+slightly negative b_enc, the sink rows without normalization, documents that share no features). The phase that tests the cause trains its arms (3 replicates, smoke
 widths: d_in 32, 64 latents) and ``saelab.answer.ranking`` ranks the causes; the planted cause must
 come first and be confirmed, and in the control it must not be confirmed.
 
@@ -34,18 +35,33 @@ def merge(a: dict, b: dict) -> dict:
 
 
 ONLY_L1 = {"penalty_form": [], "penalty_alpha_task22": False, "sae_decoder_constraint": "none"}
+ONLY_02 = {"optim_lr_multipliers": [], "schedule_shape": [], "schedule_warmup_steps_multipliers": []}
+ONLY_04 = {"normalize_mode": [], "data_tiny_row_fraction": 0.0, "data_huge_row_fraction": 0.0, "sae_b_dec_init": None}
+SINKS = {"data": {"outlier_fraction": 0.02, "outlier_norm": 1000.0}}  # 2% of rows at 1000x the median norm
+# documents of 4,096 rows (64 steps) sharing their features; at LR 1e-2 over 800 steps (12 documents)
+ORDERED = {"data": {"order": "ordered", "document_rows": 4096, "document_features": 1.0}, "optim": {"lr": 0.01}, "steps": 800}
 # name -> (phase, planted base, control base, phase parameters, the hypothesis that must come first)
 CASES = {
     "lr too high": ("02_lr_warmup", merge(SMALL, {"optim": {"lr": 0.1}}), SMALL, {"schedule_shape": []}, "H9"),
     "l1 too strong": ("01_l1_penalty", merge(SMALL, {"penalty": {"alpha": 1.0}, "steps": 600}), merge(SMALL, {"steps": 600}),
                       ONLY_L1 | {"penalty_alpha_multipliers": [0.01, 0.1]}, "H1s"),
     "topk k too small, no auxk": ("01_l1_penalty", merge(SMALL, merge(TOPK, {"sae": {"k": 1}})),
-                                  merge(SMALL, merge(TOPK, {"sae": {"k": 16}})), {"sae_k_multipliers": [4]}, "H16"),
+                                  # control: k = 32 of the 64 latents stays healthy on this data (k = 16 loses ~11%
+                                  # of its latents here, so its 4x arm, k = 64, "removed" deaths too)
+                                  merge(SMALL, merge(TOPK, {"sae": {"k": 32}})), {"sae_k_multipliers": [4]}, "H16"),
     "offset, uncentered b_dec": ("04_normalization", merge(SMALL, {"data": {"mean_offset": 8.0}}), SMALL,
                                  {"normalize_mode": [], "data_tiny_row_fraction": 0.0, "data_huge_row_fraction": 0.0}, "H8"),
     "jumprelu threshold too high": ("01_l1_penalty", merge(SMALL, {"sae": {"architecture": "jumprelu", "jumprelu_threshold": 1.0}}),
                                     merge(SMALL, {"sae": {"architecture": "jumprelu", "jumprelu_threshold": 0.001}}),
                                     ONLY_L1 | {"penalty_alpha_multipliers": []}, "H12"),
+    "weight decay": ("02_lr_warmup", merge(SMALL, {"optim": {"weight_decay": 10.0}}), merge(SMALL, {"optim": {"weight_decay": 0.01}}),
+                     ONLY_02, "H20"),
+    "negative b_enc init": ("04_normalization", merge(SMALL, {"sae": {"b_enc_init": -1.0}}), merge(SMALL, {"sae": {"b_enc_init": -0.01}}),
+                            ONLY_04, "H21"),
+    "sink rows, dataset scalar": ("04_normalization", merge(SMALL, merge(SINKS, {"normalize": {"mode": "dataset_scalar"}})),
+                                  merge(SMALL, SINKS), ONLY_04, "H23"),
+    "unshuffled stream": ("04_normalization", merge(SMALL, ORDERED), merge(SMALL, merge(ORDERED, {"data": {"document_features": 0.0}})),
+                          ONLY_04, "H22"),
 }
 
 

@@ -84,6 +84,10 @@ class SAEConfig(_Section):
     # encode x - b_dec instead of x (Bricken 2023; SAELens apply_b_dec_to_input): the decoder bias is
     # the origin for the encoder too, so latents see the data around its center
     apply_b_dec_to_input: bool = False
+    # encoder bias b_enc at step 0, in pre-activation units (0: nn.Linear-style zeros, the seed). A
+    # negative start puts a latent's pre-activations below zero on every row before any update: a
+    # ReLU latent that never fires gets no gradient and stays dead (phase 04, H21)
+    b_enc_init: float = 0.0
 
     def __post_init__(self) -> None:
         self._check()
@@ -118,6 +122,11 @@ class OptimConfig(_Section):
     beta2: float = 0.999
     eps: float = 1e-8
     grad_clip: float = 0.0  # max global gradient norm per arm; 0 disables clipping
+    # AdamW's decoupled weight decay (Loshchilov & Hutter 2019): each step W <- W (1 - lr x
+    # weight_decay) on W_enc and W_dec only, never on the biases; 0 (the default) is plain Adam.
+    # SAE recipes train without it (Bricken 2023, Gao 2024); a latent that fires rarely gets little
+    # gradient to offset the shrink, so its encoder row decays toward zero (phase 02, H20)
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         self._check()
@@ -126,6 +135,7 @@ class OptimConfig(_Section):
         self._require(0 <= self.beta2 < 1, "beta2", "must be in [0, 1)")
         self._require(self.eps > 0, "eps", "must be > 0")
         self._require(self.grad_clip >= 0, "grad_clip", "must be >= 0 (0 disables clipping)")
+        self._require(self.weight_decay >= 0, "weight_decay", "must be >= 0 (0: plain Adam, no decay)")
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,25 @@ class DataConfig(_Section):
     noise_std: float = 0.01  # iid Gaussian noise per coordinate
     tiny_row_fraction: float = 0.0  # fraction of rows scaled by 1e-6 (near-zero norm outliers)
     huge_row_fraction: float = 0.0  # fraction of rows scaled by 1e3
+    # high-norm sink rows (attention sinks, BOS positions): this fraction of rows is replaced by one
+    # fixed direction at outlier_norm times the median row norm (synthetic only; phase 04, H23)
+    outlier_fraction: float = 0.0
+    outlier_norm: float = 100.0  # a sink row's norm as a multiple of the median row norm (> 1)
+    # order of the training stream (phase 04, H22). shuffled: rows mixed (synthetic: independent
+    # rows; file and transformer sources: chunks and rows within each of data.shuffle_buffer rows
+    # permuted). ordered: consecutive rows as they come (files: file order; synthetic: documents of
+    # document_rows consecutive rows, each raising the firing of its own subset of the features)
+    order: Literal["shuffled", "ordered"] = "shuffled"
+    document_rows: int = 4096  # synthetic ordered stream: rows per document
+    # synthetic ordered stream: weight of the document's own feature subset in its rows' firing
+    # probabilities (feature i fires with (1 - w) p_i + w [i in the subset]; the subset is drawn like
+    # a row's active features, so every row keeps the shuffled distribution). 1: every row of a
+    # document has the same features active; 0: no drift
+    document_features: float = 0.1
+    # drop training and held-out rows whose norm is above this multiple of the median row norm
+    # (measured once on the first training rows), for every source; dropped rows are replaced by
+    # the next kept ones and counted in the run's dropped_rows events. 0: keep every row
+    drop_norm_above: float = 0.0
     # transformer sources (minilm / hf:)
     layer: int = 3  # hidden-state index; 0 is the embeddings
     text: str = "stdlib"  # stdlib: docstrings of the Python standard library; else a file or folder of .txt/.md
@@ -182,6 +211,14 @@ class DataConfig(_Section):
         self._require(0 <= self.tiny_row_fraction < 1, "tiny_row_fraction", "must be in [0, 1)")
         self._require(0 <= self.huge_row_fraction < 1, "huge_row_fraction", "must be in [0, 1)")
         self._require(self.tiny_row_fraction + self.huge_row_fraction < 1, "huge_row_fraction", "plus tiny_row_fraction must be < 1")
+        self._require(0 <= self.outlier_fraction < 1, "outlier_fraction", "must be in [0, 1)")
+        self._require(self.outlier_fraction == 0 or self.source == "synthetic", "outlier_fraction",
+                      f"plants sink rows in the synthetic source only, not in data.source={self.source!r}; set it to 0")
+        self._require(self.outlier_norm > 1, "outlier_norm", "must be > 1 (a multiple of the median row norm)")
+        self._require(self.document_rows >= 1, "document_rows", "must be >= 1")
+        self._require(0 <= self.document_features <= 1, "document_features", "must be in [0, 1]")
+        self._require(self.drop_norm_above == 0 or self.drop_norm_above > 1, "drop_norm_above",
+                      "must be 0 (keep every row) or > 1 (a multiple of the median row norm)")
         self._require(self.layer >= 0, "layer", "must be >= 0")
         self._require(self.max_tokens >= 1, "max_tokens", "must be >= 1")
         self._require(self.context_length >= 2, "context_length", "must be >= 2")

@@ -20,6 +20,9 @@ from saelab.config import DataConfig, RunConfig
 
 SYNTHETIC_D_IN = 768  # the seed's hidden size
 _EVAL_STREAM = 2**40  # generator offset that keeps the held-out draws apart from training steps
+_DOC_STREAM = 2**41  # ... the documents' feature subsets (data.order = ordered)
+_REFILL_STREAM = 2**42  # ... and the kept rows that stand in for dropped ones (data.drop_norm_above)
+MEDIAN_ROWS = 4096  # rows the median row norm is measured on (sink rows, data.drop_norm_above)
 
 
 class Source(Protocol):
@@ -43,8 +46,18 @@ class SyntheticSource:
     ``n_features`` random unit directions in ``d_in`` dimensions; feature i fires independently
     with probability p_i proportional to (i+1)^-firing_exponent, scaled so that on average
     ``mean_active`` fire per row (capped at 1); an active feature has a magnitude drawn from
-    U(0.5, 1.5). Optional: a constant offset of norm ``mean_offset``, Gaussian noise, and rows
-    scaled by 1e-6 (tiny) or 1e3 (huge) to stress normalization.
+    U(0.5, 1.5). Optional: a constant offset of norm ``mean_offset``, Gaussian noise, rows
+    scaled by 1e-6 (tiny) or 1e3 (huge) to stress normalization, and sink rows: a fraction
+    ``outlier_fraction`` of rows replaced by one fixed unit direction at ``outlier_norm`` times the
+    median norm of the other rows (attention sinks and BOS positions in real residual streams).
+
+    ``order = "ordered"``: the training stream is a sequence of documents of ``document_rows``
+    consecutive rows. Document j draws its own subset of the features the way a row draws its
+    active ones (feature i with probability p_i); inside it feature i fires with probability
+    (1 - w) p_i + w [i in document j's subset] (w = ``document_features``). Over documents that is
+    p_i again, independently per feature, so each row of the ordered stream has exactly the
+    shuffled stream's distribution: only the order differs (consecutive rows share a topic and the
+    stream drifts). The held-out set is the shuffled one in both orders.
     """
 
     def __init__(self, cfg: DataConfig, d_in: int, seed: int):
@@ -67,8 +80,21 @@ class SyntheticSource:
         self.probs = p.clamp_max(1.0).to(torch.float32)
         offset = torch.randn(d_in, generator=g)
         self.offset = offset / offset.norm() * cfg.mean_offset
+        self.sink = None
+        if cfg.outlier_fraction > 0:  # one fixed direction at outlier_norm x the median norm of the other rows
+            gs = _generator(seed, -2)
+            sink = torch.randn(d_in, generator=gs)
+            clean = dataclasses.replace(cfg, outlier_fraction=0.0)
+            median = float(SyntheticSource(clean, d_in, seed)._rows(MEDIAN_ROWS, gs).norm(dim=-1).median())
+            self.sink = sink / sink.norm() * cfg.outlier_norm * median
 
-    def _rows(self, n: int, g: torch.Generator) -> Tensor:
+    def _doc_probs(self, doc: int) -> Tensor:
+        """Firing probabilities [F] inside document ``doc`` of the ordered stream (class docstring)."""
+        p, w = self.probs.to(torch.float64), self.cfg.document_features
+        topic = torch.rand(p.numel(), generator=_generator(self.seed, _DOC_STREAM + doc), dtype=torch.float64) < p
+        return ((1 - w) * p + w * topic).to(torch.float32)
+
+    def _rows(self, n: int, g: torch.Generator, probs: Tensor | None = None) -> Tensor:
         """n rows; every (row, feature) pair is active independently with probability probs[feature].
 
         Drawing one uniform per pair costs n * n_features draws for about n * mean_active actives.
@@ -77,9 +103,11 @@ class SyntheticSource:
         exactly the Bernoulli(p) pattern down the column. Each feature gets enough gaps to pass row n
         with overwhelming probability (mean + 4 sd + 3, never more than n + 1, which always suffices);
         a feature that still falls short draws more. About 20x fewer draws than one per pair at
-        4096 features; deterministic in the generator's state."""
+        4096 features; deterministic in the generator's state. ``probs`` (a document's) replaces the
+        source's firing probabilities."""
         cfg = self.cfg
-        rows, feats = _active_pairs(self.probs, n, g, self.__dict__.setdefault("_skip_plans", {}))
+        plans = self.__dict__.setdefault("_skip_plans", {}) if probs is None else {}
+        rows, feats = _active_pairs(self.probs if probs is None else probs, n, g, plans)
         mags = torch.rand(rows.shape[0], generator=g) + 0.5
         # x[r] = sum of mags * ground_truth[feat] over row r's actives: one embedding bag per row
         order = rows.argsort(stable=True)
@@ -95,10 +123,21 @@ class SyntheticSource:
             scale[u < cfg.tiny_row_fraction] = 1e-6
             scale[u > 1 - cfg.huge_row_fraction] = 1e3
             x *= scale[:, None]
+        if self.sink is not None:
+            x[torch.rand(n, generator=g) < cfg.outlier_fraction] = self.sink
         return x
 
     def batch(self, step: int, batch_size: int) -> Tensor:
-        return self._rows(batch_size, _generator(self.seed, step))
+        g = _generator(self.seed, step)
+        if self.cfg.order == "shuffled":
+            return self._rows(batch_size, g)
+        # ordered: stream rows [step B, (step + 1) B), each part drawn with its document's probabilities
+        R, start, parts = self.cfg.document_rows, step * batch_size, []
+        while start < (step + 1) * batch_size:
+            stop = min((start // R + 1) * R, (step + 1) * batch_size)
+            parts.append(self._rows(stop - start, g, self._doc_probs(start // R)))
+            start = stop
+        return torch.cat(parts)
 
     def eval_set(self, n_rows: int) -> Tensor:
         return self._rows(n_rows, _generator(self.seed, _EVAL_STREAM))
@@ -110,6 +149,10 @@ class SyntheticSource:
             "n_features": self.cfg.n_features,
             "expected_active": float(self.probs.sum()),
             "always_on_features": int((self.probs >= 1).sum()),
+            "order": self.cfg.order,
+            **({"document_rows": self.cfg.document_rows, "document_features": self.cfg.document_features}
+               if self.cfg.order == "ordered" else {}),
+            **({"sink_rows": self.cfg.outlier_fraction, "sink_norm": float(self.sink.norm())} if self.sink is not None else {}),
         }
 
 
@@ -196,21 +239,79 @@ class TensorSource:
         return {"name": self.name, "d_in": self.d_in, "train_rows": self.train_rows}
 
 
+class NormFilter:
+    """A source without its high-norm rows (``data.drop_norm_above``): rows whose norm is above
+    ``factor`` times the median row norm of the first MEDIAN_ROWS training rows are dropped from
+    training batches and from the held-out set. A training batch keeps its size: each dropped row
+    is replaced by a copy of a kept row of the same batch (chosen by a generator seeded by the
+    step, so a batch is still a pure function of the step). ``last_dropped`` counts the rows the
+    latest ``batch`` call dropped (the trainer sums them into dropped_rows events); ``eval_dropped``
+    those left out of the held-out set, which is that much shorter."""
+
+    def __init__(self, inner: Source, factor: float, batch_size: int, seed: int):
+        self.inner, self.factor, self.seed = inner, factor, seed
+        self.d_in, self.ground_truth = inner.d_in, inner.ground_truth
+        rows, step = [], 0
+        while sum(r.shape[0] for r in rows) < MEDIAN_ROWS and step < 1000:
+            rows.append(inner.batch(step, batch_size))
+            step += 1
+        self.median = float(torch.cat(rows).norm(dim=-1).median())
+        self.threshold = factor * self.median
+        self.last_dropped, self.eval_dropped = 0, 0
+
+    def batch(self, step: int, batch_size: int) -> Tensor:
+        x = self.inner.batch(step, batch_size)
+        keep = x.norm(dim=-1) <= self.threshold
+        self.last_dropped = int((~keep).sum())
+        if not self.last_dropped:
+            return x
+        if not keep.any():
+            raise ValueError(f"data.drop_norm_above={self.factor:g} drops every row of batch {step} (norms above "
+                             f"{self.threshold:.3g} = {self.factor:g} x the median {self.median:.3g}); raise it or set 0")
+        kept = keep.nonzero().flatten()
+        pick = torch.randint(kept.numel(), (self.last_dropped,), generator=_generator(self.seed, _REFILL_STREAM + step))
+        out = x.clone()
+        out[~keep] = x[kept[pick]]
+        return out
+
+    def eval_set(self, n_rows: int) -> Tensor:
+        x = self.inner.eval_set(n_rows)
+        keep = x.norm(dim=-1) <= self.threshold
+        self.eval_dropped = int((~keep).sum())
+        if not keep.any():
+            raise ValueError(f"data.drop_norm_above={self.factor:g} drops every held-out row; raise it or set 0")
+        return x[keep]
+
+    def describe(self) -> dict:
+        return {**self.inner.describe(), "drop_norm_above": self.factor, "median_norm": self.median,
+                "dropped_eval_rows": self.eval_dropped}
+
+    def __getattr__(self, name: str):  # the inner source's other attributes (label, skipped_rows, ...)
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
 def make_source(cfg: RunConfig) -> Source:
-    """The source named by ``cfg.data.source``. A source with a fixed width (a model, a file)
+    """The source named by ``cfg.data.source``, without its high-norm rows under
+    ``data.drop_norm_above`` (``NormFilter``). A source with a fixed width (a model, a file)
     rejects a different explicit ``sae.d_in``; 0 means "take it from the source"."""
     name = cfg.data.source
     if name == "synthetic":
-        return SyntheticSource(cfg.data, cfg.sae.d_in or SYNTHETIC_D_IN, cfg.seed)
-    if name == "minilm" or name.startswith("hf:"):
+        source: Source = SyntheticSource(cfg.data, cfg.sae.d_in or SYNTHETIC_D_IN, cfg.seed)
+    elif name == "minilm" or name.startswith("hf:"):
         from saelab.transformer import make_transformer_source
 
-        return make_transformer_source(cfg)
-    if name.startswith("file:"):
+        source = make_transformer_source(cfg)
+    elif name.startswith("file:"):
         from saelab.files import make_file_source
 
-        return make_file_source(cfg)
-    raise ValueError(f"data.source={name!r} is unknown; use synthetic | minilm | hf:<model> | file:<path>")
+        source = make_file_source(cfg)
+    else:
+        raise ValueError(f"data.source={name!r} is unknown; use synthetic | minilm | hf:<model> | file:<path>")
+    if cfg.data.drop_norm_above > 0:
+        return NormFilter(source, cfg.data.drop_norm_above, cfg.data.batch_size, cfg.seed)
+    return source
 
 
 def resolve(cfg: RunConfig, source: Source) -> RunConfig:

@@ -231,7 +231,9 @@ class FileSource:
     at MAX_CHUNK_BYTES); epoch e visits the chunks in a permutation seeded by (seed, e) and the
     rows of each chunk in a permutation seeded by (seed, e, chunk). Batch ``step`` is positions
     [step*B, (step+1)*B) of that endless stream, so it is a pure function of (seed, step, B) and
-    a resumed run gets exactly the batches it would have had. Only the chunks a batch needs are
+    a resumed run gets exactly the batches it would have had. With ``order="ordered"``
+    (``data.order``) both permutations are the identity: every epoch serves the training rows in
+    file order, consecutive rows of one document staying together. Only the chunks a batch needs are
     read (one stays cached). The whole file is checked once up front (NaN/Inf rows refused, or
     skipped with ``skip_nonfinite``; constant rows refused); every chunk is checked again when read.
     """
@@ -239,8 +241,12 @@ class FileSource:
     ground_truth = None
 
     def __init__(self, segments: list[Segment], eval_rows: int, seed: int, shuffle_buffer: int,
-                 label: str, info: dict | None = None, batch_size: int | None = None, skip_nonfinite: bool = False):
+                 label: str, info: dict | None = None, batch_size: int | None = None, skip_nonfinite: bool = False,
+                 order: str = "shuffled"):
+        if order not in ("shuffled", "ordered"):
+            raise ValueError(f"data.order={order!r} is not allowed; choose one of ['shuffled', 'ordered']")
         self.segments, self.label, self.seed, self.info = segments, label, seed, dict(info or {})
+        self.order = order
         self.d_in = segments[0].d_in
         self.file_rows = sum(s.rows for s in segments)
         self._starts = np.cumsum([0] + [s.rows for s in segments])
@@ -340,6 +346,8 @@ class FileSource:
     def _perm(self, *key: int) -> np.ndarray:
         """Chunk order of epoch key[0] (len(key) == 1) or row order inside chunk key[1]."""
         n = self.n_chunks if len(key) == 1 else int(self._sizes[key[1]])
+        if self.order == "ordered":  # data.order: file order, no shuffling
+            return self._cached(self._perms, key, lambda: np.arange(n), keep=8)
         return self._cached(self._perms, key, lambda: np.random.default_rng([self.seed, *key]).permutation(n), keep=8)
 
     def batch(self, step: int, batch_size: int) -> Tensor:
@@ -369,7 +377,7 @@ class FileSource:
         files = [str(s.path) for s in self.segments]
         return {
             "name": "file", **self.info, "d_in": self.d_in, "rows": self.rows, "train_rows": self.train_rows,
-            "eval_rows": self.eval_rows, "chunk_rows": self.chunk_rows, "skipped_nonfinite_rows": self.skipped_rows, "dtype": sorted({s.dtype for s in self.segments}),
+            "eval_rows": self.eval_rows, "chunk_rows": self.chunk_rows, "order": self.order, "skipped_nonfinite_rows": self.skipped_rows, "dtype": sorted({s.dtype for s in self.segments}),
             "files": files if len(files) <= 8 else files[:4] + [f"... {len(files)} files"],
         }
 
@@ -387,4 +395,4 @@ def make_file_source(cfg: RunConfig) -> FileSource:
     check_width(cfg, segments[0].d_in, f"activation file {spec}")
     return FileSource(segments, cfg.eval_rows, cfg.seed, cfg.data.shuffle_buffer, f"activation file {spec}",
                       info={"source": cfg.data.source}, batch_size=cfg.data.batch_size,
-                      skip_nonfinite=cfg.data.skip_nonfinite)
+                      skip_nonfinite=cfg.data.skip_nonfinite, order=cfg.data.order)

@@ -33,7 +33,7 @@ class SAE(nn.Module):
         K, S, d = n_arms, cfg.d_sae, cfg.d_in
         W_enc, W_dec = _init_weights(cfg, K, seed, dtype)
         self.W_enc = nn.Parameter(W_enc)
-        self.b_enc = nn.Parameter(torch.zeros(K, S, dtype=dtype))
+        self.b_enc = nn.Parameter(torch.full((K, S), cfg.b_enc_init, dtype=dtype))  # sae.b_enc_init (0: the seed's zeros)
         self.W_dec = nn.Parameter(W_dec)
         self.b_dec = nn.Parameter(torch.zeros(K, d, dtype=dtype))
 

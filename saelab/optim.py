@@ -1,4 +1,4 @@
-"""Adam over stacked parameters with one learning rate per arm.
+"""Adam (or AdamW) over stacked parameters with one learning rate per arm.
 
 torch.optim.Adam takes one LR per parameter tensor; arms share each tensor along dim 0. The update
 runs torch's fused Adam kernel (the one behind ``torch.optim.Adam(fused=True)``: one pass over
@@ -17,16 +17,19 @@ import torch
 from torch import Tensor, nn
 
 _RETAIN = {"done": False}
+DECAYED = ("W_enc", "W_dec")  # the parameters weight decay shrinks; biases and thresholds are left alone
 
 
 class StackedAdam:
-    def __init__(self, params: dict[str, nn.Parameter], betas: Tensor, eps: Tensor):
-        """params: name -> parameter with a leading arm dim K; betas [K, 2]; eps [K]."""
+    def __init__(self, params: dict[str, nn.Parameter], betas: Tensor, eps: Tensor, weight_decay: Tensor | None = None):
+        """params: name -> parameter with a leading arm dim K; betas [K, 2]; eps [K]; weight_decay
+        [K] (None: 0 for every arm), decoupled, on the ``DECAYED`` parameters only."""
         self.params = params
         self.betas, self.eps = betas, eps
+        decay = [0.0] * len(eps) if weight_decay is None else weight_decay.tolist()
         # Python floats per arm: the fused kernel takes scalars, and reading them once here keeps
         # the step free of tensor-to-float conversions (device syncs on a GPU).
-        self._hyper = [(float(b[0]), float(b[1]), float(e)) for b, e in zip(betas.tolist(), eps.tolist())]
+        self._hyper = [(float(b[0]), float(b[1]), float(e), float(w)) for b, e, w in zip(betas.tolist(), eps.tolist(), decay)]
         self.state = {n: {"m": torch.zeros_like(p), "v": torch.zeros_like(p)} for n, p in params.items()}
         self.step_count = 0
 
@@ -48,11 +51,13 @@ class StackedAdam:
         # state['step']; exact up to 2**24 steps).
         device = live[0][1].device
         t = torch.tensor(float(self.step_count), dtype=torch.float32, device=device)
-        for (rate, b1, b2, eps, arm), arms in groups.items():
+        for (rate, b1, b2, eps, decay, arm), arms in groups.items():
             ps, gs, ms, vs = [], [], [], []
             for a, b in _runs(arms):
                 for n, p in live:
                     st = self.state[n]
+                    if decay and n in DECAYED:  # AdamW: decoupled decay before the Adam step
+                        p[a:b].mul_(1 - rate * decay)
                     ps.append(p[a:b]), gs.append(p.grad[a:b]), ms.append(st["m"][a:b]), vs.append(st["v"][a:b])
             scale = None if arm < 0 else grad_divisor[arm].to(torch.float32)
             torch._fused_adam_(ps, gs, ms, vs, [], [t] * len(ps), lr=rate, beta1=b1, beta2=b2,

@@ -67,6 +67,7 @@ def build_groups(cfgs: list[RunConfig], source: Source, device: torch.device) ->
         params = dict(model.named_parameters())
         betas = torch.tensor([[c.optim.beta1, c.optim.beta2] for c in arm_cfgs], dtype=torch.float64, device=device)
         eps = torch.tensor([c.optim.eps for c in arm_cfgs], dtype=torch.float64, device=device)
+        decay = torch.tensor([c.optim.weight_decay for c in arm_cfgs], dtype=torch.float64, device=device)
         normalizers = [make_normalizer(c.normalize, sae_cfg.d_in) for c in arm_cfgs]
         shared = len({c.normalize for c in arm_cfgs}) == 1
         fit_batches = max(c.normalize.estimate_batches for c in arm_cfgs)
@@ -76,7 +77,7 @@ def build_groups(cfgs: list[RunConfig], source: Source, device: torch.device) ->
             n.fit(batches)
         if sae_cfg.b_dec_init != "zeros":
             _init_b_dec(model, normalizers, torch.cat(batches))
-        groups.append(Group(idx, model, StackedAdam(params, betas, eps),
+        groups.append(Group(idx, model, StackedAdam(params, betas, eps, decay),
                              DeadTracker(len(idx), sae_cfg.d_sae, tracking_cfg, device), normalizers, shared,
                              _compiled_forward() if first.compile else forward_losses))
     return groups

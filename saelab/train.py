@@ -56,6 +56,7 @@ class _State:
     fire_counts: dict[str, list[Tensor]]
     wall: float = 0.0
     eval_rows: int = 0  # held-out rows behind fire_counts (latents.safetensors "eval_rows")
+    dropped: int = 0  # training rows dropped (data.drop_norm_above) since the last dropped_rows event
 
 
 CHECKPOINT = "checkpoint.safetensors"  # the resume state: ONE file, tensors plus a JSON "saelab" metadata entry
@@ -99,7 +100,7 @@ def _checkpoint(out: Path, groups: list[stack.Group], gens: list[torch.Generator
         _flush(dirs[name], name, state, names)
     tensors: dict[str, Tensor] = {}
     meta = {"format": 1, "step": step, "wall": state.wall, "arms": names, "configs": [_config_hash(c) for c in cfgs],
-            "last_log": state.fire_steps[-1] if state.fire_steps else None, "normalizers": []}
+            "last_log": state.fire_steps[-1] if state.fire_steps else None, "normalizers": [], "dropped_rows": state.dropped}
     for i, g in enumerate(groups):
         tensors |= {f"g{i}.model.{k}": v for k, v in g.model.state_dict().items()}
         tensors |= {f"g{i}.adam.{k}": v for k, v in g.adam.state_dict().items()}
@@ -235,6 +236,7 @@ def _train(cfgs: list[RunConfig], names: list[str], dirs: dict[str, Path], out: 
     start = 0
     if resume:
         start, state.wall = _restore(out, groups, gens, names, cfgs, dirs)
+        state.dropped = int(read_checkpoint_meta(out).get("dropped_rows", 0))
         for n in names:
             old = runs.load_run(dirs[n])
             state.rows[n] = [r for r in old.metrics.to_dict("records") if r["step"] <= start]
@@ -273,6 +275,7 @@ def _train(cfgs: list[RunConfig], names: list[str], dirs: dict[str, Path], out: 
     try:
         for step in range(start, end):
             x = source.batch(step, first.data.batch_size).to(device, dtype)
+            state.dropped += getattr(source, "last_dropped", 0)  # data.drop_norm_above (data.NormFilter)
             in_step = True
             for gi, g in enumerate(groups):
                 try:
@@ -441,6 +444,10 @@ def _initial(groups, cfgs, names, dirs, x_eval, source, state: _State) -> None:
     for n in names if skipped else ():
         state.events[n].append({"step": 0, "kind": "skipped_rows", "rows": skipped, "why": "NaN or Inf",
                                 "source": getattr(source, "label", "")})
+    if hasattr(source, "threshold"):  # data.drop_norm_above: the threshold, and the held-out rows left out
+        for n in names:
+            state.events[n].append({"step": 0, "kind": "dropped_rows", "where": "held-out set", "rows": source.eval_dropped,
+                                    "threshold": source.threshold, "median_norm": source.median})
     for g in groups:
         ev = stack.evaluate(g, x_eval)
         X, _ = stack.normalize_batch(g, x_eval)
@@ -477,6 +484,10 @@ def _after_step(groups, cfgs, names, dirs, done, x_eval, source, gens, arm_of, s
                 raise RuntimeError(f"arm {arm!r}: weights {name} became non-finite by step {done}; the last good "
                                    f"state is the latest checkpoint (saelab train --resume)")
     state.fire_steps.append(done)
+    if state.dropped:  # training rows dropped by data.drop_norm_above since the last log (replaced by kept ones)
+        for n in names:
+            state.events[n].append({"step": done, "kind": "dropped_rows", "where": "training batches", "rows": state.dropped})
+        state.dropped = 0
     postfix = {}
     for g in groups:
         ev = stack.evaluate(g, x_eval)

@@ -321,4 +321,4 @@ def make_transformer_source(cfg: RunConfig) -> FileSource:
         "drop_special_tokens": cfg.data.drop_special_tokens, **corpus.describe(),
     }
     return FileSource(segments, cfg.eval_rows, cfg.seed, cfg.data.shuffle_buffer, f"{spec.name} layer {cfg.data.layer} ({folder})", info,
-                      batch_size=cfg.data.batch_size)
+                      batch_size=cfg.data.batch_size, order=cfg.data.order)

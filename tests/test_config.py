@@ -228,6 +228,14 @@ INVALID: list[tuple[str, Any, str]] = [
     ("compile", "yes", "true or false"),
     ("sae.b_dec_init", "median", "choose one of"),
     ("sae.apply_b_dec_to_input", 2, "true or false"),
+    ("sae.b_enc_init", math.nan, "finite"),
+    ("optim.weight_decay", -0.01, ">= 0"),
+    ("data.order", "sorted", "choose one of"),
+    ("data.document_rows", 0, ">= 1"),
+    ("data.document_features", 1.5, "[0, 1]"),
+    ("data.outlier_fraction", 1.0, "[0, 1)"),
+    ("data.outlier_norm", 1.0, "> 1"),
+    ("data.drop_norm_above", 0.5, "0 (keep every row) or > 1"),
 ]
 
 
@@ -324,3 +332,14 @@ def test_int_override_keeps_every_digit() -> None:
 def test_topk_k_must_fit_the_dictionary() -> None:
     with pytest.raises(ValueError, match=r"sae.k=4096 must be <= d_sae=2048 for topk"):
         RunConfig().with_overrides({"sae.architecture": "topk", "sae.k": 4096})
+
+
+def test_the_cause_options_are_off_by_default_and_sink_rows_are_synthetic_only() -> None:
+    c = RunConfig()
+    assert (c.optim.weight_decay, c.sae.b_enc_init, c.data.order, c.data.outlier_fraction, c.data.drop_norm_above) == (
+        0.0, 0.0, "shuffled", 0.0, 0.0)
+    assert (c.data.document_rows, c.data.document_features, c.data.outlier_norm) == (4096, 0.1, 100.0)
+    with pytest.raises(ValueError, match=r"^data.outlier_fraction=0.02 plants sink rows in the synthetic source only, not in "
+                                         r"data.source='file:x.npy'"):
+        RunConfig().with_overrides({"data.source": "file:x.npy", "data.outlier_fraction": 0.02})
+    assert RunConfig().with_overrides({"data.source": "file:x.npy", "data.drop_norm_above": 10}).data.drop_norm_above == 10.0

@@ -142,3 +142,56 @@ def test_resolve_takes_the_width_from_the_source_and_rejects_a_mismatch():
         resolve(cfg.replace(sae={"d_in": 16}), src)
     msg = str(err.value)
     assert "16" in msg and "8" in msg and "acts.npy" in msg
+
+
+def test_the_ordered_stream_drifts_by_document_with_the_shuffled_distribution():
+    """Documents of 200 rows, w = 1: every row of a document has the same active features; over many
+    documents each feature fires at its shuffled rate; the held-out set is the shuffled one."""
+    kw = {"n_features": 48, "mean_active": 3.0, "noise_std": 0.0}
+    ordered = _src(**kw, order="ordered", document_rows=200, document_features=1.0)
+    shuffled = _src(**kw)
+    assert torch.equal(ordered.eval_set(64), shuffled.eval_set(64))
+    topic = ordered._doc_probs(0)
+    assert set(topic.unique().tolist()) <= {0.0, 1.0}  # w = 1: a document's features fire on all its rows, the others on none
+
+    def off_span(rows: torch.Tensor, doc: int) -> torch.Tensor:  # norm of each row's part outside document doc's features
+        G = ordered.ground_truth[ordered._doc_probs(doc) == 1].T  # [d, n_topic]
+        coef = torch.linalg.lstsq(G, rows.T).solution
+        return (rows.T - G @ coef).norm(dim=0)
+
+    x = ordered.batch(0, 150)  # rows 0..149: document 0
+    assert float(off_span(x, 0).max()) < 1e-4
+    y = ordered.batch(1, 150)  # rows 150..299 straddle documents 0 and 1
+    assert float(off_span(y[:50], 0).max()) < 1e-4 and float(off_span(y[50:], 1).max()) < 1e-4
+    assert float(off_span(y[50:], 0).min()) > 1e-2  # document 1 has other features
+    on = torch.stack([ordered._doc_probs(j) for j in range(4000)]).mean(0)
+    torch.testing.assert_close(on, shuffled.probs, atol=0.03, rtol=0)  # E over documents = p_i
+    assert torch.equal(_src(**kw, document_rows=7, document_features=0.5).batch(3, 32), shuffled.batch(3, 32))  # shuffled ignores them
+    half = _src(**kw, order="ordered", document_rows=200, document_features=0.0)
+    torch.testing.assert_close(half._doc_probs(3), shuffled.probs)  # w = 0: no drift
+
+
+def test_sink_rows_sit_in_one_direction_at_the_asked_multiple_of_the_median_norm():
+    s = _src(outlier_fraction=0.05, outlier_norm=50.0)
+    x = s.batch(0, 4000)
+    n = x.norm(dim=-1)
+    clean = _src().batch(0, 4000).norm(dim=-1).median()
+    sink = n > 20 * n.median()
+    assert 0.04 < float(sink.double().mean()) < 0.06
+    assert torch.allclose(x[sink], x[sink][0].expand_as(x[sink]))  # one fixed direction
+    assert float(n[sink][0] / clean) == pytest.approx(50.0, rel=0.05)
+
+
+def test_drop_norm_above_drops_high_norm_rows_keeps_the_batch_size_and_stays_pure():
+    cfg = RunConfig().replace(sae={"d_in": 16}, data={"n_features": 48, "mean_active": 3.0, "outlier_fraction": 0.05,
+                                                      "drop_norm_above": 10.0}, eval_rows=500)
+    src, again = make_source(cfg), make_source(cfg)
+    assert isinstance(src, data.NormFilter)
+    x = src.batch(4, 400)
+    assert x.shape == (400, 16) and float(x.norm(dim=-1).max()) <= src.threshold
+    assert 5 < src.last_dropped < 40 and torch.equal(x, again.batch(4, 400))
+    ev = src.eval_set(500)
+    assert ev.shape[0] == 500 - src.eval_dropped and src.eval_dropped > 5
+    assert src.describe()["drop_norm_above"] == 10.0 and src.ground_truth is not None
+    plain = make_source(cfg.replace(data={"drop_norm_above": 0.0}))
+    assert not isinstance(plain, data.NormFilter)

@@ -159,6 +159,34 @@ def test_stacked_adam_keeps_every_arms_hyperparameters():
             assert torch.equal(q.detach()[k], p.detach()), f"arm {k} {n}"
 
 
+def test_weight_decay_is_torch_adamw_on_the_weights_and_leaves_the_biases_alone():
+    """optim.weight_decay: arm 1 decays W_enc and W_dec like torch.optim.AdamW (decoupled, applied
+    before the Adam step); its biases and arm 0 (no decay) follow plain Adam."""
+    g = _gen(3)
+    ours = {"W_enc": torch.nn.Parameter(torch.randn(2, 6, 5, generator=g)), "b_enc": torch.nn.Parameter(torch.randn(2, 6, generator=g)),
+            "W_dec": torch.nn.Parameter(torch.randn(2, 6, 5, generator=g))}
+    betas = torch.tensor([[0.9, 0.999]] * 2, dtype=torch.float64)
+    opt = StackedAdam(ours, betas, torch.tensor([1e-8] * 2, dtype=torch.float64), torch.tensor([0.0, 0.5], dtype=torch.float64))
+    refs = {}
+    for k, decay in ((0, 0.0), (1, 0.5)):
+        ps = {n: torch.nn.Parameter(p.detach()[k].clone()) for n, p in ours.items()}
+        refs[k] = (ps, torch.optim.AdamW([ps["W_enc"], ps["W_dec"]], lr=1e-2, weight_decay=decay, fused=True),
+                   torch.optim.Adam([ps["b_enc"]], lr=1e-2, fused=True))
+    for step in range(6):
+        grads = {n: torch.randn(p.shape, generator=_gen(50 + step)) for n, p in ours.items()}
+        for n, p in ours.items():
+            p.grad = grads[n].clone()
+        opt.step([1e-2, 1e-2])
+        for k, (ps, w, b) in refs.items():
+            for n, p in ps.items():
+                p.grad = grads[n][k].clone()
+            w.step(), b.step()
+    for k, (ps, _, _) in refs.items():
+        for n, p in ps.items():
+            torch.testing.assert_close(ours[n].detach()[k], p.detach(), rtol=1e-6, atol=1e-7, msg=f"arm {k} {n}")
+    assert not torch.allclose(ours["W_enc"].detach()[0], ours["W_enc"].detach()[1])  # the decay did act
+
+
 def test_adam_divides_the_gradients_inside_its_pass():
     """Clipping hands Adam a per-arm divisor instead of rescaling the gradients first."""
     a, b = _params(3, 2), _params(3, 2)

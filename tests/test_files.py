@@ -63,6 +63,30 @@ def test_batches_are_a_pure_function_of_seed_and_step(npy):
     assert not torch.equal(a.batch(0, 24), _source(npy, seed=1).batch(0, 24))
 
 
+def test_ordered_serves_the_training_rows_in_file_order_every_epoch(npy):
+    src = make_file_source(_cfg(npy).replace(data={"order": "ordered"}))
+    served = np.concatenate([src.batch(s, 40)[:, 0].numpy() for s in range(14)])  # 560 rows: two epochs and a bit
+    train = ROWS - EVAL
+    assert (served == np.arange(560) % train).all() and src.describe()["order"] == "ordered"
+    shuffled = np.concatenate([_source(npy).batch(s, 40)[:, 0].numpy() for s in range(7)])[:train]
+    assert sorted(shuffled.tolist()) == list(range(train)) and not (shuffled == np.arange(train)).all()
+
+
+def test_drop_norm_above_drops_a_files_high_norm_rows(tmp_path):
+    from saelab.data import make_source
+
+    x = _data()
+    x[::25] *= 1000  # rows 0, 25, ..., 275: 12 sink rows, all among the 280 training rows
+    np.save(tmp_path / "sinks.npy", x)
+    src = make_source(_cfg(tmp_path / "sinks.npy").replace(data={"drop_norm_above": 10.0}))
+    dropped = 0
+    for s in range(7):  # one epoch
+        b = src.batch(s, 40)
+        dropped += src.last_dropped
+        assert b.shape == (40, D) and float(b.norm(dim=-1).max()) <= src.threshold
+    assert dropped == 12 and src.eval_set(EVAL).shape[0] == EVAL and src.describe()["order"] == "shuffled"
+
+
 def test_a_batch_straddles_the_epoch_boundary(npy):
     src = _source(npy)
     stream = torch.cat([src.batch(s, 40) for s in range(14)])  # two epochs of 280

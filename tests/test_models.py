@@ -235,3 +235,10 @@ def test_apply_b_dec_to_input_encodes_x_minus_b_dec(arch):
     with torch.no_grad():
         model.b_dec.add_(shift)
         torch.testing.assert_close(model(x + shift)[0], pre, rtol=1e-4, atol=1e-4)
+
+
+def test_b_enc_init_sets_every_encoder_bias_at_step_0():
+    cfg = SAEConfig(d_in=8, d_sae=16, b_enc_init=-0.5)
+    m = build(cfg, n_arms=2)
+    assert torch.equal(m.b_enc.detach(), torch.full((2, 16), -0.5))
+    assert torch.equal(build(SAEConfig(d_in=8, d_sae=16), n_arms=1).b_enc.detach(), torch.zeros(1, 16))

@@ -16,7 +16,10 @@ from saelab.config import PRESETS
 from saelab.hypothesis import diff
 from saelab.train import SHARED_FIELDS
 
-BASES = [*PRESETS, "topk", "jumprelu", "no_penalty"]
+BASES = [*PRESETS, "topk", "jumprelu", "no_penalty", "causes_on", "topk_causes_on"]
+# every cause option of issue 11 set at once (weight decay, negative b_enc, ordered stream, sink rows)
+CAUSES_ON = {"optim": {"weight_decay": 0.1}, "sae": {"b_enc_init": -0.2},
+             "data": {"order": "ordered", "document_features": 0.5, "outlier_fraction": 0.02}}
 
 
 def base_for(name: str, tmp_path) -> str:
@@ -25,7 +28,9 @@ def base_for(name: str, tmp_path) -> str:
         return name
     partial = {"topk": {"sae": {"architecture": "topk", "k": 8}, "penalty": {"form": "none", "alpha": 0.0}},
                "jumprelu": {"sae": {"architecture": "jumprelu", "jumprelu_threshold": 0.01}, "penalty": {"form": "per_sample_sum", "alpha": 1e-3}},
-               "no_penalty": {"penalty": {"form": "none", "alpha": 0.0}}}[name]
+               "no_penalty": {"penalty": {"form": "none", "alpha": 0.0}}, "causes_on": CAUSES_ON,
+               "topk_causes_on": {**CAUSES_ON, "sae": {"architecture": "topk", "k": 8, "b_enc_init": -0.2},
+                                  "penalty": {"form": "none", "alpha": 0.0}}}[name]
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(partial))
     return str(path)
@@ -245,3 +250,32 @@ def test_the_explorer_shows_only_this_executions_runs_labelled_by_profile_and_se
     panel = explorer.explore(run)
     picker = panel.children[0].children[0]
     assert list(picker.options) == list(labels) and set(picker.value) == set(labels)
+
+
+def test_the_cause_options_get_their_single_factor_arms_and_the_default_base_gets_none(tmp_path):
+    on = {stem: phases.build(stem, "smoke", 0, base_for("causes_on", tmp_path)).plan for stem in ("02_lr_warmup", "04_normalization")}
+    assert on["02_lr_warmup"].changes["no_weight_decay"] == {"optim.weight_decay": 0.0}
+    normalization = on["04_normalization"]
+    assert normalization.changes["b_enc_zero"] == {"sae.b_enc_init": 0.0}
+    assert normalization.changes["shuffled"] == {"data.order": "shuffled"}
+    assert normalization.changes["drop_sinks"] == {"data.drop_norm_above": 10.0}
+    default = {stem: phases.build(stem, "smoke", 0, None).plan for stem in ("02_lr_warmup", "04_normalization")}
+    assert "weight decay" in default["02_lr_warmup"].not_applicable["H20"]
+    assert {"H21", "H22", "H23"} <= set(default["04_normalization"].not_applicable)
+    assert not {"no_weight_decay", "b_enc_zero", "shuffled", "drop_sinks"} & {*default["02_lr_warmup"].arms, *default["04_normalization"].arms}
+    dropping = tmp_path / "dropping.json"
+    dropping.write_text(json.dumps({"data": {"outlier_fraction": 0.02, "drop_norm_above": 5.0}}))
+    assert "already drops" in phases.build("04_normalization", "smoke", 0, str(dropping)).plan.not_applicable["H23"]
+
+
+def test_sink_rows_in_a_file_are_found_on_the_data(tmp_path):
+    import numpy as np
+
+    x = np.random.default_rng(0).standard_normal((3000, 16)).astype(np.float32)
+    np.save(tmp_path / "clean.npy", x)
+    x[::50] *= 200.0
+    np.save(tmp_path / "sinks.npy", x)
+    clean = phases.build("04_normalization", "smoke", 0, None, source=f"file:{tmp_path / 'clean.npy'}").plan
+    sinks = phases.build("04_normalization", "smoke", 0, None, source=f"file:{tmp_path / 'sinks.npy'}").plan
+    assert "no row of the first" in clean.not_applicable["H23"] and "drop_sinks" not in clean.arms
+    assert sinks.changes["drop_sinks"] == {"data.drop_norm_above": 10.0}

@@ -426,3 +426,26 @@ def test_stale_temporary_files_from_a_kill_are_removed(tmp_path):
     (tmp_path / "r" / ".mine").write_text("not saelab's")
     train.train(None, tmp_path / "r", resume=True, progress=False)
     assert not any(p.exists() for p in stale) and (tmp_path / "r" / ".mine").exists()
+
+
+# ----- issue 11: rows dropped by norm, weight decay, b_enc init ----------------------------------
+
+
+def test_dropped_rows_are_counted_per_log_and_a_resumed_run_counts_the_same(tmp_path):
+    """data.drop_norm_above on synthetic sink rows: a dropped_rows event for the held-out set at
+    step 0 and one per log for the training batches; stopping mid-interval (step 70, logs every 50)
+    and resuming gives the same events and weights as the straight run (the pending count is in
+    the checkpoint)."""
+    cfg = BASE.with_overrides({"steps": 120, "data.outlier_fraction": 0.05, "data.drop_norm_above": 10.0,
+                               "optim.weight_decay": 0.1, "sae.b_enc_init": -0.05, "resample.strategy": "off"})
+    straight_run = train.train({"a": cfg}, tmp_path / "s", progress=False)["a"]
+    drops = [e for e in straight_run.events if e["kind"] == "dropped_rows"]
+    assert drops[0]["where"] == "held-out set" and drops[0]["rows"] > 0 and drops[0]["threshold"] > 0
+    training = [e for e in drops if e["where"] == "training batches"]
+    assert [e["step"] for e in training] == [50, 100, 120]
+    assert 0.03 < sum(e["rows"] for e in training) / (120 * 32) < 0.07  # about the 5% planted
+    train.train({"a": cfg}, tmp_path / "r", progress=False, stop_at=70)
+    resumed = train.train(None, tmp_path / "r", resume=True, progress=False)["a"]
+    assert [e for e in resumed.events if e["kind"] == "dropped_rows"] == drops
+    for name, w in straight_run.weights.items():
+        assert torch.equal(resumed.weights[name], w), name

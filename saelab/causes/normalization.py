@@ -1,11 +1,15 @@
-"""Phase 04: does input normalization, or an uncentered input, kill latents? (seeds/004 Bug #4; lab H8.)"""
+"""Phase 04: does input normalization, or an uncentered input, kill latents? (seeds/004 Bug #4; lab H8.)
+Also the encoder's initialization (H11, H21) and the data's order and sink rows (H22, H23)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 
 from saelab.hypothesis import Arm, Context, Hypothesis, Phase, best_fix, compared, judged, removes_deaths
 from saelab.verdicts import RunsBySeed, at_step, per_seed, pm, rule, stats, tail
@@ -130,6 +134,98 @@ def _judge_init(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
                   fix=name, claim=f"the encoder init ({ctx.base.sae.init}) kills latents")
 
 
+def _negative_b_enc(ctx: Context) -> str | None:
+    b = ctx.base.sae.b_enc_init
+    return None if b < 0 else f"the base's encoder bias does not start negative (sae.b_enc_init={b:g})"
+
+
+def _judge_b_enc(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H21 · a negative encoder bias init kills latents at init: a latent whose w.x + b_enc starts
+    below zero on every row never fires, and a ReLU latent that never fires gets no gradient, so it
+    never recovers. Base vs b_enc started at 0 (nn.Linear-style; Bricken 2023, Gao 2024) by
+    ``removes_deaths``; also reports the dead fraction before any update."""
+    r = removes_deaths(runs, "base", "b_enc_zero")
+    start = {a: per_seed(runs, a, lambda x: at_step(x, "dead_frac", 0)) for a in ("base", "b_enc_zero")}
+    effect = f"dead before any update: base {pm(start['base'])}, b_enc_zero {pm(start['b_enc_zero'])}; " + r["effect"]
+    return judged(H21, STEM, r["word"], effect, r["numbers"] | {"base_dead_step0": stats(start["base"])["mean"],
+                                                               "b_enc_zero_dead_step0": stats(start["b_enc_zero"])["mean"]},
+                  compared({a.name: dict(a.changes) for a in arms}, "b_enc_zero"), fix="b_enc_zero",
+                  claim=f"the negative encoder bias init (sae.b_enc_init={ctx.base.sae.b_enc_init:g}) kills latents at init")
+
+
+def _ordered(ctx: Context) -> str | None:
+    return None if ctx.base.data.order == "ordered" else "the base's training stream is already shuffled (data.order=shuffled)"
+
+
+def _judge_order(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H22 · an unshuffled stream kills latents: consecutive batches from one document (or one
+    stretch of a file) drift, so the SAE keeps re-fitting to the current stretch and latents of
+    what is absent there are pushed below zero for thousands of rows at a time. Base vs the same
+    rows shuffled (data.order=shuffled; synthetic: the same mixture of documents, the same held-out
+    set) by ``removes_deaths``."""
+    r = removes_deaths(runs, "base", "shuffled")
+    return judged(H22, STEM, r["word"], r["effect"], r["numbers"], compared({a.name: dict(a.changes) for a in arms}, "shuffled"),
+                  fix="shuffled")
+
+
+SINK_FACTOR = 10.0  # rows above this multiple of the median norm count as high-norm (datacheck.check's 10x)
+
+
+@functools.lru_cache(maxsize=8)
+def _rows_above(data: Any, d_in: int, eval_rows: int, factor: float) -> tuple[int, int, float]:
+    """(rows above ``factor`` x the median norm, rows looked at, max / median) among the first
+    MEDIAN_ROWS training rows of a non-synthetic source (read once per source, cached)."""
+    from saelab.config import RunConfig
+    from saelab.data import MEDIAN_ROWS, make_source
+
+    cfg = RunConfig(data=dataclasses.replace(data, drop_norm_above=0.0)).with_overrides({"sae.d_in": d_in, "eval_rows": eval_rows})
+    source = make_source(cfg)
+    x = torch.cat([source.batch(s, data.batch_size) for s in range(-(-MEDIAN_ROWS // data.batch_size))])
+    norms = x.norm(dim=-1)
+    med = float(norms.median())
+    return int((norms > factor * med).sum()), int(norms.numel()), float(norms.max()) / med if med > 0 else float("inf")
+
+
+def _has_sinks(ctx: Context) -> str | None:
+    d = ctx.base.data
+    if 0 < d.drop_norm_above <= SINK_FACTOR:
+        return f"the base already drops rows above {d.drop_norm_above:g}x the median norm (data.drop_norm_above)"
+    if d.source == "synthetic":
+        return None if d.outlier_fraction > 0 else "the base's synthetic data plants no sink rows (data.outlier_fraction=0)"
+    above, seen, ratio = _rows_above(d, ctx.base.sae.d_in, ctx.base.eval_rows, SINK_FACTOR)
+    return None if above else (f"no row of the first {seen} training rows has a norm above {SINK_FACTOR:g}x the median "
+                               f"(the largest is {ratio:.3g}x)")
+
+
+def _judge_sinks(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H23 · high-norm sink rows kill latents: a few rows at tens to hundreds of times the median
+    norm (attention sinks, BOS positions) dominate the reconstruction loss of their batch, so the
+    update serves them and pushes the other latents' pre-activations down. Base vs the same data
+    without rows above 10x the median norm (data.drop_norm_above=10; each arm's held-out set loses
+    those rows too) by ``removes_deaths``. No FVU guard: the two arms' held-out rows differ.
+    Measured on planted sink rows (tests/test_planted.py, benchmarks/planted_causes.py): under a
+    dataset-wide scalar (normalize.mode=dataset_scalar) 2% of rows at 1000x the median inflate
+    E||x|| about 20x, every other row shrinks as much, and 40% of the latents die (2% without the
+    rows); with no normalization, or 2% at 100x under the scalar, the same kind of rows kill none."""
+    r = removes_deaths(runs, "base", "drop_sinks")
+    dropped = per_seed(runs, "drop_sinks", lambda x: float(sum(e.get("rows", 0) for e in x.events if e.get("kind") == "dropped_rows"
+                                                              and e.get("where") == "training batches")))
+    effect = r["effect"] + f"; training rows dropped per run: {pm(dropped, False)}"
+    return judged(H23, STEM, r["word"], effect, r["numbers"] | {"dropped_training_rows": stats(dropped)["mean"]},
+                  compared({a.name: dict(a.changes) for a in arms}, "drop_sinks"), fix="drop_sinks")
+
+
+H21 = Hypothesis("H21", "a negative encoder bias init kills latents at init", "cause", ("sae.b_enc_init",), _negative_b_enc,
+                 lambda ctx: [Arm("b_enc_zero", {"sae.b_enc_init": 0.0})], _judge_b_enc,
+                 source="lab; Bricken 2023 and Gao 2024 start b_enc at 0")
+H22 = Hypothesis("H22", "an unshuffled training stream kills latents", "cause", ("data.order",), _ordered,
+                 lambda ctx: [Arm("shuffled", {"data.order": "shuffled"})], _judge_order,
+                 source="lab; SAELens and sparsify mix activations in a shuffle buffer before training")
+H23 = Hypothesis("H23", "high-norm sink rows (attention sinks, BOS) kill latents", "cause", ("data.drop_norm_above",), _has_sinks,
+                 lambda ctx: [Arm("drop_sinks", {"data.drop_norm_above": SINK_FACTOR})], _judge_sinks,
+                 source="dictionary_learning PR 52 (25%+ dead early from rows with norm > 100x the median); "
+                        "Xiao et al. 2023 (attention sinks)")
+
 H11 = Hypothesis("H11", "the encoder's initialization kills latents", "cause", ("sae.init",), lambda ctx: None,
                  lambda ctx: [Arm("init_kaiming" if ctx.base.sae.init == "tied" else "init_tied",
                                   {"sae.init": "kaiming" if ctx.base.sae.init == "tied" else "tied"})], _judge_init,
@@ -152,11 +248,15 @@ One more arm tests what the lab found (H8): with a shared offset in the data and
 zero, the offset pushes many latents' pre-activations below zero on every row before training begins. The
 `centered` arm is the base with `b_dec` started at the data's center and subtracted before the encoder
 (Bricken 2023), nothing else changed. A last arm starts the encoder the other way (tied to the decoder's
-transpose, or independent)."""
+transpose, or independent).
+
+Where the base has them, three more single-factor arms: the encoder bias started at 0 instead of below it
+(H21), the same stream shuffled instead of in document or file order (H22), and the same data without the
+rows above 10x the median norm, the sink rows of attention sinks and BOS positions (H23)."""
 
 PHASE = Phase(
     STEM, "Input normalization, centering and initialization", "Do the input's normalization, its offset or the encoder's "
-    "initialization kill latents?", INTRO, (H4, H4A, H8, H11),
+    "initialization kill latents?", INTRO, (H4, H4A, H8, H11, H21, H22, H23),
     {"data_tiny_row_fraction": ("data.tiny_row_fraction", 0.01, "fraction of rows scaled by 1e-6, in every arm (synthetic sources only)"),
      "data_huge_row_fraction": ("data.huge_row_fraction", 0.01, "fraction of rows scaled by 1e3, in every arm (synthetic sources only)"),
      "normalize_mode": ("normalize.mode", list(MODES), "modes besides the base's"),

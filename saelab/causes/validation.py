@@ -63,6 +63,8 @@ def _arms(ctx: Context) -> list[Arm]:
     out = []
     for src in sources:
         on = {} if src is None else {"data.source": src, "sae.d_in": 0, "data.max_tokens": tokens}
+        if src is not None and ctx.base.data.outlier_fraction > 0:  # sink rows are planted in synthetic data only
+            on["data.outlier_fraction"] = 0.0
         tag = "" if src is None else "_" + src.replace(":", "-").replace("/", "-")
         if src is not None:
             out.append(Arm(f"base{tag}", on, against=None))

@@ -111,6 +111,27 @@ H14 = Hypothesis("H14", "Adam's momentum carries dying latents past the point of
                  lambda ctx: [Arm("adam_beta1_0", {"optim.beta1": 0.0})], _judge_momentum,
                  source="Kingma & Ba 2015; Anthropic April 2024 (beta1 0)")
 
+def _decays(ctx: Context) -> str | None:
+    return None if ctx.base.optim.weight_decay > 0 else "the base trains without weight decay (optim.weight_decay=0)"
+
+
+def _judge_decay(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H20 · weight decay kills latents: AdamW's decoupled decay shrinks every encoder and decoder
+    row by lr x weight_decay per step whatever the latent does, while only a firing latent gets
+    gradient to push back; a rarely firing latent's encoder row shrinks until its pre-activations
+    stay below zero. Base vs the same optimizer without decay (weight_decay 0, nothing else
+    changed) by ``removes_deaths``."""
+    r = removes_deaths(runs, "base", "no_weight_decay")
+    return judged(H20, STEM, r["word"], r["effect"], r["numbers"] | {"base_weight_decay": ctx.base.optim.weight_decay},
+                  compared({a.name: dict(a.changes) for a in arms}, "no_weight_decay"), fix="no_weight_decay",
+                  claim=f"weight decay (optim.weight_decay={ctx.base.optim.weight_decay:g}) kills latents")
+
+
+H20 = Hypothesis("H20", "weight decay kills latents", "cause", ("optim.weight_decay",), _decays,
+                 lambda ctx: [Arm("no_weight_decay", {"optim.weight_decay": 0.0})], _judge_decay,
+                 source="Loshchilov & Hutter 2019 (AdamW's decoupled weight decay); SAE recipes train without it "
+                        "(Bricken 2023, Gao 2024)")
+
 H2 = Hypothesis("H2", "the LR warmup causes the deaths", "cause", SCHEDULE, _has_warmup, _arms, _judge, source="seeds/004 Bug #2")
 H2A = Hypothesis("H2a", "the LR jumps 5x at the end of warmup", "fact", (), _jump_applies, lambda ctx: [], _judge_jump,
                  source="seeds/004 Bug #2")
@@ -119,11 +140,12 @@ INTRO = """The seed's Bug #2: "LR jumps from 0.00006 to 0.0003 (5x) at step 5,00
 jump: its largest step-to-step change at warmup end is 1/(warmup - 1). The arms change only the base's LR
 schedule: no warmup, its warmup length shorter and longer, and the other shapes asked for. The warmup is a
 cause only if removing it removes the deaths; ending near them is not evidence. Beside them: the base's peak
-learning rate lower and higher, and Adam without momentum (beta1 = 0)."""
+learning rate lower and higher, Adam without momentum (beta1 = 0), and, for a base that trains with AdamW's
+weight decay, the same optimizer without it."""
 
 PHASE = Phase(
-    STEM, "Learning rate, warmup and Adam", "Do the learning rate, its warmup or Adam's momentum kill latents?", INTRO,
-    (H2, H2A, H9, H10, H14),
+    STEM, "Learning rate, warmup and Adam", "Do the learning rate, its warmup, Adam's momentum or weight decay kill latents?", INTRO,
+    (H2, H2A, H9, H10, H14, H20),
     {"schedule_shape": ("schedule.shape", ["warmup_cosine"], "LR shapes besides the base's and constant (no warmup, always trained)"),
      "schedule_warmup_steps_multipliers": ("schedule.warmup_steps", [0.2, 5], "the base's warmup length times each of these"),
      "optim_lr_multipliers": ("optim.lr", [0.1, 0.3, 3], "the base's peak LR times each of these: < 1 tests 'too high' (H9), > 1 'too low' (H10)")},
