@@ -12,6 +12,7 @@ batch leaves whole pages from the previous run, never half-written ones)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from html import escape
@@ -121,8 +123,9 @@ def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: b
     partial = out / f".{stem}.partial.ipynb"
     error, t0 = "", time.perf_counter()
     try:
-        pm.execute_notebook(str(notebook), str(partial), parameters=parameters, progress_bar=progress,
-                            cwd=str(REPO))
+        with _kernel_env(SAELAB_RETAIN_MEMORY="1"):  # a throwaway kernel: keep freed memory (saelab.optim)
+            pm.execute_notebook(str(notebook), str(partial), parameters=parameters, progress_bar=progress,
+                                cwd=str(REPO))
     except Exception as exc:  # noqa: BLE001 - one failing phase must not stop the batch
         error = _error_line(exc)
     except BaseException:  # Ctrl-C: leave the previous page in place, no partial file behind
@@ -162,6 +165,22 @@ def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: b
                        verdicts=verdicts, profile=str(parameters.get("profile", "")),
                        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"), title=notebook_title(notebook),
                        parameters=_shown(parameters))
+
+
+@contextlib.contextmanager
+def _kernel_env(**values: str) -> Iterator[None]:
+    """Environment variables for the kernels started inside the block (they inherit this
+    process's environment), restored afterwards."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _shown(parameters: dict[str, Any]) -> dict[str, Any]:
