@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from html import escape
 from typing import Any
 
 import numpy as np
@@ -38,7 +40,7 @@ NORM_LABELS = {"x_norm": "||x|| (raw row norm)", "coef": "coefficient sqrt(d_in)
 CURVES = [
     ("L0", "L0 (active latents per row, count)", [("l0", "", "solid")], False),
     ("dead fraction", "dead latents (fraction of d_sae)",
-     [("dead_frac", "held-out truth", "solid"), ("dead_frac_batch", "single batch (seed)", "dash")], False),
+     [("dead_frac", "held-out truth", "solid"), ("dead_frac_batch", "single batch (the seed's count)", "dash")], False),
     ("loss", "training loss (reconstruction + penalties)", [("loss", "", "solid")], True),
     ("L1 / recon", "L1 penalty / reconstruction loss (ratio)", [("l1_recon_ratio", "", "solid")], True),
     ("LR", "learning rate", [("lr", "", "solid")], False),
@@ -295,19 +297,70 @@ def death_heatmap(run: Any, max_rows: int = MAX_HEATMAP_ROWS, max_cols: int = MA
     return fig
 
 
-def _table(header: list[str], columns: list[list[Any]], title: str, fill: list[list[str]] | None = None
-           ) -> go.Figure:
-    n = len(columns[0]) if columns else 0
-    fig = go.Figure(go.Table(
-        header={"values": [f"<b>{h}</b>" for h in header], "fill_color": "#e8eef6", "align": "left"},
-        cells={"values": columns, "align": "left", "fill_color": fill or "#ffffff", "height": 26}))
-    fig.update_layout(title=title, height=min(140 + 28 * max(n, 1), 900), margin={"t": 60, "b": 10})
-    return fig
+TONE = {"good": "#dff3e3", "bad": "#f8d7da", "unclear": "#fff1c2", "": ""}  # cell shades by what a value means
+_TABLE_STYLE = ("border-collapse:collapse;font:13px/1.4 system-ui,sans-serif;margin:6px 0 14px")
+_TH = "border-bottom:2px solid #c8d1dc;background:#eef2f7;padding:5px 9px;text-align:left;vertical-align:bottom"
+_TD = "border-bottom:1px solid #e1e6ec;padding:4px 9px;vertical-align:top"
 
 
-def autopsy_table(runs: Mapping[str, Any]) -> go.Figure:
+def _cell_text(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.4g}"
+    return str(v)
+
+
+@dataclass
+class Table:
+    """A formatted table for notebooks and report pages: plain HTML with inline styles, so it reads
+    the same in JupyterLab, in nbconvert's page and in a browser without script. Columns size to
+    their content and names never wrap or get cut (a wide table scrolls sideways); numbers show 4
+    significant digits, missing ones a dash; every string is escaped. ``tones`` shades cells by
+    what they mean ("good" | "bad" | "unclear" | "", one per cell, same shape as ``rows``)."""
+
+    header: list[str]
+    rows: list[list[Any]]
+    title: str = ""
+    tones: list[list[str]] | None = None
+    note: str = ""  # a line under the table
+    index_columns: int = 1  # leading columns that hold names (never wrapped)
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, title: str = "", note: str = "") -> Table:
+        """A DataFrame as a Table; a named or multi-level index becomes leading name columns."""
+        named = [n for n in df.index.names if n is not None]
+        frame = df.reset_index() if named else df
+        return cls([str(c) for c in frame.columns], frame.to_numpy(dtype=object).tolist(), title, note=note,
+                   index_columns=max(len(named), 1))
+
+    def to_html(self) -> str:
+        e = lambda x: escape(str(x))  # noqa: E731
+        head = "".join(f'<th style="{_TH}">{e(h)}</th>' for h in self.header)
+        body = []
+        for i, row in enumerate(self.rows):
+            cells = []
+            for j, v in enumerate(row):
+                style = _TD + (";white-space:nowrap;font-weight:600" if j < self.index_columns else "")
+                if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
+                    style += ";text-align:right;font-variant-numeric:tabular-nums"
+                tone = self.tones[i][j] if self.tones else ""
+                if TONE.get(tone):
+                    style += f";background:{TONE[tone]}"
+                cells.append(f'<td style="{style}">{e(_cell_text(v))}</td>')
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        title = f'<div style="font:600 15px system-ui,sans-serif;margin-top:8px">{e(self.title)}</div>' if self.title else ""
+        note = f'<div style="font:12px system-ui,sans-serif;color:#57606a">{e(self.note)}</div>' if self.note else ""
+        return (f'<div class="saelab-table" style="overflow-x:auto">{title}<table style="{_TABLE_STYLE}">'
+                f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}</div>")
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+
+def autopsy_table(runs: Mapping[str, Any]) -> Table:
     """Collapses of every arm (saelab.diagnose's autopsy) with what triggered them, the change in
-    dead fraction and L0, and the event they are attributed to, as a table."""
+    dead fraction and L0, and the event they coincide with."""
     rows = []
     for arm, run in as_runs(runs).items():
         evs = autopsy_events(run)
@@ -321,11 +374,9 @@ def autopsy_table(runs: Mapping[str, Any]) -> go.Figure:
             rows.append([arm, e["step"], span, e.get("trigger", ""), dead, l0, suspect])
         if not evs:
             rows.append([arm, "—", "", "", "", "", "no collapse detected"])
-    cols = [list(c) for c in zip(*rows)] if rows else [[] for _ in range(7)]
-    fig = _table(["arm", "onset step", "steps", "trigger", "dead fraction", "L0", "attributed to"], cols,
-                 "Autopsy: collapses and their attribution")
-    fig.data[0].columnwidth = [1.2, 0.9, 1, 1.3, 1.4, 1.4, 3]
-    return fig
+    return Table(["arm", "onset step", "steps", "trigger", "dead fraction", "L0", "coincides with"], rows,
+                 "Autopsy: collapses and the events they coincide with",
+                 note="Coinciding is not causing: only an arm that removes the event can show that.")
 
 
 def detector_pr(runs: Mapping[str, Any], max_points: int = MAX_POINTS) -> go.Figure:
@@ -471,21 +522,42 @@ def norm_ranges(runs: Mapping[str, Any]) -> go.Figure:
     return fig
 
 
-def validation_table(rows: pd.DataFrame | list[Mapping[str, Any]]) -> go.Figure:
-    """The seed's validation metrics per arm (columns arm, metric, value, target, range, pass) as
-    a table with pass in green and fail in red."""
-    df = pd.DataFrame(rows)
-    verdict = ["pass" if p is True else "FAIL" if p is False else "—" for p in df.get("pass", [])]
-    shade = ["#dff3e3" if v == "pass" else "#f8d7da" if v == "FAIL" else "#ffffff" for v in verdict]
-    cols = [df[c].map(_fmt).tolist() if c in df else [""] * len(df) for c in ("arm", "metric", "value", "target", "range")]
-    return _table(["arm", "metric", "value", "target", "acceptable range", "result"], [*cols, verdict],
-                  "Seed validation metrics per arm", fill=[["#ffffff"] * len(df)] * 5 + [shade])
+def validation_table(rows: pd.DataFrame | list[Mapping[str, Any]]) -> Table:
+    """The seed's validation metrics (rows with arm, metric, value, target, range, pass) as an
+    arms x metrics grid: each cell the value (mean over replicates) with pass / FAIL, shaded
+    green / red (n/a: not applicable to the arm); the header states each metric's target and
+    acceptable range."""
+    rows = pd.DataFrame(rows).to_dict("records")
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    spec = {r["metric"]: (r.get("target", ""), r.get("range", "")) for r in rows}
+    at = {(r["arm"], r["metric"]): r for r in rows}
+    grid, tones = [], []
+    for arm in arms:
+        line, shade = [arm], [""]
+        for m in metrics:
+            r = at.get((arm, m))
+            ok = None if r is None else r.get("pass")
+            word = "pass" if ok is True else "FAIL" if ok is False else "n/a"
+            line.append("" if r is None else f"{_cell_text(r.get('value'))} {word}")
+            shade.append("good" if ok is True else "bad" if ok is False else "")
+        passed = sum(at.get((arm, m), {}).get("pass") is True for m in metrics)
+        judged = sum(at.get((arm, m), {}).get("pass") is not None for m in metrics)
+        line.append(f"{passed} of {judged}")
+        shade.append("good" if judged and passed == judged else "bad" if judged else "")
+        grid.append(line)
+        tones.append(shade)
+    header = ["arm", *[f"{m} (target {spec[m][0]}, pass {spec[m][1]})" for m in metrics], "metrics passed"]
+    return Table(header, grid, "The seed's validation table: each arm against each metric", tones,
+                 note="Value: mean over the replicates; pass only if every replicate passes.")
 
 
-def replicate_spread(df: pd.DataFrame, metrics: list[str] | None = None, arm: str = "arm", seed: str = "seed"
+def replicate_spread(df: pd.DataFrame, metrics: list[str] | None = None, arm: str = "arm", seed: str | None = None
                      ) -> go.Figure:
-    """One row per (arm, seed) with metric columns -> per arm the mean with ±1 standard deviation
-    error bars and every seed as a small dot; a dropdown picks the metric."""
+    """One row per (arm, replicate) with metric columns (``seed``: the column naming the replicate,
+    default "replicate", else "seed") -> per arm the mean with ±1 standard deviation error bars and
+    every replicate as a small dot; a dropdown picks the metric."""
+    seed = seed or ("replicate" if "replicate" in df else "seed")
     metrics = metrics or [c for c in df.select_dtypes("number").columns if c != seed]
     fig, keys = go.Figure(), []
     arms = list(dict.fromkeys(df[arm]))
@@ -504,11 +576,11 @@ def replicate_spread(df: pd.DataFrame, metrics: list[str] | None = None, arm: st
                 hoverinfo="text"))
             fig.add_trace(go.Scatter(
                 x=[a] * len(vals), y=vals, mode="markers", marker={"size": 7, "color": color(i), "opacity": 0.6},
-                name=f"{a} seeds", legendgroup=a, showlegend=False, visible=first,
-                hovertext=[f"{a}, seed {s}: {v:.4g}" for s, v in zip(seeds, vals)], hoverinfo="text"))
+                name=f"{a} replicates", legendgroup=a, showlegend=False, visible=first,
+                hovertext=[f"{a}, replicate {s}: {v:.4g}" for s, v in zip(seeds, vals)], hoverinfo="text"))
             keys += [metric, metric]
     relayouts = [{"yaxis.title.text": m} for m in metrics]
-    fig.update_layout(title="Spread across seed replicates (mean ± 1 sd; dots: seeds)", xaxis_title="arm",
+    fig.update_layout(title="Spread across replicates (mean ± 1 sd; dots: one replicate each)", xaxis_title="arm",
                       yaxis_title=metrics[0] if metrics else "", margin={"t": 110}, height=450,
                       updatemenus=[_dropdown(_visibility_buttons(metrics, keys, relayouts))] if metrics else [])
     return fig
