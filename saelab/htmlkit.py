@@ -52,6 +52,22 @@ def e(x: Any) -> str:
     return escape(str(x), quote=True)
 
 
+# characters Markdown would read as markup (emphasis, code, links, tables, escapes), as entities
+_MD_SPECIAL = {c: f"&#{ord(c)};" for c in "`*_[]|\\#~"}
+
+
+def md_text(text: Any) -> str:
+    """A user string made safe for a Markdown cell: HTML escaped, and Markdown's own markup
+    characters as entities, so it renders exactly as typed and never as markup (issue 14)."""
+    return "".join(_MD_SPECIAL.get(c, c) for c in escape(str(text), quote=False))
+
+
+def md_code(text: Any) -> str:
+    """A user string in monospace for a Markdown cell: inline HTML ``<code>`` (inside a Markdown
+    code span an entity would show as typed), escaped by ``md_text``."""
+    return f"<code>{md_text(text)}</code>"
+
+
 # ----- one plotly.js for a folder of pages ----------------------------------------------------
 
 

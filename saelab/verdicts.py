@@ -244,10 +244,10 @@ def narrative(verdicts: list[dict[str, Any]]) -> str:
     """Markdown, one bullet per verdict, written from the verdicts themselves (never by hand): the
     verdict, what it means for this setup (good / bad news, ``saelab.htmlkit.what_it_means``), then
     the numbers."""
-    from saelab.htmlkit import MEANING_TITLE, meaning_of, what_it_means
+    from saelab.htmlkit import MEANING_TITLE, meaning_of, md_text, what_it_means
 
-    return "\n".join(f"- **{v['hypothesis']}: {v['verdict']}** ({MEANING_TITLE[meaning_of(v)]}). {what_it_means(v)} "
-                     f"{v['effect']}" for v in verdicts)
+    return "\n".join(f"- **{md_text(v['hypothesis'])}: {v['verdict']}** ({MEANING_TITLE[meaning_of(v)]}). "
+                     f"{md_text(what_it_means(v))} {md_text(v['effect'])}" for v in verdicts)
 
 
 # ----- evidence tables ------------------------------------------------------------------------

@@ -111,18 +111,22 @@ def write_answer(run: Any) -> dict[str, Any]:
 
 
 def answer_markdown(found: dict[str, Any]) -> str:
-    """The answer as Markdown: the causes ranked, each with its verdict and fix, then the fixed config."""
+    """The answer as Markdown: the causes ranked, each with its verdict and fix, then the fixed config
+    (every string escaped: a fix's value may come from the user's base)."""
+    from saelab.htmlkit import md_code, md_text
+
     if not found["ranking"]:
         return "No phase of this lab tested a cause with an arm that removes it (run phases 00-05 first)."
     lines = ["| cause | verdict | peak dead: base -> with fix | final dead: base -> with fix | fix |", "|---|---|---|---|---|"]
     pct = lambda v: "?" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     for r in found["ranking"]:
         p, f = r["peak_dead"], r["final_dead"]
-        lines.append(f"| {r['id']} · {r['cause'].split(' · ', 1)[-1]} | **{r['verdict']}** | {pct(p['base'])} -> {pct(p['with_fix'])} "
-                     f"| {pct(f['base'])} -> {pct(f['with_fix'])} | {' '.join(f'`--set {x}`' for x in r['fix'])} |")
+        lines.append(f"| {md_text(r['id'])} · {md_text(r['cause'].split(' · ', 1)[-1])} | **{r['verdict']}** "
+                     f"| {pct(p['base'])} -> {pct(p['with_fix'])} | {pct(f['base'])} -> {pct(f['with_fix'])} "
+                     f"| {' '.join(md_code(f'--set {x}') for x in r['fix'])} |")
     if found["fixed_config"]:
         lines += ["", "Fixed configuration (the confirmed fixes combined, at your base's own scale): "
-                  + " ".join(f"`--set {x}`" for x in found["fixed_changes"]) + "; saved as `fixed_config.json` "
+                  + " ".join(md_code(f"--set {x}") for x in found["fixed_changes"]) + "; saved as `fixed_config.json` "
                   "(train it with `saelab train --config fixed_config.json`)."]
     else:
         lines += ["", "No cause was confirmed, so there is no fixed configuration to train."]
