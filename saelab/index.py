@@ -104,7 +104,7 @@ def answer_section(found: Mapping[str, Any] | None) -> str:
         p, f = r.get("peak_dead", {}), r.get("final_dead", {})
         fix = "<br>".join(f"<code>--set {e(x)}</code>" for x in r.get("fix", []))
         reps = r.get("replicates")
-        note = f'<div class="muted">margin {100 * r["margin"]:.1f} points over {e(reps)} replicates</div>' \
+        note = f'<div class="muted">margin {100 * r["margin"]:.1f} points over {e(reps)} replicate{"s" * (reps != 1)}</div>' \
             if isinstance(r.get("margin"), (int, float)) and reps else ""
         combined = "" if r.get("combined", True) or r.get("verdict") != "confirmed" else \
             '<div class="muted">not combined: an earlier fix sets the same field</div>'
@@ -127,7 +127,13 @@ def answer_section(found: Mapping[str, Any] | None) -> str:
                  f'<p class="muted">or on your own base: <code>saelab train --config &lt;your config&gt; {e(sets)}</code></p>')
     else:
         fixed = "<p>No cause was confirmed, so there is no fixed configuration to train.</p>"
-    return (f'<section class="answer">{head}<p class="lead">{lead}</p>{table}{answer_bars_svg(ranking)}{fixed}</section>')
+    # the figure: the causes not refuted (the ones that matter), else the three most harmful
+    shown = [r for r in ranking if r.get("verdict") != "refuted"][:MAX_BARS] or ranking[:3]
+    figure = answer_bars_svg(shown)
+    return f'<section class="answer">{head}<p class="lead">{lead}</p>{figure}{table}{fixed}</section>'
+
+
+MAX_BARS = 8  # causes in the answer's summary figure
 
 
 def _num(v: Any) -> str:

@@ -111,7 +111,8 @@ def test_runs_in_the_smoke_profile_and_writes_verdicts(executed, stem):
     nb = nbformat.read(str(target), as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs) >= 5
+    assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs) >= 4
+    assert any("saelab-table" in "".join(o.get("data", {}).get("text/html", "")) for o in outputs)  # plots.Table, e.g. the autopsy
     assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]  # bars cleared
     anchors = "".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert all(f'id="{v["evidence"]}"' in anchors for v in found), "a verdict links to a missing anchor"

@@ -269,7 +269,8 @@ def test_the_index_opens_on_the_answer_with_the_fix_and_the_command_to_train_it(
     assert "<code>--set penalty.alpha=0.006</code>" in answer
     assert "margin 5.0 points over 3 replicates" in answer
     assert '<span class="badge bad"' in answer and '<span class="badge good"' in answer  # confirmed cause red, refuted green
-    assert "<svg" in answer and answer.count("<rect") == 8  # 2 causes x (base, with fix) x (peak, final)
+    assert "<svg" in answer and answer.count("<rect") == 4  # the cause not refuted x (base, with fix) x (peak, final)
+    assert answer.index("<svg") < answer.index("<table")  # the figure right under the one-sentence answer
     assert "saelab train --config fixed_config.json --out" in answer and 'href="fixed_config.json"' in answer
 
 
@@ -346,3 +347,13 @@ def test_a_batch_killed_mid_phase_gets_the_previous_runs_back(tmp_path):
                   progress=False, keep_previous=True)
     assert r.status == "failed" and r.kept_previous
     assert sorted(p.name for p in runs_dir.iterdir()) == ["verdicts.json"] and not aside.exists()
+
+
+@pytest.mark.slow
+def test_a_phase_page_opens_on_its_verdicts_what_they_mean_and_the_glossary(lab):
+    page = (lab.out / "00_template.html").read_text()
+    top = page[page.index("<body"):page.index('class="jp-Cell')]  # the banner, before the notebook's first cell
+    assert '<span class="badge unclear"' in top and "template: the batch machinery runs a phase" in top
+    assert "Template: the batch machinery runs a phase not settled." in top or "not settled" in top  # the one sentence
+    assert "Terms used in this report" in top and "FVU" in top and "replicate" in top
+    assert str(lab.out) not in top  # no machine path in the banner
