@@ -1,11 +1,15 @@
 """The lab batch: run every phase notebook with papermill, render each to an offline HTML page,
-and write ``index.html`` with each phase's status and the verdicts the notebooks computed.
+and write ``index.html`` (``saelab.index``): the answer first, then each phase's status and the
+verdicts the notebooks computed.
 
 Layout of ``out`` (every page is written to a temporary name and renamed, so an interrupted
-batch leaves whole pages from the previous run, never half-written ones)::
+batch leaves whole pages from the previous run, never half-written ones; files get the mode of a
+normally created file, 0644 under the usual umask, so the folder can be shared or served)::
 
-    <stem>.ipynb, <stem>.html   executed notebook and its page, per phase
+    <stem>.ipynb, <stem>.html   executed notebook (plotly JSON kept, plotly.js dropped) and its page
+    plotly.min.js               the one plotly.js every page loads (offline)
     runs/<stem>/                the phase's run directories, verdicts.json (validation.json for 06)
+    answer.json, fixed_config.json   phase 06's answer, copied here (the index links them)
     results.json                status, wall time and verdicts per phase (merged across batches)
     index.html                  the report's front page
 """
