@@ -122,7 +122,7 @@ def answer_section(found: Mapping[str, Any] | None) -> str:
         sets = " ".join(f"--set {x}" for x in found.get("fixed_changes", []))
         fixed = ("<h3>The fixed configuration</h3><p>The confirmed fixes combined, at your base's own scale: "
                  + " ".join(f"<code>--set {e(x)}</code>" for x in found.get("fixed_changes", []))
-                 + '. Saved as <a href="fixed_config.json">fixed_config.json</a>; train it with</p>'
+                 + '. Saved as <a href="fixed_config.json">fixed_config.json</a> beside this page; train it, from this folder, with</p>'
                  f'<pre class="cmd">saelab train --config fixed_config.json --out reports/fixed</pre>'
                  f'<p class="muted">or on your own base: <code>saelab train --config &lt;your config&gt; {e(sets)}</code></p>')
     else:

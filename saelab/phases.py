@@ -16,7 +16,6 @@ import difflib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 from typing import Any
 
