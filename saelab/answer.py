@@ -54,10 +54,18 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         if v.get("kind") != "cause" or not fix or v.get("verdict") not in VERDICT_ORDER or "peak_reduction" not in n:
             continue
         arm = fix["arm"]
+
+        def dead(kind: str, fall: Any) -> dict[str, Any]:
+            """{"base", "with_fix", "fall"} means over the replicates, and their sd when the numbers carry it."""
+            out = {"base": n.get(f"base_{kind}_dead"), "with_fix": n.get(f"{arm}_{kind}_dead"), "fall": fall}
+            for key, name in (("base_sd", f"base_{kind}_dead_sd"), ("with_fix_sd", f"{arm}_{kind}_dead_sd")):
+                if name in n:
+                    out[key] = n[name]
+            return out
+
         rows.append({
             "cause": v["hypothesis"], "id": v["id"], "phase": v["phase"], "verdict": v["verdict"],
-            "peak_dead": {"base": n.get("base_peak_dead"), "with_fix": n.get(f"{arm}_peak_dead"), "fall": n["peak_reduction"]},
-            "final_dead": {"base": n.get("base_final_dead"), "with_fix": n.get(f"{arm}_final_dead"), "fall": n.get("final_reduction")},
+            "peak_dead": dead("peak", n["peak_reduction"]), "final_dead": dead("final", n.get("final_reduction")),
             "margin": n.get("margin"), "replicates": n.get("replicates"),
             "fix": _fix_lines(fix["changes"]), "fix_changes": fix["changes"], "fix_arm": arm})
     rows.sort(key=lambda r: (VERDICT_ORDER[r["verdict"]], -(r["peak_dead"]["fall"] or 0), -(r["final_dead"]["fall"] or 0)))

@@ -210,6 +210,9 @@ def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict
     numbers = {f"{ref}_peak_dead": stats(pr)["mean"], f"{fix}_peak_dead": stats(pf)["mean"],
                f"{ref}_final_dead": stats(fr)["mean"], f"{fix}_final_dead": stats(ff)["mean"],
                "peak_reduction": mean_peak, "final_reduction": mean_final, "margin": margin, "replicates": n}
+    if n > 1:  # the spread over the replicates (sample sd), which the answer shows beside each mean
+        numbers |= {f"{ref}_peak_dead_sd": stats(pr)["sd"], f"{fix}_peak_dead_sd": stats(pf)["sd"],
+                    f"{ref}_final_dead_sd": stats(fr)["sd"], f"{fix}_final_dead_sd": stats(ff)["sd"]}
     return {"word": word, "effect": effect, "numbers": numbers}
 
 

@@ -240,7 +240,8 @@ def test_verdict_colours_follow_what_the_verdict_means_not_its_word():
 
 ANSWER = {"base": "seed-test1", "ranking": [
     {"cause": "H1 · the L1 penalty <b>is</b> at the wrong scale", "id": "H1", "phase": "01_l1_penalty", "verdict": "confirmed",
-     "peak_dead": {"base": 0.61, "with_fix": 0.04, "fall": 0.57}, "final_dead": {"base": 0.55, "with_fix": 0.02, "fall": 0.53},
+     "peak_dead": {"base": 0.61, "with_fix": 0.04, "fall": 0.57, "base_sd": 0.021, "with_fix_sd": 0.005},
+     "final_dead": {"base": 0.55, "with_fix": 0.02, "fall": 0.53},
      "margin": 0.05, "replicates": 3, "fix": ["penalty.form=\"per_sample_sum\"", "penalty.alpha=0.006"], "combined": True},
     {"cause": "H3 · resampling creates the collapse", "id": "H3", "phase": "03_resampling", "verdict": "refuted",
      "peak_dead": {"base": 0.3, "with_fix": 0.29, "fall": 0.01}, "final_dead": {"base": 0.2, "with_fix": 0.2, "fall": 0.0},
@@ -265,7 +266,7 @@ def test_the_index_opens_on_the_answer_with_the_fix_and_the_command_to_train_it(
     answer = body[body.index("What kills"):body.index("<h2>Hypotheses</h2>")]
     assert answer.index("H1") < answer.index("H3")  # ranked, most harmful first
     assert "the L1 penalty &lt;b&gt;is&lt;/b&gt; at the wrong scale" in answer  # escaped
-    assert "61.0% → 4.0%" in answer and "55.0% → 2.0%" in answer  # peak and final dead, base -> with the fix
+    assert "61.0% ± 2.1 → 4.0% ± 0.5" in answer and "55.0% → 2.0%" in answer  # peak and final dead, base -> fix (± sd)
     assert "<code>--set penalty.alpha=0.006</code>" in answer
     assert "margin 5.0 points over 3 replicates" in answer
     assert '<span class="badge bad"' in answer and '<span class="badge good"' in answer  # confirmed cause red, refuted green

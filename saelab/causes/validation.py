@@ -118,11 +118,14 @@ def answer_markdown(found: dict[str, Any]) -> str:
     if not found["ranking"]:
         return "No phase of this lab tested a cause with an arm that removes it (run phases 00-05 first)."
     lines = ["| cause | verdict | peak dead: base -> with fix | final dead: base -> with fix | fix |", "|---|---|---|---|---|"]
-    pct = lambda v: "?" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    def pct(d: dict[str, Any], key: str) -> str:  # mean over the replicates, ± their sd when known
+        v, sd = d.get(key), d.get(f"{key}_sd")
+        return "?" if v is None else f"{100 * v:.1f}%" + (f" ± {100 * sd:.1f}" if sd is not None else "")
+
     for r in found["ranking"]:
         p, f = r["peak_dead"], r["final_dead"]
         lines.append(f"| {md_text(r['id'])} · {md_text(r['cause'].split(' · ', 1)[-1])} | **{r['verdict']}** "
-                     f"| {pct(p['base'])} -> {pct(p['with_fix'])} | {pct(f['base'])} -> {pct(f['with_fix'])} "
+                     f"| {pct(p, 'base')} -> {pct(p, 'with_fix')} | {pct(f, 'base')} -> {pct(f, 'with_fix')} "
                      f"| {' '.join(md_code(f'--set {x}') for x in r['fix'])} |")
     if found["fixed_config"]:
         lines += ["", "Fixed configuration (the confirmed fixes combined, at your base's own scale): "
