@@ -43,7 +43,7 @@ pre.error{white-space:pre-wrap;background:#fff5f5;border-left:3px solid #cf222e;
 details.glossary{font-size:13px;margin:8px 0}details.glossary dt{font-weight:600;margin-top:4px}
 details.glossary dd{margin:0 0 0 16px;color:#3d444d}
 .answer{border:2px solid #d0d7de;border-radius:8px;padding:4px 16px 12px;background:#fbfcfd}
-.lead{font-size:17px;margin:8px 0}
+.lead{font-size:17px;margin:8px 0}abbr[title]{text-decoration:underline dotted;cursor:help}
 """
 
 
@@ -207,6 +207,11 @@ GLOSSARY = {
               "paired falls over the replicates.",
     "fix": "the change (--set path=value) of the arm that removed a cause's deaths.",
 }
+
+
+def term(label: str, key: str) -> str:
+    """``label`` with the glossary's definition of ``key`` on hover (``<abbr title>``)."""
+    return f'<abbr title="{e(GLOSSARY[key])}">{e(label)}</abbr>'
 
 
 def glossary_html() -> str:

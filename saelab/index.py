@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from saelab.htmlkit import (CSS, MEANING_TITLE, badge, csp_meta, e, glossary_html, meaning_of, provenance_line,
+from saelab.htmlkit import (CSS, MEANING_TITLE, badge, csp_meta, e, glossary_html, meaning_of, provenance_line, term,
                             verdict_badge, what_it_means)
 
 ANSWER_FILES = ("answer.json", "fixed_config.json")
@@ -114,8 +114,10 @@ def answer_section(found: Mapping[str, Any] | None) -> str:
                     f"<td class=num>{e(_with_spread(p, 'base'))} → {e(_with_spread(p, 'with_fix'))}{note}</td>"
                     f"<td class=num>{e(_with_spread(f, 'base'))} → {e(_with_spread(f, 'with_fix'))}</td>"
                     f"<td>{fix}{combined}</td></tr>")
-    table = ("<table><tr><th>#</th><th>cause</th><th>verdict</th><th>peak dead: base → with fix</th>"
-             f"<th>final dead: base → with fix</th><th>fix</th></tr>{''.join(rows)}</table>"
+    table = (f"<table><tr><th>#</th><th>cause</th><th>{term('verdict', 'confirmed / refuted / inconclusive')}</th>"
+             f"<th>{term('peak dead', 'peak / final dead')}: {term('base', 'base')} → with {term('fix', 'fix')}</th>"
+             f"<th>{term('final dead', 'peak / final dead')}: base → with fix</th><th>{term('fix', 'fix')}</th></tr>"
+             f"{''.join(rows)}</table>"
              '<p class="muted">Ranked by how many deaths each fix removes (peak, then final dead fraction; mean over '
              "the replicates). Red: the cause kills latents in this setup.</p>")
     if found.get("fixed_config"):

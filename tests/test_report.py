@@ -273,6 +273,7 @@ def test_the_index_opens_on_the_answer_with_the_fix_and_the_command_to_train_it(
     assert "<svg" in answer and answer.count("<rect") == 4  # the cause not refuted x (base, with fix) x (peak, final)
     assert answer.index("<svg") < answer.index("<table")  # the figure right under the one-sentence answer
     assert "saelab train --config fixed_config.json --out" in answer and 'href="fixed_config.json"' in answer
+    assert '<abbr title="the largest dead fraction during training' in answer  # the glossary on hover, too
 
 
 def test_template_notebook_is_a_stripped_parameterized_phase():
