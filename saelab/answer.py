@@ -48,10 +48,14 @@ def _fix_lines(changes: dict[str, Any]) -> list[str]:
 
 def _dead(n: dict[str, Any], which: str, arm: str) -> dict[str, Any]:
     """One dead fraction (``which`` = peak | final) of the base and of the fix arm: means over the
-    replicates, their standard deviations, and the mean paired fall with its standard error."""
-    return {"base": n.get(f"base_{which}_dead"), "base_sd": n.get(f"base_{which}_dead_sd"),
-            "with_fix": n.get(f"{arm}_{which}_dead"), "with_fix_sd": n.get(f"{arm}_{which}_dead_sd"),
-            "fall": n.get(f"{which}_reduction"), "fall_se": n.get(f"{which}_reduction_se")}
+    replicates and the mean paired fall; with several replicates also their standard deviations
+    (``base_sd``, ``with_fix_sd``) and the standard error of the fall (``fall_se``)."""
+    out = {"base": n.get(f"base_{which}_dead"), "with_fix": n.get(f"{arm}_{which}_dead"), "fall": n.get(f"{which}_reduction")}
+    for key, name in (("base_sd", f"base_{which}_dead_sd"), ("with_fix_sd", f"{arm}_{which}_dead_sd"),
+                      ("fall_se", f"{which}_reduction_se")):
+        if name in n:
+            out[key] = n[name]
+    return out
 
 
 def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

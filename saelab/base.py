@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from saelab.config import PRESETS, RunConfig, preset
+from saelab.config import PRESETS, PROVENANCE_KEY, RunConfig, preset
 
 DEFAULT_BASE = "seed-test1"  # the seed's minimal reproduction (seeds/004, Test 1): the lab's first case
 
@@ -129,7 +129,7 @@ def load_base(spec: str | Path | None = None) -> Base:
             raise ValueError(f"base {path}: {e}") from None
         origin = "SAELens config"
     else:
-        d = {k: v for k, v in data.items() if k != "saelab_version"}  # a stamp, not a field
+        d = {k: v for k, v in data.items() if k not in ("saelab_version", PROVENANCE_KEY)}  # stamps, not fields
     try:
         cfg = RunConfig.from_dict(d)
     except ValueError as e:

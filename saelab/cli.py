@@ -12,7 +12,10 @@ SUMMARY_KEYS = ("steps", "l0", "l0_frac", "dead_frac", "dead_frac_batch", "mse",
 
 
 def _parser() -> argparse.ArgumentParser:
+    from saelab.version import describe
+
     p = argparse.ArgumentParser(prog="saelab", description="Why do SAE latents die? A lab of phases.")
+    p.add_argument("--version", action="version", version=describe(), help="the saelab version and git commit")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("presets", help="list the named configs")
     t = sub.add_parser("train", help="train one arm into a run directory")

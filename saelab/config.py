@@ -26,6 +26,7 @@ CoefSchedule = Literal["constant", "linear_anneal"]
 
 MAX_INT = 10**15  # no count in a config is this large; beyond 2**63 torch's int64 tensors overflow
 MAX_STEPS = 10**9  # a billion optimizer steps: over a year at the seed's ~26 steps/s
+PROVENANCE_KEY = "saelab"  # config.json's {"version", "commit"} of the saelab that wrote it (saelab.version.KEY)
 
 
 class _Section:
@@ -348,11 +349,22 @@ class RunConfig(_Section):
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+    def to_json(self, provenance: bool = False) -> str:
+        """Sorted, indented JSON; with ``provenance`` also the saelab version and commit that wrote
+        it (under ``"saelab"``, which ``from_json`` skips)."""
+        d = self.to_dict()
+        if provenance:
+            from saelab.version import provenance as which
+
+            d[PROVENANCE_KEY] = which()
+        return json.dumps(d, indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """The inverse of ``to_dict``; the ``"saelab"`` key (which saelab wrote the file, see
+        saelab.version) is provenance, not a field, and is skipped."""
+        if isinstance(d, dict) and PROVENANCE_KEY in d:
+            d = {k: v for k, v in d.items() if k != PROVENANCE_KEY}
         return _build(cls, d, "")
 
     @classmethod

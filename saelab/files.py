@@ -2,9 +2,13 @@
 for example caches written by SAELens or TransformerLens, and saelab's own MiniLM cache.
 
 Formats: ``.npy`` (float16/32/64), ``.safetensors`` (one tensor, or a named one with
-``file:<path>#<name>``; float16/32/64 and bfloat16), a folder or a glob of such files (shards,
-rows concatenated in sorted name order), and ``.pt`` only through
-``torch.load(weights_only=True)``. Nothing is ever unpickled. Arrays must be 2-D [rows, d_in].
+``file:<path>#<name>``; float16/32/64 and bfloat16), ``.arrow`` (Arrow IPC, the format of Hugging
+Face ``datasets``' ``save_to_disk`` and so of SAELens' CacheActivationsRunner: a column of
+``Array2D(context_size, d_in)`` or of per-token ``d_in`` vectors, named with ``#<column>`` when the
+file holds several float columns), a folder or a glob of such files (shards, rows concatenated in
+sorted name order; a SAELens cache folder's ``data-0000N-of-0000M.arrow``), and ``.pt`` only
+through ``torch.load(weights_only=True)``. Nothing is ever unpickled. Arrays must be 2-D
+[rows, d_in] (an arrow column's token rows are flattened to that).
 
 Bounded memory: only headers are parsed up front; rows are read on demand with positioned reads
 (``readinto`` at a byte offset), never through a long-lived memory map, because every page a map
@@ -22,6 +26,7 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +34,7 @@ from torch import Tensor
 
 from saelab.config import RunConfig
 
-SUFFIXES = (".npy", ".safetensors", ".pt", ".pth")
+SUFFIXES = (".npy", ".safetensors", ".pt", ".pth", ".arrow")
 MAX_CHUNK_BYTES = 128 * 2**20  # float32 bytes of one shuffle chunk: caps data.shuffle_buffer for wide rows (43,690 at d_in 768)
 _ST_DTYPES = {"F16": "float16", "F32": "float32", "F64": "float64", "BF16": "bfloat16"}
 
@@ -186,6 +191,94 @@ def pt_segment(path: Path, name: str | None = None) -> Segment:
     return Segment(path, 0, rows, d_in, dtype, tensor=obj.contiguous())
 
 
+def _float_leaf(t: Any) -> Any:
+    """The float type at the bottom of a (nested) list type, or None."""
+    import pyarrow as pa
+
+    while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        t = t.value_type
+    return t if pa.types.is_floating(t) else None
+
+
+def _flat_rows(path: Path, col: Any) -> tuple[Any, int]:
+    """A (nested) list column as its flat float values and the innermost list length (d_in),
+    checking that every list at every level has the same length and nothing is null: only then
+    are the rows one contiguous [rows, d_in] block in the file."""
+    import pyarrow as pa
+
+    width = 0
+    while not pa.types.is_floating(col.type):
+        if col.null_count:
+            raise _fail(path, f"column has {col.null_count} null entries; activations must be complete")
+        if pa.types.is_fixed_size_list(col.type):
+            width = col.type.list_size
+        else:
+            offsets = np.asarray(col.offsets)
+            lengths = np.diff(offsets)
+            if len(lengths) and (lengths != lengths[0]).any():
+                raise _fail(path, f"holds ragged rows (lengths {int(lengths.min())}..{int(lengths.max())}); "
+                                  "every token row must have d_in values")
+            width = int(lengths[0]) if len(lengths) else 0
+        col = col.flatten()
+    if col.null_count:
+        raise _fail(path, f"column has {col.null_count} null values; activations must be complete")
+    return col, width
+
+
+def arrow_segments(path: Path, name: str | None = None) -> list[Segment]:
+    """Locate the activations of an Arrow IPC file (stream or file format; uncompressed, as
+    ``datasets.Dataset.save_to_disk`` writes them): one Segment per record batch, at the byte
+    offset of its float values inside the file (found through a memory map that is closed again:
+    only the offsets are read). The column is ``name``, or the only float column (a SAELens cache
+    names it after the hook, e.g. ``blocks.8.hook_resid_pre``)."""
+    import pyarrow as pa
+
+    size = path.stat().st_size
+    if size == 0:
+        raise _fail(path, "is empty (0 bytes)")
+    segments: list[Segment] = []
+    with pa.memory_map(str(path), "r") as mm:
+        whole = mm.read_buffer(size)
+        try:
+            reader = pa.ipc.open_stream(whole)
+            batches = list(reader)
+        except pa.ArrowInvalid:
+            try:
+                f = pa.ipc.open_file(whole)
+                batches = [f.get_batch(i) for i in range(f.num_record_batches)]
+            except pa.ArrowInvalid as e:
+                raise _fail(path, f"is not an Arrow IPC file ({e})") from None
+        if not batches:
+            raise _fail(path, "is empty: it holds no record batches")
+        schema = batches[0].schema
+        floats = [f.name for f in schema if _float_leaf(f.type) is not None]
+        if name is None:
+            if len(floats) != 1:
+                raise _fail(path, f"holds {len(floats)} float columns {floats}; pick one with file:{path}#<column>")
+            name = floats[0]
+        if name not in schema.names:
+            raise _fail(path, f"has no column {name!r}; it holds {schema.names}")
+        if name not in floats:
+            raise _fail(path, f"column {name!r} is {schema.field(name).type}, not (lists of) floats")
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            values, d_in = _flat_rows(path, batch.column(name))
+            if d_in == 0:
+                raise _fail(path, f"column {name!r} holds scalars, not rows of d_in values")
+            dtype = np.dtype(values.type.to_pandas_dtype()).name
+            itemsize = np.dtype(dtype).itemsize
+            start = values.buffers()[1].address + values.offset * itemsize - whole.address
+            if not 0 <= start <= size - len(values) * itemsize:  # a compressed file decompresses elsewhere
+                raise _fail(path, "is compressed; save the dataset uncompressed (datasets' save_to_disk does)")
+            rows, d_in = _check_shape(path, (len(values) // d_in, d_in), dtype)
+            segments.append(Segment(path, start, rows, d_in, dtype))
+        del batches, whole
+    if not segments:
+        raise _fail(path, "is empty: its record batches hold no rows")
+    return segments
+
+
 def open_segments(spec: str) -> list[Segment]:
     """Segments for ``<path>[#tensor]``: a file, a folder (its files with a known suffix) or a glob."""
     path_text, name = spec, None
@@ -215,6 +308,8 @@ def open_segments(spec: str) -> list[Segment]:
             segments.append(safetensors_segment(p, name))
         elif suffix in (".pt", ".pth"):
             segments.append(pt_segment(p, name))
+        elif suffix == ".arrow":
+            segments += arrow_segments(p, name)
         else:
             raise _fail(p, f"has an unknown format {suffix or '(no suffix)'!r}; use one of {', '.join(SUFFIXES)}")
     widths = {s.d_in for s in segments}

@@ -99,11 +99,16 @@ def retain_freed_memory() -> bool:
     so each step page-faults its buffers in again: measured here, 30% of a TopK step at that size
     and a few % at the seed's. Turning off mmap for allocations and heap trimming (mallopt) lets
     the next step reuse the pages. The cost: the process keeps its peak memory until it exits.
-    Idempotent; a no-op off glibc or with SAELAB_RETAIN_MEMORY=0. Returns whether it is active."""
+    The setting cannot be undone (mallopt has no getter, and setting it turns glibc's dynamic mmap
+    threshold off for good), so inside a Jupyter kernel it stays off unless SAELAB_RETAIN_MEMORY=1:
+    a user's notebook kernel is left as it was found (issue 15), while ``saelab lab`` sets the
+    variable for the throwaway kernels it starts. Idempotent; a no-op off glibc or with
+    SAELAB_RETAIN_MEMORY=0. Returns whether it is active."""
     if _RETAIN["done"]:
         return _RETAIN.get("active", False)
     _RETAIN["done"] = True
-    if os.environ.get("SAELAB_RETAIN_MEMORY", "1") == "0":
+    wanted = os.environ.get("SAELAB_RETAIN_MEMORY", "")
+    if wanted == "0" or (wanted != "1" and _in_kernel()):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -114,3 +119,10 @@ def retain_freed_memory() -> bool:
     ok = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**30)) and bool(mallopt(M_TOP_PAD, 2**26))
     _RETAIN["active"] = ok
     return ok
+
+
+def _in_kernel() -> bool:
+    """Whether this process is a Jupyter (IPython) kernel."""
+    import sys
+
+    return "ipykernel" in sys.modules

@@ -10,9 +10,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from saelab.report import CSS, write_atomic
-
-PLOTLY_JS = "plotly.min.js"
+from saelab.htmlkit import CSS, PLOTLY_JS
+from saelab.report import write_atomic
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
@@ -30,20 +29,21 @@ def write_page(path: Path, title: str, verdict: str, sections: list[tuple[str, s
                subtitle: str = "") -> Path:
     """Write ``path`` (HTML) with a verdict paragraph first, then (heading, HTML or figure)
     sections; plotly.min.js goes beside it once."""
-    from plotly.offline import get_plotlyjs
+    from saelab.htmlkit import csp_meta, figure_scripts, glossary_html, provenance_line, write_plotly_js
 
     path = Path(path)
-    js = path.parent / PLOTLY_JS
-    if not js.exists():
-        write_atomic(js, get_plotlyjs())
+    write_plotly_js(path.parent)
     parts = []
     for heading, body in sections:
         html = body.to_html(full_html=False, include_plotlyjs=False) if isinstance(body, go.Figure) else body
         parts.append(f"<h2>{escape(heading)}</h2>{html}")
-    page = (f'<!DOCTYPE html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">'
+    # the figures' inline scripts, allowed by hash; nothing else inline may run
+    scripts = [src for p in parts for src in figure_scripts(p)]
+    page = (f'<!DOCTYPE html><html><head><meta charset="utf-8">{csp_meta(scripts, plotly=True)}<link rel="icon" href="data:,">'
             f"<title>{escape(title)}</title><style>{CSS}</style>"
             f'<script src="{PLOTLY_JS}"></script></head><body><h1>{escape(title)}</h1>'
-            f'<p class="muted">{escape(subtitle)}</p><h2>Verdict</h2><p class="verdict">{escape(verdict)}</p>'
+            f'<p class="muted">{escape(subtitle)} · {escape(provenance_line())}</p><h2>Verdict</h2>'
+            f'<p class="verdict">{escape(verdict)}</p>{glossary_html()}'
             + "".join(parts) + "</body></html>")
     write_atomic(path, page)
     return path

@@ -16,12 +16,13 @@ import difflib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 from typing import Any
 
 from saelab.base import DEFAULT_BASE, PROFILES, Base, Profile, get_profile, load_base, sized  # noqa: F401 (re-exported)
 from saelab.config import RunConfig, field_paths
+from saelab.htmlkit import md_code as _code
+from saelab.htmlkit import md_text as _md
 from saelab.hypothesis import Context, Phase, Plan, build_arms, diff, not_applicable
 
 # ----- the parameter contract -----------------------------------------------------------------
@@ -214,16 +215,19 @@ class PhaseRun:
 
     def describe(self) -> str:
         """Markdown: the base and where it came from, the profile and the fields it set, and each arm
-        with the config fields in which it differs from the base."""
+        with the config fields in which it differs from the base. Every user string (a path, a
+        source, an override) is escaped (``_code``, ``_md``): it shows as typed and never becomes
+        markup in the page (issue 14)."""
         built = self.built[self.seeds[0]]
         base = built.ctx.base
-        lines = [f"Base: `{_md(self.base.name)}` ({self.base.origin}); data `{_md(base.data.source)}`. Profile `{self.profile.name}`: "
-                 f"replicates {list(self.seeds)}, {base.steps} steps, batch {base.data.batch_size}, d_sae {base.sae.d_sae}.", ""]
+        lines = [f"Base: {_code(self.base.name)} ({_md(self.base.origin)}); data {_code(base.data.source)}. "
+                 f"Profile {_code(self.profile.name)}: replicates {list(self.seeds)}, {base.steps} steps, "
+                 f"batch {base.data.batch_size}, d_sae {base.sae.d_sae}.", ""]
         if built.profile_set:
             lines.append("Fields the profile set (the base leaves them open): "
-                         + ", ".join(f"`{k}={v!r}`" for k, v in built.profile_set.items() if k != "seed") + ".")
+                         + ", ".join(_code(f"{k}={v!r}") for k, v in built.profile_set.items() if k != "seed") + ".")
         if self.overrides:
-            lines.append("Overrides for every arm: " + ", ".join(f"`{_md(k)}={_md(repr(v))}`" for k, v in self.overrides.items()) + ".")
+            lines.append("Overrides for every arm: " + ", ".join(_code(f"{k}={v!r}") for k, v in self.overrides.items()) + ".")
         lines += ["", "| arm | differs from the base in | tests |", "|---|---|---|"]
         testers: dict[str, list[str]] = {}
         for hid, arms in built.plan.tested.items():
@@ -231,17 +235,12 @@ class PhaseRun:
                 testers.setdefault(a.name, []).append(hid)
         for name in built.plan.arms:
             ch = built.plan.changes.get(name, {})
-            text = ", ".join(f"`{k}={v!r}`" for k, v in ch.items()) or "(the base)"
-            lines.append(f"| `{name}` | {_md(text)} | {', '.join(testers.get(name, []))} |")
+            text = ", ".join(_code(f"{k}={v!r}") for k, v in ch.items()) or "(the base)"
+            lines.append(f"| {_code(name)} | {text} | {', '.join(testers.get(name, []))} |")
         if built.plan.not_applicable:
             lines += ["", "Not applicable to this base (no arm trained):"]
             lines += [f"- **{hid}**: {_md(why)}" for hid, why in built.plan.not_applicable.items()]
         return "\n".join(lines)
-
-
-def _md(text: str) -> str:
-    """A user string made safe for a Markdown cell: HTML escaped, no backticks or pipes."""
-    return escape(str(text)).replace("`", "&#96;").replace("|", "&#124;")
 
 
 def _in_notebook() -> bool:

@@ -18,6 +18,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from saelab.tables import Table, autopsy_table, validation_table  # noqa: F401 (plots.Table etc.)
+
 MAX_POINTS = 2000  # points per line in any figure
 MAX_HEATMAP_ROWS = 512  # latents (or groups of latents) in the death heatmap
 MAX_HEATMAP_COLS = 400  # log steps in the death heatmap
@@ -38,7 +40,7 @@ NORM_LABELS = {"x_norm": "||x|| (raw row norm)", "coef": "coefficient sqrt(d_in)
 CURVES = [
     ("L0", "L0 (active latents per row, count)", [("l0", "", "solid")], False),
     ("dead fraction", "dead latents (fraction of d_sae)",
-     [("dead_frac", "held-out truth", "solid"), ("dead_frac_batch", "single batch (seed)", "dash")], False),
+     [("dead_frac", "held-out truth", "solid"), ("dead_frac_batch", "single batch (the seed's count)", "dash")], False),
     ("loss", "training loss (reconstruction + penalties)", [("loss", "", "solid")], True),
     ("L1 / recon", "L1 penalty / reconstruction loss (ratio)", [("l1_recon_ratio", "", "solid")], True),
     ("LR", "learning rate", [("lr", "", "solid")], False),
@@ -295,39 +297,6 @@ def death_heatmap(run: Any, max_rows: int = MAX_HEATMAP_ROWS, max_cols: int = MA
     return fig
 
 
-def _table(header: list[str], columns: list[list[Any]], title: str, fill: list[list[str]] | None = None
-           ) -> go.Figure:
-    n = len(columns[0]) if columns else 0
-    fig = go.Figure(go.Table(
-        header={"values": [f"<b>{h}</b>" for h in header], "fill_color": "#e8eef6", "align": "left"},
-        cells={"values": columns, "align": "left", "fill_color": fill or "#ffffff", "height": 26}))
-    fig.update_layout(title=title, height=min(140 + 28 * max(n, 1), 900), margin={"t": 60, "b": 10})
-    return fig
-
-
-def autopsy_table(runs: Mapping[str, Any]) -> go.Figure:
-    """Collapses of every arm (saelab.diagnose's autopsy) with what triggered them, the change in
-    dead fraction and L0, and the event they are attributed to, as a table."""
-    rows = []
-    for arm, run in as_runs(runs).items():
-        evs = autopsy_events(run)
-        for e in evs:
-            span = f"{e.get('start_step', e['step'])}–{e.get('end_step', e['step'])}"
-            dead = f"{_fmt(e.get('dead_before', ''))} → {_fmt(e.get('dead_after', ''))}"
-            l0 = f"{_fmt(e.get('l0_before', ''))} → {_fmt(e.get('l0_after', ''))}"
-            suspect = e.get("coincides_with", e.get("attribution", "")) or "none found"
-            if e.get("coincides_step") is not None:
-                suspect += f" at step {e['coincides_step']} ({e.get('coincides_distance', '?')} steps before onset)"
-            rows.append([arm, e["step"], span, e.get("trigger", ""), dead, l0, suspect])
-        if not evs:
-            rows.append([arm, "—", "", "", "", "", "no collapse detected"])
-    cols = [list(c) for c in zip(*rows)] if rows else [[] for _ in range(7)]
-    fig = _table(["arm", "onset step", "steps", "trigger", "dead fraction", "L0", "attributed to"], cols,
-                 "Autopsy: collapses and their attribution")
-    fig.data[0].columnwidth = [1.2, 0.9, 1, 1.3, 1.4, 1.4, 3]
-    return fig
-
-
 def detector_pr(runs: Mapping[str, Any], max_points: int = MAX_POINTS) -> go.Figure:
     """Precision (top) and recall (bottom) of the single-batch, window and tokens-since-fired dead
     detectors against the held-out truth, per step; colour = detector, dropdown = arm."""
@@ -471,21 +440,12 @@ def norm_ranges(runs: Mapping[str, Any]) -> go.Figure:
     return fig
 
 
-def validation_table(rows: pd.DataFrame | list[Mapping[str, Any]]) -> go.Figure:
-    """The seed's validation metrics per arm (columns arm, metric, value, target, range, pass) as
-    a table with pass in green and fail in red."""
-    df = pd.DataFrame(rows)
-    verdict = ["pass" if p is True else "FAIL" if p is False else "—" for p in df.get("pass", [])]
-    shade = ["#dff3e3" if v == "pass" else "#f8d7da" if v == "FAIL" else "#ffffff" for v in verdict]
-    cols = [df[c].map(_fmt).tolist() if c in df else [""] * len(df) for c in ("arm", "metric", "value", "target", "range")]
-    return _table(["arm", "metric", "value", "target", "acceptable range", "result"], [*cols, verdict],
-                  "Seed validation metrics per arm", fill=[["#ffffff"] * len(df)] * 5 + [shade])
-
-
-def replicate_spread(df: pd.DataFrame, metrics: list[str] | None = None, arm: str = "arm", seed: str = "seed"
+def replicate_spread(df: pd.DataFrame, metrics: list[str] | None = None, arm: str = "arm", seed: str | None = None
                      ) -> go.Figure:
-    """One row per (arm, seed) with metric columns -> per arm the mean with ±1 standard deviation
-    error bars and every seed as a small dot; a dropdown picks the metric."""
+    """One row per (arm, replicate) with metric columns (``seed``: the column naming the replicate,
+    default "replicate", else "seed") -> per arm the mean with ±1 standard deviation error bars and
+    every replicate as a small dot; a dropdown picks the metric."""
+    seed = seed or ("replicate" if "replicate" in df else "seed")
     metrics = metrics or [c for c in df.select_dtypes("number").columns if c != seed]
     fig, keys = go.Figure(), []
     arms = list(dict.fromkeys(df[arm]))
@@ -504,11 +464,11 @@ def replicate_spread(df: pd.DataFrame, metrics: list[str] | None = None, arm: st
                 hoverinfo="text"))
             fig.add_trace(go.Scatter(
                 x=[a] * len(vals), y=vals, mode="markers", marker={"size": 7, "color": color(i), "opacity": 0.6},
-                name=f"{a} seeds", legendgroup=a, showlegend=False, visible=first,
-                hovertext=[f"{a}, seed {s}: {v:.4g}" for s, v in zip(seeds, vals)], hoverinfo="text"))
+                name=f"{a} replicates", legendgroup=a, showlegend=False, visible=first,
+                hovertext=[f"{a}, replicate {s}: {v:.4g}" for s, v in zip(seeds, vals)], hoverinfo="text"))
             keys += [metric, metric]
     relayouts = [{"yaxis.title.text": m} for m in metrics]
-    fig.update_layout(title="Spread across seed replicates (mean ± 1 sd; dots: seeds)", xaxis_title="arm",
+    fig.update_layout(title="Spread across replicates (mean ± 1 sd; dots: one replicate each)", xaxis_title="arm",
                       yaxis_title=metrics[0] if metrics else "", margin={"t": 110}, height=450,
                       updatemenus=[_dropdown(_visibility_buttons(metrics, keys, relayouts))] if metrics else [])
     return fig

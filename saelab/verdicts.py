@@ -241,17 +241,22 @@ def table(verdicts: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def narrative(verdicts: list[dict[str, Any]]) -> str:
-    """Markdown, one bullet per verdict, written from the verdicts themselves (never by hand)."""
-    return "\n".join(f"- **{v['hypothesis']}: {v['verdict']}.** {v['effect']}" for v in verdicts)
+    """Markdown, one bullet per verdict, written from the verdicts themselves (never by hand): the
+    verdict, what it means for this setup (good / bad news, ``saelab.htmlkit.what_it_means``), then
+    the numbers."""
+    from saelab.htmlkit import MEANING_TITLE, meaning_of, md_text, what_it_means
+
+    return "\n".join(f"- **{md_text(v['hypothesis'])}: {v['verdict']}** ({MEANING_TITLE[meaning_of(v)]}). "
+                     f"{md_text(what_it_means(v))} {md_text(v['effect'])}" for v in verdicts)
 
 
 # ----- evidence tables ------------------------------------------------------------------------
 
 
 def replicate_frame(runs: RunsBySeed) -> pd.DataFrame:
-    """One row per (arm, seed): final and peak dead fraction, final L0 fraction, final FVU and the
-    number of autopsy collapses (for plots.replicate_spread)."""
-    rows = [{"arm": arm, "seed": seed, "final dead fraction": tail(r, "dead_frac"), "peak dead fraction": peak(r),
+    """One row per (arm, replicate): the replicate's random seed, final and peak dead fraction,
+    final L0 fraction, final FVU and the number of autopsy collapses (for plots.replicate_spread)."""
+    rows = [{"arm": arm, "replicate": seed, "final dead fraction": tail(r, "dead_frac"), "peak dead fraction": peak(r),
              "final L0 fraction": tail(r, "l0_frac"), "final FVU": tail(r, "fvu"), "collapses": float(len(collapses(r)))}
             for seed, arms in runs.items() for arm, r in arms.items()]
     return pd.DataFrame(rows)

@@ -188,6 +188,7 @@ from pathlib import Path
 
 import pandas as pd
 import plotly.io as pio
+from IPython.display import display
 
 sys.path.insert(0, tests_dir)
 from fake_runs import fake_arms
@@ -198,18 +199,43 @@ runs = fake_arms(Path(out_dir) / "arms")
 rows = [{"arm": "seed", "metric": "dead (final)", "value": 0.6, "target": "<10%", "range": "<20%", "pass": False}]
 spread = pd.DataFrame({"arm": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1], "dead_frac": [0.1, 0.2, 0.5, 0.7]})
 for fig in [plots.training_curves(runs), plots.firing_histogram(runs), plots.death_heatmap(runs["seed"]),
-            plots.autopsy_table(runs), plots.detector_pr(runs), plots.lr_schedules(runs),
-            plots.dead_vs_l0(runs), plots.norm_ranges(runs), plots.validation_table(rows),
+            plots.detector_pr(runs), plots.lr_schedules(runs), plots.dead_vs_l0(runs), plots.norm_ranges(runs),
             plots.replicate_spread(spread)]:
     fig.show()
+display(plots.autopsy_table(runs), plots.validation_table(rows))
 """
-N_FIGURES_IN_FIGURES_NOTEBOOK = 10
+N_FIGURES_IN_FIGURES_NOTEBOOK = 8  # plotly figures; the autopsy and validation tables are HTML tables
+# issue 14: a user string with a backtick and markup, as a data source path, must never run
+HOSTILE = "file:/x/`<img src=w onerror=alert(4)>`.npy"
+HOSTILE_CODE = """\
+import json
+from pathlib import Path
+
+import plotly.graph_objects as go
+import plotly.io as pio
+from IPython.display import Markdown, display
+
+from saelab.htmlkit import md_code
+from saelab import plots, verdicts
+
+pio.renderers.default = "plotly_mimetype+notebook"
+display(Markdown(f"data {md_code(source)}"))
+print(source)
+go.Figure(go.Bar(x=[source], y=[1], name=source), layout={"title": source}).show()
+display(plots.Table(["arm"], [[source]]))
+found = [{"hypothesis": source, "id": "H1", "phase": "03_hostile", "verdict": "confirmed", "kind": "cause",
+          "effect": source, "numbers": {source: 1.0}, "evidence": "x"}]
+display(Markdown(verdicts.narrative(found)))
+Path(out_dir).mkdir(parents=True, exist_ok=True)
+(Path(out_dir) / "verdicts.json").write_text(json.dumps(found))
+"""
 
 
-def write_test_notebooks(nb_dir: Path, broken: bool = True, figures: bool = False) -> Path:
+def write_test_notebooks(nb_dir: Path, broken: bool = True, figures: bool = False, hostile: bool = False) -> Path:
     """Phase notebooks for batch tests in ``nb_dir``: ``00_template`` (the template as is),
-    ``01_broken`` (the template with a cell that raises before the verdict) and ``02_figures``
-    (every saelab.plots builder on fake runs; takes a ``tests_dir`` parameter)."""
+    ``01_broken`` (the template with a cell that raises before the verdict), ``02_figures``
+    (every saelab.plots builder on fake runs; takes a ``tests_dir`` parameter) and ``03_hostile``
+    (its ``source`` parameter in Markdown, stdout, a figure, a table and verdicts.json)."""
     import nbformat
 
     nb_dir.mkdir(parents=True, exist_ok=True)
@@ -227,4 +253,10 @@ def write_test_notebooks(nb_dir: Path, broken: bool = True, figures: bool = Fals
         nb.cells = [nbformat.v4.new_markdown_cell("# Every figure builder"), params,
                     nbformat.v4.new_code_cell(FIGURES_CODE)]
         nbformat.write(nb, str(nb_dir / "02_figures.ipynb"))
+    if hostile:
+        nb = nbformat.read(str(TEMPLATE), as_version=4)
+        params = nbformat.v4.new_code_cell('profile = "smoke"\nout_dir = "reports/_hostile"\nsource = "synthetic"')
+        params.metadata["tags"] = ["parameters"]
+        nb.cells = [nbformat.v4.new_markdown_cell("# A hostile source path"), params, nbformat.v4.new_code_cell(HOSTILE_CODE)]
+        nbformat.write(nb, str(nb_dir / "03_hostile.ipynb"))
     return nb_dir

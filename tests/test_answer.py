@@ -26,7 +26,7 @@ def test_ranking_puts_confirmed_causes_first_by_the_deaths_their_fix_removes():
     ranked = answer.ranking(found)
     assert [r["id"] for r in ranked] == ["H8", "H3", "H2", "H6"]
     assert ranked[0]["fix"] == ['sae.b_dec_init="mean"', "sae.apply_b_dec_to_input=True"]
-    assert set(ranked[0]["peak_dead"]) == {"base", "base_sd", "with_fix", "with_fix_sd", "fall", "fall_se"}
+    assert set(ranked[0]["peak_dead"]) == {"base", "with_fix", "fall"}  # no spread in these numbers: none shown
     assert ranked[0]["peak_dead"]["fall"] == 0.3 and ranked[0]["final_dead"]["with_fix"] == 0.4 - 0.15
     assert answer.fixed_changes(ranked) == {"sae.b_dec_init": "mean", "sae.apply_b_dec_to_input": True, "resample.strategy": "off"}
     enough = answer.ranking([cause("H8", "confirmed", 0.48, {"sae.b_dec_init": "mean"}), cause("H3", "confirmed", 0.3, {"resample.strategy": "off"})])
@@ -56,3 +56,12 @@ def test_phase_06_trains_the_fixed_configuration_from_the_other_phases_verdicts(
     fixed = built.plan.arms["fixed"]
     assert fixed.sae.apply_b_dec_to_input and fixed.sae.b_dec_init == "geometric_median"
     assert "fixed" not in phases.build("06_validation", "smoke", 0, data_source_real="").plan.arms  # nothing confirmed yet
+
+
+def test_the_ranking_carries_the_spread_over_replicates_when_the_verdict_has_it():
+    c = cause("H3", "confirmed", 0.2, {"resample.strategy": "off"})
+    c["numbers"] |= {"base_peak_dead_sd": 0.02, "fix_peak_dead_sd": 0.01, "base_final_dead_sd": 0.03, "fix_final_dead_sd": 0.0}
+    r = answer.ranking([c])[0]
+    assert r["peak_dead"] == {"base": 0.5, "with_fix": 0.3, "fall": 0.2, "base_sd": 0.02, "with_fix_sd": 0.01}
+    assert r["final_dead"]["base_sd"] == 0.03 and r["final_dead"]["with_fix_sd"] == 0.0
+    assert "base_sd" not in answer.ranking([cause("H3", "confirmed", 0.2, {})])[0]["peak_dead"]  # one replicate: none

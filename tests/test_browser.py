@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/fake_runs.py, whatever pytest's import mode
-from fake_runs import N_FIGURES_IN_FIGURES_NOTEBOOK, write_test_notebooks  # noqa: E402
+from fake_runs import HOSTILE, N_FIGURES_IN_FIGURES_NOTEBOOK, write_test_notebooks  # noqa: E402
 
 from saelab.report import run_lab  # noqa: E402
 
@@ -39,10 +39,10 @@ def served_report(tmp_path_factory):
     """The template and a page with every saelab.plots figure, run as a batch and served on
     127.0.0.1; yields the base URL."""
     root = tmp_path_factory.mktemp("browser")
-    nbs = write_test_notebooks(root / "notebooks", broken=False, figures=True)
+    nbs = write_test_notebooks(root / "notebooks", broken=False, figures=True, hostile=True)
     out = root / "out"
     rc = run_lab(profile="smoke", out=out, notebooks_dir=nbs, progress=False,
-                 parameters={"tests_dir": str(Path(__file__).parent)})
+                 parameters={"tests_dir": str(Path(__file__).parent), "source": HOSTILE})
     assert rc == 0, (out / "results.json").read_text()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(out)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -63,11 +63,15 @@ def browser(chromium_path):
 
 
 def _open(browser, url: str):
-    """Open ``url``; return (page, list of console errors and page errors)."""
+    """Open ``url`` with no network beyond the local server; return (page, list of console
+    errors, page errors, dialogs and requests that left 127.0.0.1)."""
     page = browser.new_page(viewport={"width": 1300, "height": 900})
     errors: list[str] = []
     page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.on("dialog", lambda d: (errors.append(f"dialog: {d.message}"), d.dismiss()))
+    page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(("http://127.0.0.1", "data:"))
+               else (errors.append(f"network: {r.request.url}"), r.abort()))
     page.goto(url, wait_until="load")
     return page, errors
 
@@ -88,7 +92,7 @@ def _screenshot(page, name: str) -> None:
 def test_index_loads_cleanly_and_links_the_phases(browser, served_report):
     page, errors = _open(browser, f"{served_report}/index.html")
     assert page.title() == "saelab report"
-    assert page.locator(".card.ok").count() == 2
+    assert page.locator(".card.ok").count() == 3
     assert page.locator('a[href="00_template.html#Verdict"]').count() == 1
     _all_drawn(page, 0)
     _screenshot(page, "report_index.png")
@@ -115,3 +119,16 @@ def test_every_plots_builder_draws_and_its_dropdown_works_offline(browser, serve
     _screenshot(page, "report_phase.png")
     assert errors == []
     page.close()
+
+
+def test_a_hostile_source_path_shows_as_text_and_never_runs(browser, served_report):
+    """Issue 14: file:/x/`<img src=w onerror=alert(4)>`.npy in Markdown, stdout, a figure, a table,
+    a verdict and the parameters reaches the pages as text: no element is made of it, no dialog
+    opens, and the Content-Security-Policy would block the handler anyway."""
+    for name, figures in (("03_hostile.html", 1), ("index.html", 0)):
+        page, errors = _open(browser, f"{served_report}/{name}")
+        _all_drawn(page, figures)
+        assert page.evaluate("document.querySelectorAll('img[src=\"w\"]').length") == 0, name
+        assert HOSTILE.split("/x/")[1] in page.evaluate("document.body.innerText"), name
+        assert errors == [], name
+        page.close()

@@ -189,3 +189,12 @@ def test_sigterm_prints_the_real_path_and_resume_command_then_resume_finishes(tm
     monkeypatch.undo()
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
     assert runs.load_run(out).metrics["step"].tolist() == [0, 10, 20]
+
+
+def test_version_names_the_package_version(capsys):
+    from saelab import __version__
+    from saelab.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith(f"saelab {__version__}")

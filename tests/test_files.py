@@ -280,3 +280,64 @@ def test_pt_only_with_weights_only(tmp_path):
     with pytest.raises(ValueError, match=r"evil.pt: refused: .*weights_only=True"):
         _source(tmp_path / "evil.pt")
     assert not marker.exists()
+
+
+def _write_saelens_cache(folder: Path, hook: str = "blocks.0.hook_resid_pre", context: int = 10, shards: int = 2,
+                         contexts_per_batch: int = 5) -> np.ndarray:
+    """What SAELens' CacheActivationsRunner leaves on disk (datasets' save_to_disk): Arrow IPC
+    stream files data-0000i-of-0000n.arrow whose one column, named after the hook, holds an
+    Array2D(context_size, d_in) per row, stored as list<list<float32>> (the extension type's
+    storage; pyarrow reads it as such without `datasets`), beside dataset_info.json and
+    state.json. Returns the token rows in order [n_tokens, D]."""
+    import json
+
+    import pyarrow as pa
+
+    folder.mkdir(parents=True)
+    n_ctx = ROWS // context
+    x = _data()
+    meta = {"ARROW:extension:name": "datasets.features.features.Array2DExtensionType",
+            "ARROW:extension:metadata": json.dumps({"shape": [context, D], "dtype": "float32"})}
+    field = pa.field(hook, pa.list_(pa.list_(pa.float32())), metadata=meta)
+    schema = pa.schema([field], metadata={"huggingface": json.dumps({"info": {"features": {hook: {"_type": "Array2D"}}}})})
+    per_shard = n_ctx // shards
+    for s in range(shards):
+        with pa.ipc.new_stream(str(folder / f"data-{s:05d}-of-{shards:05d}.arrow"), schema) as w:
+            for b in range(s * per_shard, (s + 1) * per_shard, contexts_per_batch):
+                ctx = x[b * context:(b + contexts_per_batch) * context].reshape(contexts_per_batch, context, D)
+                w.write_batch(pa.record_batch([pa.array([[list(map(float, t)) for t in c] for c in ctx], field.type)], schema))
+    (folder / "dataset_info.json").write_text("{}")
+    (folder / "state.json").write_text('{"_data_files": []}')
+    return x
+
+
+def test_a_saelens_activation_cache_is_a_file_source(tmp_path):
+    """Issue 15: the arrow files of SAELens' CacheActivationsRunner read as file:<folder>, every
+    token row in order, streamed by positioned reads like any other file."""
+    x = _write_saelens_cache(tmp_path / "cache")
+    src = _source(tmp_path / "cache")
+    assert src.rows == ROWS and src.train_rows == ROWS - EVAL
+    assert torch.equal(src.eval_set(EVAL), torch.from_numpy(x[-EVAL:]))  # values exact, tokens in order
+    seen = torch.cat([src.batch(s, 56) for s in range(5)])
+    assert sorted(seen[:, 0].long().tolist()) == list(range(ROWS - EVAL))
+    one = _source(tmp_path / "cache" / "data-00001-of-00002.arrow#blocks.0.hook_resid_pre")
+    assert one.rows == ROWS // 2
+
+
+def test_arrow_files_that_are_not_activations_are_refused_by_name(tmp_path):
+    import pyarrow as pa
+
+    ragged = tmp_path / "ragged.arrow"
+    with pa.ipc.new_stream(str(ragged), pa.schema([("acts", pa.list_(pa.float32()))])) as w:
+        w.write_batch(pa.record_batch([pa.array([[1.0, 2.0], [3.0]], pa.list_(pa.float32()))], names=["acts"]))
+    with pytest.raises(ValueError, match="ragged rows"):
+        _source(ragged)
+    two = tmp_path / "two.arrow"
+    vec = pa.list_(pa.float32())
+    with pa.ipc.new_stream(str(two), pa.schema([("a", vec), ("b", vec)])) as w:
+        w.write_batch(pa.record_batch([pa.array([[1.0, 2.0]], vec), pa.array([[3.0, 4.0]], vec)], names=["a", "b"]))
+    with pytest.raises(ValueError, match=r"2 float columns \['a', 'b'\]; pick one"):
+        _source(two)
+    (tmp_path / "junk.arrow").write_bytes(b"not arrow at all")
+    with pytest.raises(ValueError, match="not an Arrow IPC file"):
+        _source(tmp_path / "junk.arrow")

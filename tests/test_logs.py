@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +146,9 @@ def test_cli_inspect_and_autopsy(runs, tmp_path, capsys):
     assert rec["n_latents"] == 24 and rec["n_rows"] == 600 and set(rec) >= {"dead", "reasons", "verdict"}
     page = (out / "inspect.html").read_text()
     assert "Verdict" in page and 'src="plotly.min.js"' in page and (out / "plotly.min.js").stat().st_size > 1e6
-    assert "http" not in page.split("<body>")[0]  # nothing loaded from the network
+    head = page.split("<body>")[0]
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", head)  # nothing loaded from the network
+    assert "Content-Security-Policy" in head and "connect-src 'none'" in head
     assert cli.main(["autopsy", str(runs / "relu" / "metrics.parquet"), "--out", str(tmp_path / "au"),
                      "--event", "20:resample"]) == 0
     assert json.loads((tmp_path / "au" / "autopsy.json").read_text())["events"][0]["kind"] == "resample"

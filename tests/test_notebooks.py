@@ -73,6 +73,13 @@ def test_the_kernel_is_this_python():
     assert argv[0] in ("python", "python3", sys.executable), argv
 
 
+# set threads to 2 first, so that a profile's 1 (smoke) would show if it leaked out of training
+PROBE_FIRST = "import torch as _torch\n_torch.set_num_threads(2)\n_threads_at_start = _torch.get_num_threads()"
+PROBE_LAST = ("import json as _json\nfrom saelab import optim as _optim\n"
+              "print('KERNEL', _json.dumps({'threads': [_threads_at_start, _torch.get_num_threads()], "
+              "'retain_memory': bool(_optim._RETAIN.get('active'))}))")
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """Every notebook run once in the smoke profile: stem -> (executed notebook, out_dir)."""
@@ -83,7 +90,12 @@ def executed(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     for path in NOTEBOOKS:
         out_dir = base / "runs" / path.stem
         target = base / f"{path.stem}.ipynb"
-        pm.execute_notebook(str(path), str(target), parameters={"profile": "smoke", "out_dir": str(out_dir)},
+        probed = base / f"{path.stem}.probed.ipynb"  # issue 15: the kernel's threads and allocator, first and last
+        nb = nbformat.read(str(path), as_version=4)
+        nb.cells.insert(0, nbformat.v4.new_code_cell(PROBE_FIRST))
+        nb.cells.append(nbformat.v4.new_code_cell(PROBE_LAST))
+        nbformat.write(nb, str(probed))
+        pm.execute_notebook(str(probed), str(target), parameters={"profile": "smoke", "out_dir": str(out_dir)},
                             kernel_name=KERNEL, cwd=str(ROOT), progress_bar=False)
         done[path.stem] = (target, out_dir)
     return done
@@ -99,10 +111,14 @@ def test_runs_in_the_smoke_profile_and_writes_verdicts(executed, stem):
     nb = nbformat.read(str(target), as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs) >= 5
+    assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs) >= 4
+    assert any("saelab-table" in "".join(o.get("data", {}).get("text/html", "")) for o in outputs)  # plots.Table, e.g. the autopsy
     assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]  # bars cleared
     anchors = "".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert all(f'id="{v["evidence"]}"' in anchors for v in found), "a verdict links to a missing anchor"
+    state = json.loads(next(o.text for o in outputs if o.get("name") == "stdout" and o.text.startswith("KERNEL")).split(" ", 1)[1])
+    assert state["threads"][1] == state["threads"][0] == 2, "the notebook left torch's threads changed"
+    assert state["retain_memory"] is False, "the notebook switched glibc's allocator setting on in the user's kernel"
     if stem == "06_validation":
         rows = json.loads((out_dir / "validation.json").read_text())
         assert {r["metric"] for r in rows} >= {"L0 sparsity (final)", "dead latents (final)"}

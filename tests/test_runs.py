@@ -131,3 +131,36 @@ def test_json_takes_numpy_and_torch_values(tmp_path):
         "np_nan": None, "np_int": 3, "t_scalar": 2.5, "t_vec": [1, 2], "arr": [0.5, None], "flag": True}
     runs.write_jsonl(tmp_path / "e.jsonl", [{"step": np.int64(5), "x": np.float64("nan")}])
     assert runs.read_jsonl(tmp_path / "e.jsonl") == [{"step": 5, "x": None}]
+
+
+def test_saved_files_are_readable_by_others_and_respect_the_umask(tmp_path):
+    """mkstemp creates 0600 and a rename keeps it; a run shared or served must read like any file
+    (0644 under umask 022, 0640 under 027): issue 15."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        _run(tmp_path / "a").save()
+        os.umask(0o027)
+        _run(tmp_path / "b").save()
+    finally:
+        os.umask(old)
+    for name, mode in (("a", 0o644), ("b", 0o640)):
+        files = [p for p in (tmp_path / name).iterdir() if p.is_file()]
+        assert files and {stat.S_IMODE(p.stat().st_mode) for p in files} == {mode}, name
+
+
+def test_config_and_summary_record_which_saelab_wrote_them_and_loading_ignores_it(tmp_path):
+    from saelab import __version__
+    from saelab.version import commit
+
+    run = _run(tmp_path / "a")
+    run.save()
+    raw = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert raw["saelab"] == {"version": __version__, "commit": commit()}
+    assert runs.load_run(tmp_path / "a").config == run.config  # the provenance key is not a field
+    from saelab.base import load_base
+
+    base = load_base(str(tmp_path / "a"))
+    assert base.config == run.config and not any(f.startswith("saelab") for f in base.pinned)

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+import saelab
 from saelab import metrics, runs, stack, train
 from saelab.config import RunConfig
 from saelab.data import make_source, resolve
@@ -89,6 +90,7 @@ def test_a_lockstep_run_writes_the_documented_files_and_columns(straight):
         assert not math.isnan(final["mmcs"]) and 0 <= final["frac_recovered"] <= 1  # synthetic: truth known
         assert run.summary["arm"] == name and run.summary["steps"] == 300
         assert run.summary["dead_frac"] == final["dead_frac"]
+        assert run.summary["saelab"]["version"] == saelab.__version__  # which saelab computed the numbers
         assert {w: tuple(t.shape) for w, t in run.weights.items() if w.startswith("W_")} == {"W_enc": (32, 16), "W_dec": (32, 16)}
 
 

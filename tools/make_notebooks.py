@@ -18,7 +18,7 @@ TYPES = {"profile": "str", "seeds": "list", "out_dir": "str", "base": "str", "so
          "sae_b_dec_init": "str"}
 COMMON_HELP = {
     "profile": ('"quick"', "smoke | quick | full: size of the runs where the base leaves it open (smoke: seconds; quick: minutes on a laptop CPU; full: the seed's scale)"),
-    "seeds": ("None", "random replicates as a list of seeds, e.g. [0, 1, 2]; None: the profile's (3 in quick and full)"),
+    "seeds": ("None", "replicates, each named by its random number seed, e.g. [0, 1, 2]; None: the profile's (3 replicates in quick and full)"),
     "out_dir": ("None", "folder for this phase's runs, verdicts.json and validation.json; None: a new folder "
                 "runs-<stem>-<date>-<time> in the working directory (beside the notebook in JupyterLab; saelab lab passes its own)"),
     "base": ("None", "your base config: a preset name, a saelab config.json (full or partial), a run directory, or a SAELens config; None: the seed's Test 1"),

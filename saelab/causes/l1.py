@@ -260,4 +260,4 @@ PHASE = Phase(
      "penalty_alpha_task22": ("penalty.alpha", True, "add the seed's Task 2.2 arm (per-sample sum at alpha x d_sae) when the base's form is mean_all"),
      "sae_decoder_constraint": ("sae.decoder_constraint", "unit_norm", "an arm with this decoder constraint at the base's penalty (none: no arm)"),
      "sae_k_multipliers": ("sae.k", [4], "TopK family: the base's k times each of these (> 1)")},
-    ("The seed's Task 1.1 L1 breakdown", ("verdicts.l1_breakdown(run.first())",)))
+    ("The seed's Task 1.1 L1 breakdown", ('plots.Table.from_frame(verdicts.l1_breakdown(run.first()), "The seed\'s Task 1.1 numbers per arm")',)))

@@ -121,4 +121,4 @@ PHASE = Phase(
     {"resample_strategy": ("resample.strategy", ["seed", "seed-fix", "anthropic"], "re-inits besides the base's (and off, always trained)"),
      "resample_detector": ("resample.detector", ["single_batch", "window", "tokens"], "dead detectors besides the base's")},
     ("Dead detectors against the held-out truth, and what each resampling did",
-     ("plots.detector_pr(run.first())", "verdicts.resample_table(run.first())")))
+     ("plots.detector_pr(run.first())", 'plots.Table.from_frame(verdicts.resample_table(run.first()), "Every resampling, per arm")')))

@@ -113,20 +113,27 @@ def write_answer(run: Any) -> dict[str, Any]:
 
 
 def answer_markdown(found: dict[str, Any]) -> str:
-    """The answer as Markdown: the causes ranked, each with its verdict and fix, then the fixed config."""
+    """The answer as Markdown: the causes ranked, each with its verdict and fix, then the fixed config
+    (every string escaped: a fix's value may come from the user's base)."""
+    from saelab.htmlkit import md_code, md_text
+
     if not found["ranking"]:
         return "No phase of this lab tested a cause with an arm that removes it (run phases 00-05 first)."
     lines = ["| cause | verdict | peak dead: base -> with fix | final dead: base -> with fix | fix |", "|---|---|---|---|---|"]
-    pct = lambda v: "?" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    def pct(d: dict[str, Any], key: str) -> str:  # mean over the replicates, ± their sd when known
+        v, sd = d.get(key), d.get(f"{key}_sd")
+        return "?" if v is None else f"{100 * v:.1f}%" + (f" ± {100 * sd:.1f}" if sd is not None else "")
+
     for r in found["ranking"]:
         p, f = r["peak_dead"], r["final_dead"]
-        lines.append(f"| {r['id']} · {r['cause'].split(' · ', 1)[-1]} | **{r['verdict']}** | {pct(p['base'])} -> {pct(p['with_fix'])} "
-                     f"| {pct(f['base'])} -> {pct(f['with_fix'])} | {' '.join(f'`--set {x}`' for x in r['fix'])}"
-                     + (f" (not in the fixed configuration: {r['why']})" if r.get("combined") is False else "") + " |")
+        lines.append(f"| {md_text(r['id'])} · {md_text(r['cause'].split(' · ', 1)[-1])} | **{r['verdict']}** "
+                     f"| {pct(p, 'base')} -> {pct(p, 'with_fix')} | {pct(f, 'base')} -> {pct(f, 'with_fix')} "
+                     f"| {' '.join(md_code(f'--set {x}') for x in r['fix'])}"
+                     + (f" (not in the fixed configuration: {md_text(r['why'])})" if r.get("combined") is False else "") + " |")
     if found["fixed_config"]:
         lines += ["", "Fixed configuration (the smallest set of confirmed fixes, most harmful cause first, that leaves no more "
                   "than 5% of the latents dead by their own arms; at your base's own scale): "
-                  + " ".join(f"`--set {x}`" for x in found["fixed_changes"]) + "; saved as `fixed_config.json` "
+                  + " ".join(md_code(f"--set {x}") for x in found["fixed_changes"]) + "; saved as `fixed_config.json` "
                   "(train it with `saelab train --config fixed_config.json`)."]
     else:
         lines += ["", "No cause was confirmed, so there is no fixed configuration to train."]
