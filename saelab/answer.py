@@ -11,15 +11,17 @@ the latents dead by their own arms, a later fix never overriding a field an earl
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from saelab.base import STEP_FIELDS, Base
 from saelab.config import RunConfig
-from saelab.hypothesis import MIN_EFFECT
+from saelab.hypothesis import MIN_EFFECT, SPREAD_FACTOR
 
 VERDICT_ORDER = {"confirmed": 0, "inconclusive": 1, "refuted": 2}
+FVU_COST = 0.02  # final FVU points a fix may add before it counts as keeping latents alive by learning less
 
 
 def load_phase_verdicts(root: Path, skip: str = "") -> list[dict[str, Any]]:
@@ -59,8 +61,10 @@ def _dead(n: dict[str, Any], which: str, arm: str) -> dict[str, Any]:
 
 
 def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Causes with a fix arm, most harmful first: confirmed before inconclusive before refuted,
-    then by the mean fall of the peak dead fraction the fix brings, then of the final one."""
+    """Causes with a fix arm, most harmful first: confirmed before inconclusive before refuted;
+    within each, fixes that keep the reconstruction before those that cost it (``costs_reconstruction``),
+    then by the mean fall of the peak dead fraction the fix brings, then of the final one. A row whose
+    fall is within the spread of the row above is marked ``tied_with_above``."""
     rows = []
     for v in verdicts:
         fix, n = v.get("fix"), v.get("numbers") or {}
@@ -70,10 +74,39 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({
             "cause": v["hypothesis"], "id": v["id"], "phase": v["phase"], "verdict": v["verdict"],
             "peak_dead": _dead(n, "peak", arm), "final_dead": _dead(n, "final", arm),
+            "fvu": {"base": n.get("base_final_fvu"), "with_fix": n.get(f"{arm}_final_fvu")},
             "margin": n.get("margin"), "replicates": n.get("replicates"),
             "fix": _fix_lines(fix["changes"]), "fix_changes": fix["changes"], "fix_arm": arm})
-    rows.sort(key=lambda r: (VERDICT_ORDER[r["verdict"]], -(r["peak_dead"]["fall"] or 0), -(r["final_dead"]["fall"] or 0)))
+    for r in rows:
+        r["costs_reconstruction"] = costs_reconstruction(r["fvu"])
+    rows.sort(key=lambda r: (VERDICT_ORDER[r["verdict"]], r["costs_reconstruction"], -(r["peak_dead"]["fall"] or 0),
+                             -(r["final_dead"]["fall"] or 0)))
+    for above, r in zip(rows, rows[1:]):
+        r["tied_with_above"] = _tied(above, r)
+    if rows:
+        rows[0]["tied_with_above"] = False
     return rows
+
+
+def costs_reconstruction(fvu: dict[str, Any]) -> bool:
+    """Does the fix keep the latents alive only by learning less? Its final FVU (fraction of
+    variance unexplained) is above the base's by more than FVU_COST (absolute) or a tenth of the
+    base's: a learning rate 10x lower keeps every latent alive by barely training (FVU 1.0 -> 1.25)."""
+    b, f = fvu.get("base"), fvu.get("with_fix")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (b, f)):
+        return False
+    return f > b + max(FVU_COST, 0.1 * abs(b))
+
+
+def _tied(above: dict[str, Any], r: dict[str, Any]) -> bool:
+    """Two confirmed causes whose fixes remove as many deaths within twice the standard error of
+    their difference (paired falls, known with several replicates): the order between them is noise."""
+    if above["verdict"] != "confirmed" or r["verdict"] != "confirmed" or above["costs_reconstruction"] != r["costs_reconstruction"]:
+        return False
+    a, b = above["peak_dead"], r["peak_dead"]
+    if "fall_se" not in a or "fall_se" not in b or a.get("fall") is None or b.get("fall") is None:
+        return False
+    return abs(a["fall"] - b["fall"]) <= max(SPREAD_FACTOR * math.hypot(a["fall_se"], b["fall_se"]), 1e-9)
 
 
 def fixed_changes(ranked: list[dict[str, Any]], enough: float = MIN_EFFECT) -> dict[str, Any]:
@@ -88,6 +121,11 @@ def fixed_changes(ranked: list[dict[str, Any]], enough: float = MIN_EFFECT) -> d
         if r["verdict"] != "confirmed":
             continue
         ch = r["fix_changes"]
+        if r.get("costs_reconstruction"):
+            fv = r["fvu"]
+            r["combined"], r["why"] = False, (f"costs reconstruction: final FVU {fv['base']:.3g} with the base, "
+                                              f"{fv['with_fix']:.3g} with this fix")
+            continue
         if left <= enough:
             r["combined"], r["why"] = False, f"not needed: the fixes above already leave {100 * left:.1f}% dead at the peak"
             continue

@@ -209,6 +209,8 @@ def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict
               f"(margin {100 * margin:.1f} points over {n} replicate{'s' * (n != 1)})")
     numbers = {f"{ref}_peak_dead": stats(pr)["mean"], f"{fix}_peak_dead": stats(pf)["mean"],
                f"{ref}_final_dead": stats(fr)["mean"], f"{fix}_final_dead": stats(ff)["mean"],
+               f"{ref}_final_fvu": stats([tail(r, "fvu") for r, _ in pairs])["mean"],
+               f"{fix}_final_fvu": stats([tail(f, "fvu") for _, f in pairs])["mean"],
                "peak_reduction": mean_peak, "final_reduction": mean_final, "margin": margin, "replicates": n}
     if n > 1:  # the spread over the replicates (sample sd; SE of the paired falls), shown beside each mean
         numbers |= {f"{ref}_peak_dead_sd": stats(pr)["sd"], f"{fix}_peak_dead_sd": stats(pf)["sd"],

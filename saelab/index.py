@@ -97,6 +97,10 @@ def answer_section(found: Mapping[str, Any] | None) -> str:
         lead = (f"{len(confirmed)} of the {len(ranking)} causes tested kill latents here. The worst: "
                 f"<b>{e(str(top.get('cause', '')).split(' · ', 1)[-1])}</b> ({e(top.get('id', ''))}); its fix takes "
                 f"the peak dead fraction from {e(_pct(top['peak_dead'].get('base')))} to {e(_pct(top['peak_dead'].get('with_fix')))}.")
+        tied = [r for r in confirmed[1:] if r.get("tied_with_above")][:1] if len(confirmed) > 1 and confirmed[1].get("tied_with_above") else []
+        if tied:
+            lead += (f" Tied with it within the spread over replicates: <b>{e(str(tied[0].get('cause', '')).split(' · ', 1)[-1])}</b> "
+                     f"({e(tied[0].get('id', ''))}).")
     else:
         lead = f"None of the {len(ranking)} causes tested is confirmed: no single fix removes the deaths beyond the margin."
     rows = []
@@ -108,7 +112,13 @@ def answer_section(found: Mapping[str, Any] | None) -> str:
             if isinstance(r.get("margin"), (int, float)) and reps else ""
         combined = "" if r.get("combined", True) or r.get("verdict") != "confirmed" else \
             f'<div class="muted">not in the fixed configuration: {e(r.get("why") or "an earlier fix sets the same field")}</div>'
-        rows.append(f"<tr><td>{i}</td><td><b>{e(r.get('id', ''))}</b> {e(str(r.get('cause', '')).split(' · ', 1)[-1])}"
+        if r.get("costs_reconstruction"):
+            fv = r.get("fvu") or {}
+            note += (f'<div class="muted">costs reconstruction: final FVU {e(_num(fv.get("base")))} → '
+                     f'{e(_num(fv.get("with_fix")))}</div>')
+        tie = ' title="tied with the cause above: the difference is within the spread"' if r.get("tied_with_above") else ""
+        rows.append(f"<tr><td{tie}>{'=' if tie else i}</td>"
+                    f"<td><b>{e(r.get('id', ''))}</b> {e(str(r.get('cause', '')).split(' · ', 1)[-1])}"
                     f'<div class="muted">{e(r.get("phase", ""))}</div></td>'
                     f"<td>{badge(str(r.get('verdict', '?')), _cause_meaning(r))}</td>"
                     f"<td class=num>{e(_with_spread(p, 'base'))} → {e(_with_spread(p, 'with_fix'))}{note}</td>"
@@ -119,7 +129,8 @@ def answer_section(found: Mapping[str, Any] | None) -> str:
              f"<th>{term('final dead', 'peak / final dead')}: base → with fix</th><th>{term('fix', 'fix')}</th></tr>"
              f"{''.join(rows)}</table>"
              '<p class="muted">Ranked by how many deaths each fix removes (peak, then final dead fraction; mean over '
-             "the replicates). Red: the cause kills latents in this setup.</p>")
+             "the replicates); a fix that keeps the latents alive only by learning less (final FVU up) ranks after those "
+             "that do not; = marks a cause tied with the one above within the spread. Red: the cause kills latents in this setup.</p>")
     if found.get("fixed_config"):
         sets = " ".join(f"--set {x}" for x in found.get("fixed_changes", []))
         fixed = ("<h3>The fixed configuration</h3><p>The smallest set of confirmed fixes, most harmful cause first, "

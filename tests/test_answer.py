@@ -65,3 +65,23 @@ def test_the_ranking_carries_the_spread_over_replicates_when_the_verdict_has_it(
     assert r["peak_dead"] == {"base": 0.5, "with_fix": 0.3, "fall": 0.2, "base_sd": 0.02, "with_fix_sd": 0.01}
     assert r["final_dead"]["base_sd"] == 0.03 and r["final_dead"]["with_fix_sd"] == 0.0
     assert "base_sd" not in answer.ranking([cause("H3", "confirmed", 0.2, {})])[0]["peak_dead"]  # one replicate: none
+
+
+def test_a_fix_that_keeps_latents_alive_by_learning_less_ranks_after_one_that_does_not():
+    slow = cause("H9", "confirmed", 0.45, {"optim.lr": 3e-5})
+    slow["numbers"] |= {"base_final_fvu": 1.0, "fix_final_fvu": 1.25}  # alive, but barely trained
+    right = cause("H1s", "confirmed", 0.40, {"penalty.alpha": 0.01})
+    right["numbers"] |= {"base_final_fvu": 1.0, "fix_final_fvu": 0.3}
+    ranked = answer.ranking([slow, right])
+    assert [r["id"] for r in ranked] == ["H1s", "H9"] and ranked[1]["costs_reconstruction"] is True
+    assert answer.fixed_changes(ranked) == {"penalty.alpha": 0.01}
+    assert ranked[1]["combined"] is False and "costs reconstruction" in ranked[1]["why"]
+
+
+def test_causes_whose_fixes_remove_as_many_deaths_within_the_spread_are_tied():
+    a, b, c = (cause(h, "confirmed", f, {f"x.{h}": 1}) for h, f in (("H8", 0.265), ("H16", 0.245), ("H3", 0.10)))
+    for v in (a, b, c):
+        v["numbers"] |= {"peak_reduction_se": 0.02}
+    ranked = answer.ranking([c, b, a])
+    assert [r["id"] for r in ranked] == ["H8", "H16", "H3"]
+    assert [r["tied_with_above"] for r in ranked] == [False, True, False]  # 2 points apart vs 2 x 2.8 SE; 14.5 points apart

@@ -359,3 +359,15 @@ def test_a_phase_page_opens_on_its_verdicts_what_they_mean_and_the_glossary(lab)
     assert "Template: the batch machinery runs a phase not settled." in top or "not settled" in top  # the one sentence
     assert "Terms used in this report" in top and "FVU" in top and "replicate" in top
     assert str(lab.out) not in top  # no machine path in the banner
+
+
+def test_the_answer_marks_ties_and_fixes_that_cost_reconstruction(tmp_path):
+    from saelab.index import answer_section
+
+    tied = {**ANSWER["ranking"][0], "id": "H8", "cause": "H8 · uncentered b_dec", "tied_with_above": True}
+    costly = {**ANSWER["ranking"][0], "id": "H9", "cause": "H9 · lr too high", "costs_reconstruction": True,
+              "fvu": {"base": 1.0, "with_fix": 1.25}, "combined": False, "why": "costs reconstruction: final FVU 1 with the base"}
+    html = answer_section({**ANSWER, "ranking": [ANSWER["ranking"][0], tied, costly]})
+    assert "Tied with it within the spread over replicates: <b>uncentered b_dec</b>" in html
+    assert '<td title="tied with the cause above' in html and "costs reconstruction: final FVU 1 → 1.25" in html
+    assert "not in the fixed configuration: costs reconstruction" in html

@@ -129,7 +129,8 @@ def answer_markdown(found: dict[str, Any]) -> str:
         lines.append(f"| {md_text(r['id'])} · {md_text(r['cause'].split(' · ', 1)[-1])} | **{r['verdict']}** "
                      f"| {pct(p, 'base')} -> {pct(p, 'with_fix')} | {pct(f, 'base')} -> {pct(f, 'with_fix')} "
                      f"| {' '.join(md_code(f'--set {x}') for x in r['fix'])}"
-                     + (f" (not in the fixed configuration: {md_text(r['why'])})" if r.get("combined") is False else "") + " |")
+                     + (f" (not in the fixed configuration: {md_text(r['why'])})" if r.get("combined") is False else "")
+                     + (" (tied with the cause above within the spread)" if r.get("tied_with_above") else "") + " |")
     if found["fixed_config"]:
         lines += ["", "Fixed configuration (the smallest set of confirmed fixes, most harmful cause first, that leaves no more "
                   "than 5% of the latents dead by their own arms; at your base's own scale): "
