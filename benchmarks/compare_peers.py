@@ -78,6 +78,8 @@ CONFIGS = {
 PEERS = {
     "overcomplete": ["overcomplete", "matplotlib<3.9"],
     "sae-lens": ["sae-lens"],
+    "sparsify": ["eai-sparsify"],  # EleutherAI's (PyPI `sparsify` is an unrelated package)
+    "dictionary-learning": ["dictionary-learning"],
 }
 LR, CLIP, L1_ALPHA = 3e-4, 1.0, 0.003
 TAG = "@@"  # protocol lines start with this; anything else a library prints is passed through

