@@ -164,16 +164,16 @@ class InProcess(Runner):
 class OnDask(Runner):
     """The jobs on a Dask cluster, all submitted at once (the longest of a batch first)."""
 
-    def __init__(self, client: Any, close: Callable[[], None], progress: bool = True):
+    def __init__(self, client: Any, close: Callable[[], None], progress: bool = True, fn: Callable[[Job], dict] = run_job):
         super().__init__(progress)
-        self.client, self._close, self.futures = client, close, {}
+        self.client, self._close, self.fn, self.futures = client, close, fn, {}
 
     def submit(self, jobs: list[Job]) -> None:
         super().submit(jobs)
         order = sorted(jobs, key=lambda j: -j.cost)
         for rank, job in enumerate(order):
             # pure=False: a job's outcome depends on its run directory, so Dask must run it every time
-            f = self.client.submit(run_job, job, key=f"saelab-job-{job.name}-{os.getpid()}-{id(job)}", pure=False,
+            f = self.client.submit(self.fn, job, key=f"saelab-job-{job.name}-{os.getpid()}-{id(job)}", pure=False,
                                    priority=len(order) - rank)
             self.futures[job.name] = f
             f.add_done_callback(lambda fut, name=job.name: self._settle(name, fut))
@@ -241,13 +241,7 @@ def start(spec: ClusterSpec | None, progress: bool = True) -> Runner:
     except ImportError:
         raise ValueError("--cluster slurm needs dask-jobqueue, which is not installed: "
                          "pip install -c constraints.txt 'saelab[slurm]'") from None
-    options = read_cluster_config(spec.config)
-    jobs = options.pop("jobs", 1)
-    options.setdefault("cores", 1)
-    options.setdefault("memory", "4GB")
-    options.setdefault("processes", 1)
-    env = [f"export {WORKER_THREADS_ENV}={max(1, int(options['cores']) // int(options['processes']))}"]
-    options["job_script_prologue"] = [*env, *options.get("job_script_prologue", [])]
+    options, jobs = slurm_options(spec.config)
     cluster = SLURMCluster(**options)
     cluster.scale(jobs=jobs)
     client = Client(cluster)
@@ -257,6 +251,20 @@ def start(spec: ClusterSpec | None, progress: bool = True) -> Runner:
         cluster.close()
 
     return OnDask(client, close_slurm, progress)
+
+
+def slurm_options(config: Path | None) -> tuple[dict[str, Any], int]:
+    """SLURMCluster's keyword arguments from the --cluster-config file, and the number of SLURM jobs
+    to start. Defaults: one core, 4 GB and one worker process per SLURM job; every worker's torch
+    threads are its job's cores over its processes ($SAELAB_WORKER_THREADS, so nothing oversubscribes)."""
+    options = read_cluster_config(config)
+    jobs = options.pop("jobs", 1)
+    options.setdefault("cores", 1)
+    options.setdefault("memory", "4GB")
+    options.setdefault("processes", 1)
+    env = [f"export {WORKER_THREADS_ENV}={max(1, int(options['cores']) // int(options['processes']))}"]
+    options["job_script_prologue"] = [*env, *options.get("job_script_prologue", [])]
+    return options, jobs
 
 
 def describe(spec: ClusterSpec | None) -> str:

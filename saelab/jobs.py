@@ -96,13 +96,13 @@ def run_job(job: Job, progress: bool = False, on_step: Callable[[int], None] | N
     """Bring ``job`` to done: nothing for a finished job, resume from the checkpoint for a
     half-finished one, else train it. Torch's intra-op threads are set to ``job.threads`` (or, on a
     cluster worker, to $SAELAB_WORKER_THREADS) while training and restored after. Returns
-    {"name", "state" (before), "from_step", "wall_s"}; a training error is raised."""
+    {"name", "state" (before), "from_step", "wall_s", "pid" (the process that ran it)}; a training error is raised."""
     import torch
 
     from saelab.train import read_checkpoint_meta, train
 
     state = job_state(job)
-    record = {"name": job.name, "state": state, "from_step": None, "wall_s": 0.0}
+    record = {"name": job.name, "state": state, "from_step": None, "wall_s": 0.0, "pid": os.getpid()}
     if state == "done":
         return record
     threads = job.threads or int(os.environ.get(WORKER_THREADS_ENV, "0") or 0)
