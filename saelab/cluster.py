@@ -45,7 +45,7 @@ def parse_cluster(text: str, config: Path | None = None) -> ClusterSpec:
     if m:
         n = int(m[1]) if m[1] is not None else 0
         if m[1] is not None and n < 1:
-            raise ValueError(f"--cluster {text!r}: the number of workers must be >= 1")
+            raise ValueError(f"--cluster {text!r}: the number of workers must be >= 1; expected {ALLOWED}")
         return ClusterSpec("local", workers=n)
     if re.fullmatch(r"(tcp|tls)://[^\s/:]+:\d{1,5}", text):
         return ClusterSpec("address", address=text)
