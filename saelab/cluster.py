@@ -255,14 +255,15 @@ def start(spec: ClusterSpec | None, progress: bool = True) -> Runner:
 
 def slurm_options(config: Path | None) -> tuple[dict[str, Any], int]:
     """SLURMCluster's keyword arguments from the --cluster-config file, and the number of SLURM jobs
-    to start. Defaults: one core, 4 GB and one worker process per SLURM job; every worker's torch
-    threads are its job's cores over its processes ($SAELAB_WORKER_THREADS, so nothing oversubscribes)."""
+    to start. Defaults: one core, 4 GB and one worker process per SLURM job. A worker runs
+    cores / processes tasks at once (dask-jobqueue's threads per worker), so each job trains with
+    one torch thread ($SAELAB_WORKER_THREADS=1): the SLURM job's cores are used, never oversubscribed."""
     options = read_cluster_config(config)
     jobs = options.pop("jobs", 1)
     options.setdefault("cores", 1)
     options.setdefault("memory", "4GB")
     options.setdefault("processes", 1)
-    env = [f"export {WORKER_THREADS_ENV}={max(1, int(options['cores']) // int(options['processes']))}"]
+    env = [f"export {WORKER_THREADS_ENV}=1"]
     options["job_script_prologue"] = [*env, *options.get("job_script_prologue", [])]
     return options, jobs
 

@@ -118,7 +118,7 @@ def test_the_slurm_config_file_becomes_the_job_script(tmp_path, capsys):
     assert n == 3
     script = SLURMJob(None, name="w", **options).job_script()  # no scheduler started, no SLURM needed
     for line in ("#SBATCH -p gpu", "#SBATCH -A sae", "#SBATCH --gres=gpu:2", "#SBATCH -t 02:00:00",
-                 f"export {jobs.WORKER_THREADS_ENV}=4"):
+                 f"export {jobs.WORKER_THREADS_ENV}=1"):
         assert line in script
     path.write_text("cores: 4\nqeue: gpu\n")
     with pytest.raises(ValueError, match="unknown option 'qeue'"):
