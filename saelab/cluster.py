@@ -125,6 +125,10 @@ class Runner:
     def wait(self, names: Iterable[str]) -> dict[str, str | None]:
         raise NotImplementedError
 
+    def all_done(self, names: Iterable[str]) -> bool:
+        """Whether every named job has finished (or failed), without waiting."""
+        return all(n in self.outcome for n in names)
+
     def close(self) -> None:
         self.bar.close()
 
@@ -162,7 +166,7 @@ class InProcess(Runner):
 
 
 class OnDask(Runner):
-    """The jobs on a Dask cluster, all submitted at once (the longest of a batch first)."""
+    """The jobs on a Dask cluster, all of a batch submitted at once."""
 
     def __init__(self, client: Any, close: Callable[[], None], progress: bool = True, fn: Callable[[Job], dict] = run_job):
         super().__init__(progress)
@@ -170,7 +174,8 @@ class OnDask(Runner):
 
     def submit(self, jobs: list[Job]) -> None:
         super().submit(jobs)
-        order = sorted(jobs, key=lambda j: -j.cost)
+        # the phases in order (their notebooks can then start early), the longest job of a phase first
+        order = sorted(jobs, key=lambda j: (j.name.split("/")[0], -j.cost))
         for rank, job in enumerate(order):
             # pure=False: a job's outcome depends on its run directory, so Dask must run it every time
             f = self.client.submit(self.fn, job, key=f"saelab-job-{job.name}-{os.getpid()}-{id(job)}", pure=False,

@@ -188,6 +188,19 @@ class PhaseRun:
               f"training{here}")
         return self.runs
 
+    def load(self) -> dict[int, dict[str, Any]]:
+        """Load the runs of a phase whose jobs are all trained (ValueError naming the first that is
+        not); returns seed -> arm -> Run, as ``train`` does."""
+        from saelab.jobs import job_state, load_job
+
+        done: dict[int, dict[str, Any]] = {seed: {} for seed in self.seeds}
+        for job in self.jobs():
+            if job_state(job) != "done":
+                raise ValueError(f"job {job.name} is not trained ({job_state(job)})")
+            done[int(job.name.split("/")[1].removeprefix("seed"))].update(load_job(job))
+        self.runs = {seed: {name: done[seed][name] for name in arms} for seed, arms in self.arms.items()}
+        return self.runs
+
     def first(self) -> dict[str, Any]:
         """The first replicate's runs (what the per-arm figures show)."""
         return self.runs[self.seeds[0]]

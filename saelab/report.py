@@ -244,22 +244,49 @@ def run_lab(
     results: list[PhaseResult] = []
     say = runner.write if progress else (lambda line: None)
     say(f"training jobs run {clusters.describe(cluster)}")
+    planned: dict[str, list] = {}
+
+    def submit(wave: list[Path]) -> None:
+        for nb in wave:
+            planned[nb.stem] = plan_jobs(nb.stem, params_of[nb.stem])
+            set_aside(Path(params_of[nb.stem]["out_dir"]), planned[nb.stem])  # before any job trains into it
+        runner.submit([j for nb in wave for j in planned[nb.stem]])
+
+    def plan_later(executed: set[str]) -> None:
+        """Once every first-wave job is done, plan and submit the phases that read the others'
+        verdicts, computing here the verdicts of the phases whose notebooks have not run yet (the
+        same function their notebooks call; they write the same file again), so that those jobs
+        train while the last notebooks execute."""
+        if not later or later[0].stem in planned:
+            return
+        if not runner.all_done(j.name for nb in waves[0] for j in planned[nb.stem]):
+            return
+        for nb in waves[0]:
+            if nb.stem not in executed and planned[nb.stem] and all(runner.outcome[j.name] is None for j in planned[nb.stem]):
+                try:
+                    write_phase_verdicts(nb.stem, params_of[nb.stem])
+                except Exception:  # noqa: BLE001 - then plan after that notebook ran (it reports the problem)
+                    return
+        submit(later)
+
+    executed: set[str] = set()
     try:
+        submit(waves[0])
         for wave in waves:
-            planned = {nb.stem: plan_jobs(nb.stem, params_of[nb.stem]) for nb in wave}
-            for nb in wave:  # before any job trains: a folder that holds another training goes aside
-                set_aside(Path(params_of[nb.stem]["out_dir"]), planned[nb.stem])
-            runner.submit([j for jobs in planned.values() for j in jobs])
             for nb in wave:
+                if nb.stem not in planned:  # a later phase: every first-wave notebook has run by now
+                    plan_later(executed)
                 i = notebooks.index(nb) + 1
                 jobs = planned[nb.stem]
                 failed = {n: e for n, e in runner.wait(j.name for j in jobs).items() if e}
+                plan_later(executed)
                 error = (f"training job {next(iter(failed))} failed: {next(iter(failed.values()))}"
                          + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "")) if failed else ""
                 say(f"[{i}/{len(notebooks)}] {nb.stem} (profile {profile})")
                 before = merged.get(nb.stem)
                 r = run_phase(nb, out, params_of[nb.stem], False, keep_previous=before is not None and before.status == "ok",
                               jobs=jobs, error=error)
+                executed.add(nb.stem)
                 results.append(r)
                 if r.kept_previous:  # the index keeps the good result and says that a rerun failed
                     merged[r.stem] = replace(before, error=f"a rerun ({r.finished[:16].replace('T', ' ')} UTC) failed and this "
@@ -286,20 +313,37 @@ def _reads_prior(stem: str) -> bool:
     return stem in PHASES and PHASES[stem].reads_prior
 
 
+def _phase_run(stem: str, parameters: dict[str, Any]) -> Any:
+    """saelab.phases.prepare for phase ``stem`` as its notebook runs it with ``parameters``."""
+    from saelab.causes import PHASES
+    from saelab.phases import prepare
+
+    namespace = {"seeds": None, "base": None, "source": None, "steps": None, "data_mean_offset": None, "overrides": {},
+                 "explorer": False, **PHASES[stem].defaults(), **parameters}
+    return prepare(stem, namespace, history=[])
+
+
+def write_phase_verdicts(stem: str, parameters: dict[str, Any]) -> None:
+    """Judge phase ``stem`` on its trained runs and write its verdicts.json, as its notebook's
+    verdict cell does."""
+    from saelab import verdicts
+
+    run = _phase_run(stem, parameters)
+    run.load()
+    verdicts.write(run.out_dir, run.verdicts())
+
+
 def plan_jobs(stem: str, parameters: dict[str, Any]) -> list:
     """The training jobs of phase ``stem`` under the notebook parameters ``parameters`` (what its
     notebook would train, saelab.phases.prepare with every other parameter at the notebook's
     default). [] for a notebook that is not a phase, or parameters the notebook will refuse (it
     then fails with the message itself)."""
     from saelab.causes import PHASES
-    from saelab.phases import prepare
 
     if stem not in PHASES:
         return []
-    namespace = {"seeds": None, "base": None, "source": None, "steps": None, "data_mean_offset": None, "overrides": {},
-                 "explorer": False, **PHASES[stem].defaults(), **parameters}
     try:
-        return prepare(stem, namespace, history=[]).jobs()
+        return _phase_run(stem, parameters).jobs()
     except ValueError:
         return []
 
