@@ -238,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         from saelab.train import Interrupted
 
+        if args.command == "lab":  # the lab keeps finished jobs and resumes the interrupted one
+            print("saelab: interrupted; completed phases and trained jobs are saved: rerun the same command to continue "
+                  "(the interrupted job resumes from its last checkpoint)", file=sys.stderr)
+            return 128 + int(e.signum) if isinstance(e, Interrupted) else 130
         if isinstance(e, Interrupted):  # a training: it names its run directory and checkpoint
             print(f"saelab: {e}", file=sys.stderr)
             return 128 + int(e.signum)

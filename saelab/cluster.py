@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -104,8 +105,6 @@ class Runner:
 
     def write(self, line: str) -> None:
         """Print a line on stderr without breaking the bar."""
-        import sys
-
         self.bar.write(line, file=sys.stderr)
 
     def _done(self, name: str, record: dict | None, error: str | None) -> None:
@@ -240,6 +239,10 @@ def start(spec: ClusterSpec | None, progress: bool = True) -> Runner:
             raise ValueError(f"--cluster {spec.address}: no Dask scheduler answered within {CONNECT_TIMEOUT_S} s "
                              f"({type(e).__name__}); start one with `dask scheduler` and workers with "
                              f"`dask worker {spec.address}`") from None
+        workers = len(client.scheduler_info().get("workers", {}))
+        if progress and not workers:
+            print(f"the Dask scheduler at {spec.address} has no workers yet; the jobs wait for them to join "
+                  f"(dask worker {spec.address})", file=sys.stderr)
         return OnDask(client, client.close, progress)
     try:
         from dask_jobqueue import SLURMCluster

@@ -86,3 +86,33 @@ def test_the_in_process_lab_resumes_a_half_finished_phase_instead_of_retraining_
     text = json.dumps(executed)
     assert "1 of 1 lockstep groups were already trained" in text
     assert not [p.name for p in (out / "runs").iterdir() if p.name.startswith(".")]  # nothing set aside
+
+
+def test_a_failing_job_is_reported_by_name_and_the_others_go_on(tmp_path, capsys):
+    from saelab.cluster import InProcess
+
+    good, bad = smoke_jobs(tmp_path / "runs", seeds=(0, 1))
+    bad = jobs.Job(bad.name, bad.arms, tmp_path / "a-file", bad.factor, bad.threads)
+    bad.out.write_text("not a folder")  # training into it fails at once
+    runner = InProcess(progress=False)
+    runner.submit([bad, good])
+    outcome = runner.wait([bad.name, good.name])
+    runner.close()
+    assert outcome[good.name] is None and jobs.job_state(good) == "done"
+    assert outcome[bad.name].startswith("FileExistsError")
+    assert f"job {bad.name} failed: FileExistsError" in capsys.readouterr().err
+
+
+def test_a_lab_whose_job_fails_fails_that_phase_without_running_its_notebook(tmp_path, monkeypatch, capsys):
+    import saelab.cluster
+
+    def boom(job):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(saelab.cluster, "run_job", boom)
+    out = tmp_path / "lab"
+    assert run_lab(profile="smoke", out=out, only=["02"], progress=True) == 1
+    assert f"job {PHASE}/seed0 failed: RuntimeError: boom" in capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results[0]["status"] == "failed" and results[0]["error"] == f"training job {PHASE}/seed0 failed: RuntimeError: boom"
+    assert not (out / f"{PHASE}.ipynb").exists() and "boom" in (out / f"{PHASE}.html").read_text()
