@@ -37,6 +37,22 @@ class ClusterSpec:
     config: Path | None = None  # slurm: the --cluster-config file
 
 
+def jobqueue() -> Any:
+    """``import dask_jobqueue``, keeping this process's Ctrl-C handler: its runner module replaces
+    SIGINT's handler by ``sys.exit`` at import, which would skip the trainer's checkpoint-on-Ctrl-C.
+    ImportError when it is not installed."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        import dask_jobqueue
+        import dask_jobqueue.slurm  # noqa: F401
+    finally:
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
+    return dask_jobqueue
+
+
 def parse_cluster(text: str, config: Path | None = None) -> ClusterSpec:
     """``text`` as a ClusterSpec; ValueError naming the problem."""
     text = str(text).strip()
@@ -74,9 +90,8 @@ def read_cluster_config(path: Path | None) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ValueError(f"--cluster-config {path}: must be a mapping of SLURMCluster options, e.g. cores: 4")
-    from dask_jobqueue import SLURMCluster
-    from dask_jobqueue.core import Job as JQJob
-    from dask_jobqueue.slurm import SLURMJob
+    jq = jobqueue()
+    SLURMCluster, JQJob, SLURMJob = jq.SLURMCluster, jq.core.Job, jq.slurm.SLURMJob
 
     known = {"jobs"} | {p for cls in (SLURMJob, JQJob) for p in inspect.signature(cls.__init__).parameters} \
         | set(inspect.signature(SLURMCluster.__init__).parameters)
@@ -245,7 +260,7 @@ def start(spec: ClusterSpec | None, progress: bool = True) -> Runner:
                   f"(dask worker {spec.address})", file=sys.stderr)
         return OnDask(client, client.close, progress)
     try:
-        from dask_jobqueue import SLURMCluster
+        SLURMCluster = jobqueue().SLURMCluster
     except ImportError:
         raise ValueError("--cluster slurm needs dask-jobqueue, which is not installed: "
                          "pip install -c constraints.txt 'saelab[slurm]'") from None
