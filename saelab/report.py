@@ -220,8 +220,8 @@ def run_lab(
     this process); each phase's notebook runs once its jobs are done and finds its runs trained.
     A finished job is never retrained and a half-finished one resumes from its checkpoint, so a
     rerun after an interruption picks up where it stopped. A phase that reads the others' verdicts
-    (06) is planned after their notebooks ran. A failing job is reported by name and fails its
-    phase; the other jobs and phases go on.
+    (06) is planned once their jobs are done (``plan_later``). A failing job is reported by name
+    and fails its phase; the other jobs and phases go on.
 
     An ``out`` that already holds a report is refused unless ``force``; then a phase that fails
     keeps its previous good result (see ``run_phase``). Every parameter name must be a parameter
