@@ -1,4 +1,5 @@
-"""saelab's training step next to overcomplete's and SAELens', on the same activations, in one run.
+"""saelab's training step next to overcomplete's, SAELens', EleutherAI sparsify's and
+dictionary_learning's, on the same activations, in one run.
 
     .venv/bin/python benchmarks/compare_peers.py --setup     # once: the peers' virtual environments
     .venv/bin/python benchmarks/compare_peers.py             # configs a and b, 5 timed runs each
@@ -32,8 +33,18 @@ Each trainer's own step, as its documentation and training loop run it:
                 StandardTrainingSAE (decoder-norm-weighted L1) for a and TopKTrainingSAE (AuxK
                 on dead latents) for b; for b also with use_sparse_activations=True ("sae-lens-sparse"),
                 which on CPU with torch 2.13 fails in backward (aten::view has no SparseCPU kernel)
-Every trainer clips gradients at norm 1 (SAELens always does; overcomplete's default), Adam at
-lr 3e-4, float32, CPU.
+  sparsify      (PyPI eai-sparsify; PyPI `sparsify` is an unrelated package) Trainer.fit's step for
+                one hookpoint with loss_fn="fvu": unit-norm decoder, SparseCoder forward with the
+                dead mask (tokens since fired > 10M), fvu + auxk_alpha (1/32) x AuxK, backward,
+                gradient parallel to the decoder removed, Adam (TrainConfig optimizer="adam"; its
+                default is signum), tokens-since-fired update. b only: sparsify has TopK and GroupMax
+                coders and no L1 penalty, so config a does not exist in it (the script says so)
+  dictionary-learning  trainer.update(step, x), the body of its trainSAE loop: StandardTrainer
+                (Towards Monosemanticity: ConstrainedAdam keeps the decoder unit-norm, L1 0.003,
+                no clipping) for a; TopKTrainer (AuxK 1/32, clipping at 1, unit-norm decoder) for b
+Every trainer runs Adam at lr 3e-4, float32, CPU; saelab, SAELens, overcomplete and
+dictionary_learning's TopKTrainer clip gradients at norm 1 (SAELens always does; overcomplete's
+default), sparsify and dictionary_learning's StandardTrainer have no clipping in their loops.
 
 Peers' environments (--setup does exactly this; benchmarks/.venv-*/ is git-ignored):
   python -m venv benchmarks/.venv-overcomplete
@@ -42,7 +53,11 @@ Peers' environments (--setup does exactly this; benchmarks/.venv-*/ is git-ignor
   python -m venv benchmarks/.venv-sae-lens
   benchmarks/.venv-sae-lens/bin/python -m pip install torch==2.13.0
   benchmarks/.venv-sae-lens/bin/python -m pip install -c constraints.txt sae-lens
-Known install problems, handled here: overcomplete 0.3 imports torchvision at package import
+  (the same three lines for .venv-sparsify with eai-sparsify, .venv-dictionary-learning with
+  dictionary-learning, then: benchmarks/.venv-dictionary-learning/bin/python -m pip uninstall -y torchvision)
+Known install problems, handled here: dictionary-learning pulls torchvision through nnsight, and
+transformers then fails at import ("operator torchvision::nms does not exist"); its trainers never
+use it, so --setup uninstalls it from that environment. overcomplete 0.3 imports torchvision at package import
 (overcomplete/models.py, for its vision backbones) and PyPI's torchvision is a CUDA build that
 fails to load beside the CPU torch ("operator torchvision::nms does not exist"); the worker puts an
 empty torchvision module in sys.modules before importing overcomplete (its SAE code never uses
@@ -75,9 +90,12 @@ CONFIGS = {
     "b": {"label": "TopK k=32", "arch": "topk", "d_in": 768, "d_sae": 16384, "batch": 1024, "k": 32,
           "steps": 3, "n_batches": 4},
 }
+REMOVE = {"dictionary-learning": ["torchvision"]}  # pulled in by a dependency, breaks imports (see above)
 PEERS = {
     "overcomplete": ["overcomplete", "matplotlib<3.9"],
     "sae-lens": ["sae-lens"],
+    "sparsify": ["eai-sparsify"],  # EleutherAI's (PyPI `sparsify` is an unrelated package)
+    "dictionary-learning": ["dictionary-learning"],
 }
 LR, CLIP, L1_ALPHA = 3e-4, 1.0, 0.003
 TAG = "@@"  # protocol lines start with this; anything else a library prints is passed through
@@ -173,12 +191,60 @@ def _sae_lens_step(c: dict, sparse: bool = False):
     return run
 
 
+def _sparsify_step(c: dict):
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    if c["arch"] != "topk":  # stated, not approximated: a TopK coder is not a ReLU + L1 SAE
+        raise RuntimeError("sparsify trains TopK (or GroupMax) sparse coders only: SparseCoderConfig has k and "
+                           "no L1 penalty, so config a (ReLU + L1) does not exist in it")
+    sae = SparseCoder(c["d_in"], SparseCoderConfig(num_latents=c["d_sae"], k=c["k"]), device="cpu")
+    optimizer = torch.optim.Adam(sae.parameters(), lr=LR)  # TrainConfig(optimizer="adam"); its default is signum
+    since_fired = torch.zeros(c["d_sae"], dtype=torch.long)
+    auxk_alpha, dead_threshold = 1 / 32, 10_000_000  # sparsify's TrainConfig defaults for AuxK
+
+    def run(batches: list[torch.Tensor]) -> None:
+        for x in batches:  # Trainer.fit's step for one hookpoint, loss_fn="fvu", without the model forward
+            sae.set_decoder_norm_to_unit_norm()
+            out = sae(x, dead_mask=since_fired > dead_threshold)
+            (out.fvu + auxk_alpha * out.auxk_loss).backward()
+            did_fire = torch.zeros(c["d_sae"], dtype=torch.bool)
+            did_fire[out.latent_indices.flatten()] = True
+            sae.remove_gradient_parallel_to_decoder_directions()
+            optimizer.step()
+            optimizer.zero_grad()
+            since_fired.add_(x.shape[0])
+            since_fired[did_fire] = 0
+
+    return run
+
+
+def _dictionary_learning_step(c: dict):
+    from dictionary_learning.trainers.standard import StandardTrainer
+    from dictionary_learning.trainers.top_k import TopKTrainer
+
+    common = {"steps": 10**9, "activation_dim": c["d_in"], "dict_size": c["d_sae"], "layer": 0, "lm_name": "none",
+              "lr": LR, "warmup_steps": 1, "device": "cpu", "seed": 0}
+    if c["arch"] == "relu":  # Towards Monosemanticity: unit-norm decoder by ConstrainedAdam, no clipping
+        trainer = StandardTrainer(**common, l1_penalty=L1_ALPHA, sparsity_warmup_steps=None)
+    else:  # Gao et al.: AuxK 1/32, clipping at 1, unit-norm decoder
+        trainer = TopKTrainer(**common, k=c["k"])
+    state = {"step": 0}
+
+    def run(batches: list[torch.Tensor]) -> None:
+        for x in batches:  # trainSAE's loop body: trainer.update(step, activations)
+            trainer.update(state["step"], x)
+            state["step"] += 1
+
+    return run
+
+
 def worker(trainer: str, config: str, acts: str, threads: int) -> None:
     torch.set_num_threads(threads)
     c = CONFIGS[config]
     batches = list(torch.load(acts))
     make = {"saelab": _saelab_step, "overcomplete": _overcomplete_step, "sae-lens": _sae_lens_step,
-            "sae-lens-sparse": functools.partial(_sae_lens_step, sparse=True)}[trainer]
+            "sae-lens-sparse": functools.partial(_sae_lens_step, sparse=True), "sparsify": _sparsify_step,
+            "dictionary-learning": _dictionary_learning_step}[trainer]
     try:
         run = make(c)
         run(batches[:1])  # one step before reporting ready, so a trainer that cannot train says so now
@@ -241,6 +307,8 @@ def setup(peers: list[str]) -> None:
         steps = [[sys.executable, "-m", "venv", str(venv)],
                  [str(py), "-m", "pip", "install", "torch==2.13.0"],
                  [str(py), "-m", "pip", "install", "-c", str(constraints), *PEERS[peer]]]
+        if peer in REMOVE:
+            steps.append([str(py), "-m", "pip", "uninstall", "-y", *REMOVE[peer]])
         for cmd in steps:
             if cmd[0] == sys.executable and py.exists():
                 continue

@@ -29,7 +29,7 @@ def load_phase_verdicts(root: Path, skip: str = "") -> list[dict[str, Any]]:
     a file that cannot be read is left out (the phase's own page reports it)."""
     out: list[dict[str, Any]] = []
     for path in sorted(Path(root).glob("*/verdicts.json")):
-        if path.parent.name == skip:
+        if path.parent.name == skip or path.parent.name.startswith("."):  # a result set aside (saelab.report.set_aside)
             continue
         try:
             found = json.loads(path.read_text())

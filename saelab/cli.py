@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     lab.add_argument("--data", metavar="SOURCE", help="activations: synthetic | minilm | hf:<model> | file:<path> (default: the base's)")
     lab.add_argument("--force", action="store_true",
                      help="rerun phases into an --out that already holds a report (a phase that fails keeps its previous result)")
+    lab.add_argument("--cluster", metavar="WHERE",
+                     help="run the training jobs on Dask: local[:N] (N worker processes on this machine), tcp://HOST:PORT "
+                          "(a running scheduler) or slurm (workers as SLURM jobs); default: in this process")
+    lab.add_argument("--cluster-config", type=Path, metavar="FILE",
+                     help="SLURMCluster options for --cluster slurm (YAML or JSON; see the README)")
     lab.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
                      help="extra notebook parameter passed to every phase (value parsed as JSON when possible)")
     chk = sub.add_parser("check-data", help="what the activations say before training: outlier severity, norms, "
@@ -207,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
             from saelab.phases import preflight
             from saelab.report import REPO, find_notebooks
 
+            from saelab.cluster import parse_cluster
+
+            spec = parse_cluster(args.cluster, args.cluster_config) if args.cluster else None
+            if args.cluster_config and not args.cluster:
+                raise ValueError("--cluster-config is for --cluster slurm; pass --cluster slurm too")
             only = [s.strip() for s in args.only.split(",") if s.strip()] or None
             params = dict(_parse_param(p) for p in args.parameter)
             if args.base:
@@ -215,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                 params["source"] = args.data
             # before anything is trained or written: the base, every phase's arms, the data
             preflight(args.profile, params, [p.stem for p in find_notebooks(REPO / "notebooks", only)])
-            return run_lab(profile=args.profile, out=args.out, only=only, parameters=params or None, force=args.force)
+            return run_lab(profile=args.profile, out=args.out, only=only, parameters=params or None, force=args.force,
+                           cluster=spec)
         if args.command in ("inspect", "autopsy", "export"):
             return {"inspect": _inspect, "autopsy": _autopsy, "export": _export}[args.command](args)
         if args.command == "check-data":
@@ -230,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         from saelab.train import Interrupted
 
+        if args.command == "lab":  # the lab keeps finished jobs and resumes the interrupted one
+            print("saelab: interrupted; completed phases and trained jobs are saved: rerun the same command to continue "
+                  "(the interrupted job resumes from its last checkpoint)", file=sys.stderr)
+            return 128 + int(e.signum) if isinstance(e, Interrupted) else 130
         if isinstance(e, Interrupted):  # a training: it names its run directory and checkpoint
             print(f"saelab: {e}", file=sys.stderr)
             return 128 + int(e.signum)

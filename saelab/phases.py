@@ -145,36 +145,61 @@ class PhaseRun:
     def arms(self) -> dict[int, dict[str, RunConfig]]:
         return {s: b.plan.arms for s, b in self.built.items()}
 
+    def jobs(self) -> list:
+        """The phase's training jobs (saelab.jobs.Job): one per lockstep group of arms (equal data,
+        steps and cadence) per replicate, into ``out_dir/seed<s>/`` (``.../group<i>/`` when a
+        replicate has several groups)."""
+        from saelab.jobs import Job
+
+        out = []
+        for seed, arms in self.arms.items():
+            groups = lockstep_groups(arms)
+            for i, group in enumerate(groups):
+                tail = f"seed{seed}" + (f"/group{i}" if len(groups) > 1 else "")
+                out.append(Job(f"{self.phase.stem}/{tail}", group, self.out_dir / tail,
+                               ", ".join(self.phase.factor) or "recipe", self.profile.threads))
+        return out
+
     def train(self, progress: bool = True, clear: bool = True) -> dict[int, dict[str, Any]]:
-        """Train every replicate's arms (lockstep groups of arms that share data and steps) into
-        ``out_dir/seed<s>/`` and load them; returns seed -> arm -> Run. Torch's intra-op threads are
-        set to the profile's while training and restored after. In a notebook, ``clear`` replaces
-        the progress bars by a one-line summary when done (so reports stay static)."""
-        import torch
+        """Bring every job of the phase to done and load the runs; returns seed -> arm -> Run. A job
+        the lab (or an earlier, interrupted session) already trained is loaded, a half-finished one
+        resumes from its checkpoint, only what is missing trains (saelab.jobs.run_job). Torch's
+        intra-op threads are the profile's while training. In a notebook, ``clear`` replaces the
+        progress bars by a one-line summary when done (so reports stay static)."""
+        from saelab.jobs import load_job, run_job
 
-        from saelab.train import train
-
-        threads = torch.get_num_threads()
-        if self.profile.threads:
-            torch.set_num_threads(self.profile.threads)
         t0 = time.perf_counter()
-        try:
-            for seed, arms in self.arms.items():
-                self.runs[seed] = {}
-                groups = lockstep_groups(arms)
-                for i, group in enumerate(groups):
-                    where = self.out_dir / f"seed{seed}" / (f"group{i}" if len(groups) > 1 else "")
-                    self.runs[seed].update(train(group, where, progress=progress, factor=", ".join(self.phase.factor) or "recipe"))
-                self.runs[seed] = {name: self.runs[seed][name] for name in arms}  # the phase's arm order
-        finally:
-            torch.set_num_threads(threads)
+        done: dict[int, dict[str, Any]] = {seed: {} for seed in self.seeds}
+        states, took = [], 0.0
+        for job in self.jobs():
+            states.append(run_job(job, progress=progress)["state"])
+            loaded = load_job(job)
+            took += next(iter(loaded.values())).summary.get("wall_seconds", 0.0)
+            done[int(job.name.split("/")[1].removeprefix("seed"))].update(loaded)
+        self.runs = {seed: {name: done[seed][name] for name in arms} for seed, arms in self.arms.items()}  # the phase's order
         self.wall_seconds = time.perf_counter() - t0
         if clear and progress and _in_notebook():
             from IPython.display import clear_output
 
             clear_output()
         n_arms = len(next(iter(self.arms.values())))
-        print(f"trained {n_arms} arms x {len(self.seeds)} replicates ({self.profile.name} profile) in {self.wall_seconds:.1f} s")
+        reused = states.count("done")
+        here = f"; {reused} of {len(states)} lockstep groups were already trained" if reused else ""
+        print(f"trained {n_arms} arms x {len(self.seeds)} replicates ({self.profile.name} profile) in {took:.1f} s of "
+              f"training{here}")
+        return self.runs
+
+    def load(self) -> dict[int, dict[str, Any]]:
+        """Load the runs of a phase whose jobs are all trained (ValueError naming the first that is
+        not); returns seed -> arm -> Run, as ``train`` does."""
+        from saelab.jobs import job_state, load_job
+
+        done: dict[int, dict[str, Any]] = {seed: {} for seed in self.seeds}
+        for job in self.jobs():
+            if job_state(job) != "done":
+                raise ValueError(f"job {job.name} is not trained ({job_state(job)})")
+            done[int(job.name.split("/")[1].removeprefix("seed"))].update(load_job(job))
+        self.runs = {seed: {name: done[seed][name] for name in arms} for seed, arms in self.arms.items()}
         return self.runs
 
     def first(self) -> dict[str, Any]:

@@ -109,39 +109,58 @@ def _error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}".strip()
 
 
+def set_aside(run_dir: Path, jobs: list | None = None) -> None:
+    """Before a phase trains into ``run_dir``: a folder the phase's ``jobs`` can continue (their
+    own finished or half-finished training, saelab.jobs.phase_dir_state) stays where it is and is
+    resumed; anything else (another training, an unknown notebook's files) waits aside in
+    ``.<name>.previous`` until the phase succeeds (issue 14). A kill -9 leaves it aside, and the next
+    batch puts it back first unless the folder holds this phase's interrupted training."""
+    from saelab.jobs import phase_dir_state
+
+    run_dir = Path(run_dir)
+    previous = run_dir.with_name(f".{run_dir.name}.previous")
+    if previous.exists():
+        if phase_dir_state(run_dir, jobs or []) == "ours":
+            return  # the interrupted new training: continue it, the good result stays aside
+        shutil.rmtree(run_dir, ignore_errors=True)
+        os.replace(previous, run_dir)
+    if phase_dir_state(run_dir, jobs or []) == "other":
+        os.replace(run_dir, previous)
+
+
 def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: bool = True,
-              keep_previous: bool = False) -> PhaseResult:
+              keep_previous: bool = False, jobs: list | None = None, error: str = "") -> PhaseResult:
     """Execute one notebook into ``out/<stem>.ipynb`` and render ``out/<stem>.html``. A failure in
-    the notebook is recorded in the result (and shown on its page), never raised. With
-    ``keep_previous`` (the phase's last result was good) a failure leaves the previous notebook,
-    page and run folder in place and writes ``<stem>.failed.ipynb`` / ``.html`` instead."""
+    the notebook is recorded in the result (and shown on its page), never raised. ``jobs``: the
+    phase's training jobs (the notebook finds them trained and resumes or trains what is missing);
+    the run folder is handled by ``set_aside``. ``error`` (a training job failed): the notebook is
+    not run and the phase fails with it. With ``keep_previous`` (the phase's last result was good) a
+    failure leaves the previous notebook, page and run folder in place and writes
+    ``<stem>.failed.ipynb`` / ``.html`` instead."""
     import papermill as pm
 
     stem = notebook.stem
     run_dir = Path(parameters["out_dir"])
-    # issue 14: the previous runs wait aside until this one succeeds (a kill -9 mid-phase leaves
-    # them there, and the next batch puts them back first)
+    set_aside(run_dir, jobs)
     previous = run_dir.with_name(f".{run_dir.name}.previous")
-    if previous.exists():
-        shutil.rmtree(run_dir, ignore_errors=True)
-        os.replace(previous, run_dir)
-    if run_dir.exists():
-        os.replace(run_dir, previous)
     partial = out / f".{stem}.partial.ipynb"
-    error, t0 = "", time.perf_counter()
-    try:
-        with _kernel_env(SAELAB_RETAIN_MEMORY="1"):  # a throwaway kernel: keep freed memory (saelab.optim)
-            pm.execute_notebook(str(notebook), str(partial), parameters=parameters, progress_bar=progress,
-                                cwd=str(REPO))
-    except Exception as exc:  # noqa: BLE001 - one failing phase must not stop the batch
-        error = _error_line(exc)
-    except BaseException:  # Ctrl-C: leave the previous page in place, no partial file behind
-        partial.unlink(missing_ok=True)
-        raise
+    partial.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    if not error:
+        try:
+            with _kernel_env(SAELAB_RETAIN_MEMORY="1"):  # a throwaway kernel: keep freed memory (saelab.optim)
+                pm.execute_notebook(str(notebook), str(partial), parameters=parameters, progress_bar=progress,
+                                    cwd=str(REPO))
+        except Exception as exc:  # noqa: BLE001 - one failing phase must not stop the batch
+            error = _error_line(exc)
+        except BaseException:  # Ctrl-C: leave the previous page in place, no partial file behind
+            partial.unlink(missing_ok=True)
+            raise
     wall = time.perf_counter() - t0
-    if error and keep_previous and previous.exists():  # never replace a good result by a failed one
-        shutil.rmtree(run_dir, ignore_errors=True)
-        os.replace(previous, run_dir)
+    if error and keep_previous:  # never replace a good result by a failed one
+        if previous.exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+            os.replace(previous, run_dir)
         if partial.exists():
             slim_notebook(partial)
             os.replace(partial, out / f"{stem}.failed.ipynb")
@@ -160,7 +179,7 @@ def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: b
         (out / stale).unlink(missing_ok=True)
     executed = out / f"{stem}.ipynb"
     try:
-        verdicts = load_verdicts(run_dir / "verdicts.json")
+        verdicts = [] if error and not executed.exists() else load_verdicts(run_dir / "verdicts.json")
     except ValueError as exc:
         verdicts, error = [], error or str(exc)
     if partial.exists():
@@ -220,46 +239,144 @@ def run_lab(
     parameters: dict[str, Any] | None = None,
     progress: bool = True,
     force: bool = False,
+    cluster: Any = None,
 ) -> int:
     """Run the phase notebooks (sorted; ``only`` filters by number or stem) with papermill,
     passing ``profile``, ``out_dir=out/runs/<stem>`` and ``parameters``; write each executed
-    notebook and its HTML page to ``out`` and then ``out/index.html``. A failing notebook does not
-    stop the others. An ``out`` that already holds a report is refused unless ``force``; then a
-    phase that fails keeps its previous good result (see ``run_phase``). Every parameter name must
-    be a parameter of every phase run (a name is code in papermill's injected cell). Returns 0
-    when every phase of this batch succeeded, else 1."""
+    notebook and its HTML page to ``out`` and then ``out/index.html``.
+
+    Jobs, then notebooks: every phase's training jobs (one lockstep group of one replicate,
+    saelab.jobs) are planned first and run on ``cluster`` (a saelab.cluster.ClusterSpec; None: in
+    this process); each phase's notebook runs once its jobs are done and finds its runs trained.
+    A finished job is never retrained and a half-finished one resumes from its checkpoint, so a
+    rerun after an interruption picks up where it stopped. A phase that reads the others' verdicts
+    (06) is planned once their jobs are done (``plan_later``). A failing job is reported by name
+    and fails its phase; the other jobs and phases go on.
+
+    An ``out`` that already holds a report is refused unless ``force``; then a phase that fails
+    keeps its previous good result (see ``run_phase``). Every parameter name must be a parameter
+    of every phase run (a name is code in papermill's injected cell). Returns 0 when every phase
+    of this batch succeeded, else 1."""
+    from saelab import cluster as clusters
+
     out = Path(out).resolve()
     notebooks = find_notebooks(Path(notebooks_dir), only)
     _check_lab_parameters(notebooks, parameters or {})  # issue 14: before anything is written
     if not force and _holds_report(out):
         raise ValueError(f"{out} already holds a report; pass --force to rerun phases into it (a phase that fails "
                          f"keeps its previous result), or choose another --out")
+    runner = clusters.start(cluster, progress)  # an unreachable cluster is refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
     merged = {r.stem: r for r in _previous_results(out)}
-    results = []
-    for i, nb in enumerate(notebooks, 1):
-        if progress:
-            print(f"[{i}/{len(notebooks)}] {nb.stem} (profile {profile})", file=sys.stderr, flush=True)
-        params = {"profile": profile, "out_dir": str(out / "runs" / nb.stem), **(parameters or {})}
-        before = merged.get(nb.stem)
-        r = run_phase(nb, out, params, progress, keep_previous=before is not None and before.status == "ok")
-        results.append(r)
-        if r.kept_previous:  # the index keeps the good result and says that a rerun failed
-            merged[r.stem] = replace(before, error=f"a rerun ({r.finished[:16].replace('T', ' ')} UTC) failed and this "
-                                                   f"previous result was kept; see {r.stem}.failed.html: {r.error}")
-        else:
-            merged[r.stem] = r
-        everything = [merged[k] for k in sorted(merged)]
-        copy_answer(out)
-        # after every phase, so an interrupted batch still has an index of what finished
-        write_atomic(out / "results.json", json.dumps([asdict(x) for x in everything], indent=2, default=str))
-        build_index(out, everything)
-        if progress:
-            tail = f": {r.error}" if r.error else ""
-            print(f"[{i}/{len(notebooks)}] {nb.stem} {r.status} in {r.wall_s:.1f} s{tail}", file=sys.stderr, flush=True)
+    params_of = {nb.stem: {"profile": profile, "out_dir": str(out / "runs" / nb.stem), **(parameters or {})} for nb in notebooks}
+    later = [nb for nb in notebooks if _reads_prior(nb.stem)]
+    waves = [[nb for nb in notebooks if nb not in later], later]
+    results: list[PhaseResult] = []
+    say = runner.write if progress else (lambda line: None)
+    say(f"training jobs run {clusters.describe(cluster)}")
+    planned: dict[str, list] = {}
+
+    def submit(wave: list[Path]) -> None:
+        for nb in wave:
+            planned[nb.stem] = plan_jobs(nb.stem, params_of[nb.stem])
+            set_aside(Path(params_of[nb.stem]["out_dir"]), planned[nb.stem])  # before any job trains into it
+        runner.submit([j for nb in wave for j in planned[nb.stem]])
+
+    def plan_later(executed: set[str]) -> None:
+        """Once every first-wave job is done, plan and submit the phases that read the others'
+        verdicts, computing here the verdicts of the phases whose notebooks have not run yet (the
+        same function their notebooks call; they write the same file again), so that those jobs
+        train while the last notebooks execute."""
+        if not later or later[0].stem in planned:
+            return
+        if not runner.all_done(j.name for nb in waves[0] for j in planned[nb.stem]):
+            return
+        for nb in waves[0]:
+            if nb.stem not in executed and planned[nb.stem] and all(runner.outcome[j.name] is None for j in planned[nb.stem]):
+                try:
+                    write_phase_verdicts(nb.stem, params_of[nb.stem])
+                except Exception:  # noqa: BLE001 - then plan after that notebook ran (it reports the problem)
+                    return
+        submit(later)
+
+    executed: set[str] = set()
+    try:
+        submit(waves[0])
+        for wave in waves:
+            for nb in wave:
+                if nb.stem not in planned:  # a later phase: every first-wave notebook has run by now
+                    plan_later(executed)
+                i = notebooks.index(nb) + 1
+                jobs = planned[nb.stem]
+                failed = {n: e for n, e in runner.wait(j.name for j in jobs).items() if e}
+                plan_later(executed)
+                error = (f"training job {next(iter(failed))} failed: {next(iter(failed.values()))}"
+                         + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "")) if failed else ""
+                say(f"[{i}/{len(notebooks)}] {nb.stem} (profile {profile})")
+                before = merged.get(nb.stem)
+                r = run_phase(nb, out, params_of[nb.stem], False, keep_previous=before is not None and before.status == "ok",
+                              jobs=jobs, error=error)
+                executed.add(nb.stem)
+                results.append(r)
+                if r.kept_previous:  # the index keeps the good result and says that a rerun failed
+                    merged[r.stem] = replace(before, error=f"a rerun ({r.finished[:16].replace('T', ' ')} UTC) failed and this "
+                                                           f"previous result was kept; see {r.stem}.failed.html: {r.error}")
+                else:
+                    merged[r.stem] = r
+                everything = [merged[k] for k in sorted(merged)]
+                copy_answer(out)
+                # after every phase, so an interrupted batch still has an index of what finished
+                write_atomic(out / "results.json", json.dumps([asdict(x) for x in everything], indent=2, default=str))
+                build_index(out, everything)
+                tail = f": {r.error}" if r.error else ""
+                say(f"[{i}/{len(notebooks)}] {nb.stem} {r.status} in {r.wall_s:.1f} s{tail}")
+    finally:
+        runner.close()
     if progress:
+        print(clusters.summary(runner), file=sys.stderr, flush=True)
         print(f"report: {out / 'index.html'}", file=sys.stderr, flush=True)
     return 0 if all(r.status == "ok" for r in results) else 1
+
+
+def _reads_prior(stem: str) -> bool:
+    from saelab.causes import PHASES
+
+    return stem in PHASES and PHASES[stem].reads_prior
+
+
+def _phase_run(stem: str, parameters: dict[str, Any]) -> Any:
+    """saelab.phases.prepare for phase ``stem`` as its notebook runs it with ``parameters``."""
+    from saelab.causes import PHASES
+    from saelab.phases import prepare
+
+    namespace = {"seeds": None, "base": None, "source": None, "steps": None, "data_mean_offset": None, "overrides": {},
+                 "explorer": False, **PHASES[stem].defaults(), **parameters}
+    return prepare(stem, namespace, history=[])
+
+
+def write_phase_verdicts(stem: str, parameters: dict[str, Any]) -> None:
+    """Judge phase ``stem`` on its trained runs and write its verdicts.json, as its notebook's
+    verdict cell does."""
+    from saelab import verdicts
+
+    run = _phase_run(stem, parameters)
+    run.load()
+    verdicts.write(run.out_dir, run.verdicts())
+
+
+def plan_jobs(stem: str, parameters: dict[str, Any]) -> list:
+    """The training jobs of phase ``stem`` under the notebook parameters ``parameters`` (what its
+    notebook would train, saelab.phases.prepare with every other parameter at the notebook's
+    default). [] for a notebook that is not a phase, or parameters the notebook will refuse (it
+    then fails with the message itself)."""
+    from saelab.causes import PHASES
+
+    if stem not in PHASES:
+        return []
+    try:
+        return _phase_run(stem, parameters).jobs()
+    except ValueError:
+        return []
 
 
 def _holds_report(out: Path) -> bool:

@@ -116,14 +116,15 @@ def test_pyproject_metadata() -> None:
 
 def test_dependency_groups() -> None:
     reqs = pyproject_requirements()
-    assert set(reqs["core"]) == {"torch", "numpy", "pandas", "pyarrow", "safetensors", "plotly", "tqdm"}
+    assert set(reqs["core"]) == {"torch", "numpy", "pandas", "pyarrow", "safetensors", "plotly", "tqdm", "dask"}
     assert set(reqs["notebooks"]) == {"ipywidgets", "papermill", "nbconvert", "nbformat", "ipykernel"}
     assert set(reqs["real"]) == {"transformers", "tokenizers"}
     assert reqs["lab"] == reqs["notebooks"] | reqs["real"]  # what `make lab` installs
     assert set(reqs["jupyter"]) == {"jupyterlab"}
     assert set(reqs["dev"]) == {"pytest", "pytest-timeout", "playwright"}
+    assert set(reqs["slurm"]) == {"dask-jobqueue"}
     extras = {k: v for k, v in reqs.items() if k not in ("core", "all", "lab")}
-    assert set(extras) == {"notebooks", "real", "jupyter", "dev"}
+    assert set(extras) == {"notebooks", "real", "jupyter", "dev", "slurm"}
     assert reqs["all"] == {name: spec for group in extras.values() for name, spec in group.items()}
 
 
@@ -134,7 +135,8 @@ def test_every_dependency_is_imported_by_saelab_or_named_for_a_tool() -> None:
         imports |= set(re.findall(r"^\s*(?:from|import)\s+([a-zA-Z_]\w*)", path.read_text(), re.M))
     module = {"pyarrow": None, "safetensors": "safetensors", "ipywidgets": "ipywidgets", "ipykernel": None,
               "papermill": "papermill", "nbconvert": "nbconvert", "nbformat": "nbformat", "transformers": "transformers",
-              "tokenizers": None, "tqdm": "tqdm", "torch": "torch", "numpy": "numpy", "pandas": "pandas", "plotly": "plotly"}
+              "tokenizers": None, "tqdm": "tqdm", "torch": "torch", "numpy": "numpy", "pandas": "pandas", "plotly": "plotly",
+              "dask": "distributed"}  # dask[distributed]: saelab.cluster imports distributed
     reqs = pyproject_requirements()
     for name in (*reqs["core"], *reqs["lab"]):
         # None: needed without an import (pandas' parquet engine, the notebooks' kernel, transformers' tokenizers)
