@@ -16,11 +16,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from saelab.base import load_base  # noqa: E402
 from saelab.data import make_source, resolve  # noqa: E402
+from saelab import datacheck  # noqa: E402
 from saelab.datacheck import check  # noqa: E402
 
 OFFSETS = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 22.0, 30.0)  # std norm ~3.75: gamma ~0 .. 8
@@ -47,7 +47,7 @@ def main() -> None:
             pred.append(r["dead_at_init_predicted"])
             meas.append(r["dead_at_init_measured"])
             print(f"{off:7.1f} {r['gamma']:6.2f} {100 * pred[-1]:9.1f}% {100 * meas[-1]:8.1f}%")
-        rho = spearmanr(pred, meas).statistic
+        rho = datacheck.spearman(pred, meas)
         print(f"Spearman(predicted, measured) over {len(OFFSETS)} sets: {rho:.3f}")
     if args.minilm:
         print("\nMiniLM (all-MiniLM-L6-v2), stdlib corpus, 50,000 tokens, seed's Test 1 ReLU base / TopK k=16")

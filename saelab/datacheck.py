@@ -149,3 +149,14 @@ def markdown(r: dict[str, Any]) -> str:
                      "tokens are typical): such rows can dominate the loss and kill latents early.")
     return "\n".join(lines)
 
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation of ``a`` and ``b`` (ties share their mean rank): how alike the
+    predicted and the measured dead-at-init order a collection of data sets."""
+    import pandas as pd
+
+    ra, rb = pd.Series(a, dtype=float).rank().to_numpy(), pd.Series(b, dtype=float).rank().to_numpy()
+    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
