@@ -108,11 +108,12 @@ def test_slurm_without_dask_jobqueue_is_one_line_and_exit_2(tmp_path, capsys, mo
 
 
 def test_the_slurm_config_file_becomes_the_job_script(tmp_path, capsys):
+    before = signal.getsignal(signal.SIGINT)
     try:
         SLURMJob = cluster.jobqueue().slurm.SLURMJob
     except ImportError:
         pytest.skip("dask-jobqueue is not installed (the slurm extra)")
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # importing it kept Ctrl-C's handler
+    assert signal.getsignal(signal.SIGINT) is before  # importing it kept Ctrl-C's handler
 
     path = tmp_path / "slurm.yaml"
     path.write_text("queue: gpu\naccount: sae\ncores: 8\nprocesses: 2\nmemory: 32GB\nwalltime: '02:00:00'\n"
