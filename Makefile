@@ -36,10 +36,11 @@ $(TEST_STAMP): $(STAMP)
 # The main job: every phase notebook in the default profile, executed and rendered to reports/lab/.
 # On a machine with 2+ cores the training jobs run on a local Dask cluster of one worker per core
 # (the same numbers as in-process; about 0.6x the wall time on 2 cores). LAB_CLUSTER= runs in-process.
-NPROC := $(shell nproc 2>/dev/null || echo 1)
+# (nproc without OMP_NUM_THREADS, which nproc would obey: the cores this process may use)
+NPROC := $(shell env -u OMP_NUM_THREADS nproc 2>/dev/null || echo 1)
 LAB_CLUSTER ?= $(if $(filter-out 0 1,$(NPROC)),--cluster local:$(NPROC),)
 lab: setup
-	$(VENV)/bin/saelab lab --profile quick --out reports/lab --force $(LAB_CLUSTER)
+	$(strip $(VENV)/bin/saelab lab --profile quick --out reports/lab --force $(LAB_CLUSTER))
 
 # One arm of the seed's Test 1, trained into reports/seed-test1/; prints the final summary.
 train-demo: setup

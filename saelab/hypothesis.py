@@ -75,7 +75,7 @@ class Phase:
     hypotheses: tuple[Hypothesis, ...]
     params: dict[str, tuple[str | None, Any, str]]
     evidence: tuple[str, tuple[str, ...]] = ("", ())
-    shared: Callable[[RunConfig, Mapping[str, Any]], dict[str, Any]] | None = None
+    shared: Callable[[RunConfig, Mapping[str, Any], bool], dict[str, Any]] | None = None  # (base, params, default_case)
     reads_prior: bool = False  # its arms depend on the other phases' verdicts (the fixed configuration)
 
     @property

@@ -91,15 +91,15 @@ def build(stem: str, profile: str = "quick", seed: int = 0, base: str | Base | N
     b = base if isinstance(base, Base) else load_base(base)
     cfg, profile_set = sized(b, prof, source, seed, steps, data_mean_offset)
     given = {**phase.defaults(), **params}
+    default_case = b.origin == "preset" and b.name == DEFAULT_BASE
     try:
         if overrides:
             cfg = cfg.with_overrides(dict(overrides))
         if phase.shared:
-            cfg = cfg.with_overrides(phase.shared(cfg, given))
+            cfg = cfg.with_overrides(phase.shared(cfg, given, default_case))
     except ValueError as e:
         raise ValueError(f"{stem}: {e}") from None
-    ctx = Context(cfg, prof, given, default_case=b.origin == "preset" and b.name == DEFAULT_BASE, steps_explicit=steps is not None,
-                  prior_verdicts=tuple(prior))
+    ctx = Context(cfg, prof, given, default_case=default_case, steps_explicit=steps is not None, prior_verdicts=tuple(prior))
     try:
         plan = build_arms(phase, ctx)
     except ValueError as e:

@@ -289,3 +289,15 @@ def test_sink_rows_in_a_file_are_found_on_the_data(tmp_path):
     sinks = phases.build("04_normalization", "smoke", 0, None, source=f"file:{tmp_path / 'sinks.npy'}").plan
     assert "no row of the first" in clean.not_applicable["H23"] and "drop_sinks" not in clean.arms
     assert sinks.changes["drop_sinks"] == {"data.drop_norm_above": 10.0}
+
+
+def test_phase_04_plants_the_seeds_tiny_and_huge_rows_only_in_the_labs_first_case(tmp_path):
+    """On the user's base, phase 04's base is their setup as the other phases judge it."""
+    seed = phases.build("04_normalization", "smoke", 0).ctx.base
+    assert seed.data.tiny_row_fraction == 0.01 and seed.data.huge_row_fraction == 0.01
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"sae": {"d_sae": 64}}')
+    theirs = phases.build("04_normalization", "smoke", 0, str(mine)).ctx.base
+    assert theirs.data.tiny_row_fraction == 0.0 and theirs.data.huge_row_fraction == 0.0
+    asked = phases.build("04_normalization", "smoke", 0, str(mine), data_huge_row_fraction=0.02).ctx.base
+    assert asked.data.huge_row_fraction == 0.02

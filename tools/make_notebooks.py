@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / "notebooks"
 
 TYPES = {"profile": "str", "seeds": "list", "out_dir": "str", "base": "str", "source": "str", "steps": "int",
          "data_mean_offset": "float", "overrides": "dict", "explorer": "bool", "data_max_tokens": "int", "presets": "list",
-         "sae_b_dec_init": "str"}
+         "sae_b_dec_init": "str", "data_tiny_row_fraction": "float", "data_huge_row_fraction": "float"}
 COMMON_HELP = {
     "profile": ('"quick"', "smoke | quick | full: size of the runs where the base leaves it open (smoke: seconds; quick: minutes on a laptop CPU; full: the seed's scale)"),
     "seeds": ("None", "replicates, each named by its random number seed, e.g. [0, 1, 2]; None: the profile's (3 replicates in quick and full)"),

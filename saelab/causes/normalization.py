@@ -34,12 +34,25 @@ def fvu_guard(runs: RunsBySeed, ref: str, fix: str, result: dict[str, Any]) -> d
     return result
 
 
-def _shared(base: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+SEED_ROW_FRACTION = 0.01  # tiny and huge rows each, for the seed's Bug #4 in the lab's first case
+
+
+def _shared(base: Any, params: Mapping[str, Any], default_case: bool) -> dict[str, Any]:
     """Tiny- and huge-norm rows for the seed's Bug #4 (synthetic sources only): every arm of the
-    phase sees the same rows, the base included."""
+    phase sees the same rows, the base included. By default (None) only in the lab's first case
+    (the seed's Test 1): on the user's own base the phase tests their data as it is, so that its
+    base is the same setup the other phases judge (1% rows at 1e3 would change the
+    dataset-scalar constant, and with it the deaths, of a base with sink rows)."""
     if base.data.source != "synthetic":
         return {}
-    return {"data.tiny_row_fraction": params["data_tiny_row_fraction"], "data.huge_row_fraction": params["data_huge_row_fraction"]}
+    out = {}
+    for name, path in (("data_tiny_row_fraction", "data.tiny_row_fraction"), ("data_huge_row_fraction", "data.huge_row_fraction")):
+        value = params[name]
+        if value is None:
+            value = SEED_ROW_FRACTION if default_case else None
+        if value is not None:
+            out[path] = value
+    return out
 
 
 def _mode_arms(ctx: Context) -> list[Arm]:
@@ -257,8 +270,10 @@ rows above 10x the median norm, the sink rows of attention sinks and BOS positio
 PHASE = Phase(
     STEM, "Input normalization, centering and initialization", "Do the input's normalization, its offset or the encoder's "
     "initialization kill latents?", INTRO, (H4, H4A, H8, H11, H21, H22, H23),
-    {"data_tiny_row_fraction": ("data.tiny_row_fraction", 0.01, "fraction of rows scaled by 1e-6, in every arm (synthetic sources only)"),
-     "data_huge_row_fraction": ("data.huge_row_fraction", 0.01, "fraction of rows scaled by 1e3, in every arm (synthetic sources only)"),
+    {"data_tiny_row_fraction": ("data.tiny_row_fraction", None, "fraction of rows scaled by 1e-6, in every arm (synthetic "
+                                "sources only); None: 1% in the lab's first case (the seed's Test 1), your base's otherwise"),
+     "data_huge_row_fraction": ("data.huge_row_fraction", None, "fraction of rows scaled by 1e3, in every arm (synthetic "
+                                "sources only); None: 1% in the lab's first case (the seed's Test 1), your base's otherwise"),
      "normalize_mode": ("normalize.mode", list(MODES), "modes besides the base's"),
      "normalize_clamp_min": ("normalize.clamp_min", 1e-6, "the Task 5.1 clamp on ||x|| of the clamped arm"),
      "sae_b_dec_init": ("sae.b_dec_init", "geometric_median", "b_dec_init of the centered arm (H8): mean | geometric_median; None: no such arm")},

@@ -21,7 +21,7 @@ AUX = ("aux.reanimation_coef", "aux.reanimation_schedule", "aux.reanimation_anne
        "tracking.dead_tokens")
 
 
-def _shared(base: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+def _shared(base: Any, params: Mapping[str, Any], default_case: bool) -> dict[str, Any]:
     if params["resample_strategy"] not in ("off", "seed", "seed-fix", "anthropic"):
         raise ValueError(f"resample_strategy={params['resample_strategy']!r}: choose off, seed, seed-fix or anthropic")
     return {"resample.strategy": params["resample_strategy"]}
