@@ -78,7 +78,10 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "margin": n.get("margin"), "replicates": n.get("replicates"),
             "fix": _fix_lines(fix["changes"]), "fix_changes": fix["changes"], "fix_arm": arm})
     for r in rows:
-        r["costs_reconstruction"] = costs_reconstruction(r["fvu"])
+        # a fix that changes the data (drops rows, reorders them) is measured on other held-out rows:
+        # its FVU is not comparable with the base's, so it is not judged a cost
+        r["fvu"]["comparable"] = not any(k.startswith("data.") for k in r["fix_changes"])
+        r["costs_reconstruction"] = r["fvu"]["comparable"] and costs_reconstruction(r["fvu"])
     rows.sort(key=lambda r: (VERDICT_ORDER[r["verdict"]], r["costs_reconstruction"], -(r["peak_dead"]["fall"] or 0),
                              -(r["final_dead"]["fall"] or 0)))
     for above, r in zip(rows, rows[1:]):

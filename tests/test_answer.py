@@ -76,6 +76,9 @@ def test_a_fix_that_keeps_latents_alive_by_learning_less_ranks_after_one_that_do
     assert [r["id"] for r in ranked] == ["H1s", "H9"] and ranked[1]["costs_reconstruction"] is True
     assert answer.fixed_changes(ranked) == {"penalty.alpha": 0.01}
     assert ranked[1]["combined"] is False and "costs reconstruction" in ranked[1]["why"]
+    dropped = cause("H23", "confirmed", 0.40, {"data.drop_norm_above": 10})
+    dropped["numbers"] |= {"base_final_fvu": 1e-4, "fix_final_fvu": 0.09}  # other held-out rows: not a cost
+    assert answer.ranking([dropped])[0]["costs_reconstruction"] is False
 
 
 def test_causes_whose_fixes_remove_as_many_deaths_within_the_spread_are_tied():
