@@ -76,12 +76,17 @@ def run_case(stem: str, base: dict, params: dict, out: Path) -> list[dict]:
     return run.verdicts()
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(doc: str, prefix: str) -> tuple[argparse.Namespace, Path]:
+    """``--only NAME ...`` and ``--out DIR`` (default: a new temporary folder named ``prefix``...)."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--only", nargs="*", default=None)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    root = args.out or Path(tempfile.mkdtemp(prefix="planted-"))
+    return args, args.out or Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def main() -> int:
+    args, root = parse_args(__doc__, "planted-")
     ok = True
     for name, (stem, planted, control, params, hid) in CASES.items():
         if args.only and name not in args.only:

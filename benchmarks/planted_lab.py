@@ -17,17 +17,15 @@ fractions (base -> with the fix), and the wall time of the lab.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from planted_causes import CASES  # noqa: E402
+from planted_causes import CASES, parse_args  # noqa: E402
 
 
 def lab(base: dict, out: Path) -> dict:
@@ -45,11 +43,7 @@ def lab(base: dict, out: Path) -> dict:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", nargs="*", default=None)
-    p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args()
-    root = args.out or Path(tempfile.mkdtemp(prefix="planted-lab-"))
+    args, root = parse_args(__doc__, "planted-lab-")
     ok = True
     pct = lambda v: "?" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     for name, (_stem, planted, _control, _params, hid) in CASES.items():

@@ -5,7 +5,8 @@ Every cause a phase tested by an arm that removes it carries a ``fix`` (the arm 
 changed) and the intervention numbers of ``hypothesis.removes_deaths``. ``ranking`` orders them by
 how many deaths their fix removes (peak, then final dead fraction); ``fixed_changes`` takes the
 smallest set of confirmed fixes, most harmful cause first, that leaves no more than MIN_EFFECT of
-the latents dead by their own arms, a later fix never overriding a field an earlier one set; ``write`` saves ``answer.json`` and the fixed configuration.
+the latents dead by their own arms, a later fix never overriding a field an earlier one set;
+``write`` saves ``answer.json`` and the fixed configuration.
 """
 
 from __future__ import annotations
@@ -84,10 +85,8 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         r["costs_reconstruction"] = r["fvu"]["comparable"] and costs_reconstruction(r["fvu"])
     rows.sort(key=lambda r: (VERDICT_ORDER[r["verdict"]], r["costs_reconstruction"], -(r["peak_dead"]["fall"] or 0),
                              -(r["final_dead"]["fall"] or 0)))
-    for above, r in zip(rows, rows[1:]):
-        r["tied_with_above"] = _tied(above, r)
-    if rows:
-        rows[0]["tied_with_above"] = False
+    for i, r in enumerate(rows):
+        r["tied_with_above"] = i > 0 and _tied(rows[i - 1], r)
     return rows
 
 

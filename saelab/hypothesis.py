@@ -195,8 +195,8 @@ def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict
     d_peak = [a - b for a, b in zip(pr, pf)]
     d_final = [a - b for a, b in zip(fr, ff)]
     n = len(pairs)
-    spread = max(stats(d_peak)["sd"], stats(d_final)["sd"]) / n ** 0.5  # standard error of the paired falls
-    margin = max(MIN_EFFECT, SPREAD_FACTOR * spread)
+    se_peak, se_final = stats(d_peak)["sd"] / n ** 0.5, stats(d_final)["sd"] / n ** 0.5  # standard errors of the paired falls
+    margin = max(MIN_EFFECT, SPREAD_FACTOR * max(se_peak, se_final))
     mean_peak, mean_final, mean_ref_final = stats(d_peak)["mean"], stats(d_final)["mean"], stats(fr)["mean"]
     if mean_peak > margin and all(d > MIN_EFFECT for d in d_peak) and (mean_final > margin or mean_ref_final < margin):
         word = "confirmed"
@@ -215,7 +215,7 @@ def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict
     if n > 1:  # the spread over the replicates (sample sd; SE of the paired falls), shown beside each mean
         numbers |= {f"{ref}_peak_dead_sd": stats(pr)["sd"], f"{fix}_peak_dead_sd": stats(pf)["sd"],
                     f"{ref}_final_dead_sd": stats(fr)["sd"], f"{fix}_final_dead_sd": stats(ff)["sd"],
-                    "peak_reduction_se": stats(d_peak)["sd"] / n ** 0.5, "final_reduction_se": stats(d_final)["sd"] / n ** 0.5}
+                    "peak_reduction_se": se_peak, "final_reduction_se": se_final}
     return {"word": word, "effect": effect, "numbers": numbers}
 
 

@@ -97,10 +97,10 @@ def answer_section(found: Mapping[str, Any] | None) -> str:
         lead = (f"{len(confirmed)} of the {len(ranking)} causes tested kill latents here. The worst: "
                 f"<b>{e(str(top.get('cause', '')).split(' · ', 1)[-1])}</b> ({e(top.get('id', ''))}); its fix takes "
                 f"the peak dead fraction from {e(_pct(top['peak_dead'].get('base')))} to {e(_pct(top['peak_dead'].get('with_fix')))}.")
-        tied = [r for r in confirmed[1:] if r.get("tied_with_above")][:1] if len(confirmed) > 1 and confirmed[1].get("tied_with_above") else []
-        if tied:
-            lead += (f" Tied with it within the spread over replicates: <b>{e(str(tied[0].get('cause', '')).split(' · ', 1)[-1])}</b> "
-                     f"({e(tied[0].get('id', ''))}).")
+        if len(confirmed) > 1 and confirmed[1].get("tied_with_above"):
+            tied = confirmed[1]
+            lead += (f" Tied with it within the spread over replicates: <b>{e(str(tied.get('cause', '')).split(' · ', 1)[-1])}</b> "
+                     f"({e(tied.get('id', ''))}).")
     else:
         lead = f"None of the {len(ranking)} causes tested is confirmed: no single fix removes the deaths beyond the margin."
     rows = []
