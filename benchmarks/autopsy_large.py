@@ -40,7 +40,9 @@ def make_log(path: Path, rows: int, seed: int = 0) -> Path:
         l0 = np.where(frac < 0.75, 60.0, 8.0) + rng.normal(0, 1, len(i))
         lr = np.minimum(frac / 0.05, 1.0) * 3e-4
         df = pd.DataFrame({"Step": i * 10, f"{run} - metrics/l0": l0.round(3), f"{run} - sparsity/dead_features": dead,
-                           f"{run} - details/current_learning_rate": lr, f"{run} - losses/overall_loss": (1 / (1 + frac)).round(5)})
+                           f"{run} - details/current_learning_rate": lr, f"{run} - losses/overall_loss": (1 / (1 + frac)).round(5),
+                           f"{run} - losses/mse_loss": rng.random(len(i)).round(6),
+                           f"{run} - metrics/explained_variance": rng.random(len(i)).round(6)})
         df.to_csv(path, mode="w" if first else "a", header=first, index=False)
         first = False
     return path
