@@ -15,8 +15,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+import saelab.version
 from saelab import cli
 from saelab.config import RunConfig
+from saelab.data.transformer import CACHE_FORMAT, built_once
+from saelab.execution import cluster, jobs
+from saelab.lab.phases import build
+from saelab.report.batch import run_lab
+from saelab.training import diagnose, train
 
 D, S = 8, 16
 
@@ -41,8 +47,6 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from saelab import train
-
     base = RunConfig().with_overrides({"sae.d_in": D, "sae.d_sae": S, "data.n_features": 32, "data.mean_active": 3.0,
                                        "steps": 20, "log_interval": 10, "eval_rows": 64})
     arms = {"relu": base, "topk": base.with_overrides({"sae.architecture": "topk", "sae.k": 4})}
@@ -85,16 +89,12 @@ def test_export_into_a_new_or_unrelated_folder_works_and_keeps_other_files(runs,
 
 
 def file_job(tmp_path: Path, acts: Path):
-    from saelab import jobs
-
     cfg = RunConfig().with_overrides({"data.source": f"file:{acts}", "sae.d_in": 0, "sae.d_sae": S, "steps": 20,
                                       "log_interval": 10, "eval_rows": 64, "data.batch_size": 64})
     return jobs.Job("t/seed0", {"base": cfg, "wide": cfg.with_overrides({"sae.d_sae": 2 * S})}, tmp_path / "job", "width")
 
 
 def test_a_finished_job_on_other_data_of_the_same_shape_is_retrained(tmp_path):
-    from saelab import jobs
-
     acts = tmp_path / "acts.npy"
     np.save(acts, np.random.default_rng(0).normal(size=(2000, D)).astype(np.float32))
     job = file_job(tmp_path, acts)
@@ -110,15 +110,11 @@ def test_a_finished_job_on_other_data_of_the_same_shape_is_retrained(tmp_path):
 
 
 def test_a_finished_job_made_by_another_saelab_torch_or_numpy_is_stale(tmp_path, monkeypatch):
-    from saelab import jobs
-
     acts = tmp_path / "acts.npy"
     np.save(acts, np.random.default_rng(0).normal(size=(2000, D)).astype(np.float32))
     job = file_job(tmp_path, acts)
     jobs.run_job(job)
     assert jobs.job_state(job) == "done"
-    import saelab.version
-
     for module, attr in ((saelab.version, "__version__"), (torch, "__version__"), (np, "__version__")):
         with monkeypatch.context() as m:
             m.setattr(module, attr, "0.0.0-other")
@@ -265,8 +261,6 @@ def test_autopsy_column_advice_works_and_absurd_steps_are_one_line(tmp_path, cap
 def test_a_run_killed_before_its_first_checkpoint_can_be_trained_again(tmp_path, capsys):
     """kill -9 before the first checkpoint leaves config.json and no checkpoint: --resume says there
     is nothing to resume and how to start again; the same train command then starts it afresh."""
-    from saelab import train
-
     args = ["train", "--set", "steps=20", "--set", "sae.d_sae=32", "--set", "eval_rows=256", "--set", "log_interval=10",
             "--out", str(tmp_path / "run"), "--quiet"]
     cfg = RunConfig().with_overrides({"steps": 20, "sae.d_sae": 32, "eval_rows": 256, "log_interval": 10})
@@ -282,14 +276,12 @@ def test_a_run_killed_before_its_first_checkpoint_can_be_trained_again(tmp_path,
 def test_the_interrupted_lab_says_to_rerun_with_force(tmp_path, monkeypatch, capsys):
     """After Ctrl-C the folder holds runs/, which a plain rerun refuses; the advice must be a
     command that is accepted: the same one with --force (finished jobs kept, the last one resumed)."""
-    import saelab.report
-
     def interrupted(**kwargs):
         (tmp_path / "lab" / "runs").mkdir(parents=True)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(saelab.report, "run_lab", interrupted)
-    monkeypatch.setattr("saelab.phases.preflight", lambda *a, **k: None)
+    monkeypatch.setattr(cli, "run_lab", interrupted)
+    monkeypatch.setattr(cli, "preflight", lambda *a, **k: None)
     assert cli.main(["lab", "--profile", "smoke", "--only", "02", "--out", str(tmp_path / "lab")]) == 130
     err = one_line(capsys, "--force")
     assert "rerun the same command to continue" not in err
@@ -300,8 +292,6 @@ def test_the_interrupted_lab_says_to_rerun_with_force(tmp_path, monkeypatch, cap
 
 def detect_reference(metrics, dead_rise=0.2, window_steps=None, l0_drop_factor=4.0):
     """The O(n x window) detection issue 22 replaced, kept verbatim as the reference its spans must equal."""
-    from saelab import diagnose
-
     df = metrics.sort_values("step", kind="stable")
     steps = df["step"].to_numpy(dtype=np.int64)
     dead = df["dead_frac"].to_numpy(dtype=np.float64)
@@ -328,8 +318,6 @@ def detect_reference(metrics, dead_rise=0.2, window_steps=None, l0_drop_factor=4
 
 @pytest.mark.parametrize("seed", range(12))
 def test_collapse_spans_equal_the_quadratic_reference(seed):
-    from saelab import diagnose
-
     rng = np.random.default_rng(seed)
     n = int(rng.integers(2, 400))
     steps = np.cumsum(rng.integers(0 if seed % 3 == 0 else 1, 30, n))  # repeated steps in some tables
@@ -343,8 +331,6 @@ def test_collapse_spans_equal_the_quadratic_reference(seed):
 
 
 def test_local_cluster_beyond_the_machine_is_refused_saying_what_it_can(capsys):
-    from saelab import cluster
-
     with pytest.raises(ValueError, match=r"at most \d+ workers"):
         cluster.parse_cluster("local:1000")
     assert cluster.parse_cluster("local:1").workers == 1
@@ -354,8 +340,6 @@ def test_local_cluster_beyond_the_machine_is_refused_saying_what_it_can(capsys):
 def test_a_tcp_address_that_is_not_a_dask_scheduler_is_refused():
     import http.server
     import threading
-
-    from saelab import cluster
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):  # Dask's handshake is a bad HTTP request: not worth a line
@@ -401,8 +385,6 @@ def test_check_data_describes_data_with_zero_rows_and_few_rows(tmp_path, capsys)
 
 
 def test_overrides_steps_reach_the_seed_pipeline_arm():
-    from saelab.phases import build
-
     built = build("00_reproduce", "smoke", 0, None, overrides={"steps": 40})
     assert {c.steps for c in built.plan.arms.values()} == {40}
 
@@ -417,16 +399,12 @@ def test_a_bad_explorer_flag_is_refused_before_anything_is_written(tmp_path, cap
 @pytest.mark.timeout(60)
 def test_a_running_scheduler_is_still_reached():
     distributed = pytest.importorskip("distributed")
-    from saelab import cluster
-
     with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=None) as lc:
         runner = cluster.start(cluster.parse_cluster(lc.scheduler_address), progress=False)
         runner.close()
 
 
 def test_resume_on_changed_data_is_refused(tmp_path, capsys):
-    from saelab import train
-
     acts = tmp_path / "acts.npy"
     np.save(acts, np.random.default_rng(0).normal(size=(2000, D)).astype(np.float32))
     cfg = RunConfig().with_overrides({"data.source": f"file:{acts}", "sae.d_in": 0, "sae.d_sae": S, "steps": 20,
@@ -447,8 +425,6 @@ def test_two_jobs_needing_one_cache_build_it_once(tmp_path):
     reads it (a thread each here; the lock is per open file, so it holds between processes too)."""
     import threading
     import time
-
-    from saelab.transformer import CACHE_FORMAT, built_once
 
     folder = tmp_path / "cache" / "minilm-L3-x"
     builds = []
@@ -476,8 +452,6 @@ def test_two_jobs_needing_one_cache_build_it_once(tmp_path):
 
 @pytest.mark.slow
 def test_a_lab_prints_no_kernel_chatter_and_its_index_shows_the_wall_time(tmp_path, capfd):
-    from saelab.report import run_lab
-
     out = tmp_path / "lab"
     assert run_lab(profile="smoke", out=out, only=["02"], progress=True) == 0
     console = capfd.readouterr()

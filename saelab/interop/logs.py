@@ -21,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,30 +47,47 @@ NOTE = ("Events are reported as coinciding with a collapse, not as its cause: a 
         "counterfactual (no run without the event to compare with). saelab's phases test causes by intervention.")
 
 
-def read_log(path: str | Path) -> pd.DataFrame:
-    """The log as a table; W&B export prefixes dropped and __MIN/__MAX companions removed."""
+USED = ("step", "l0", "dead_frac", "dead_count", "lr")  # the roles the autopsy reads (the others are only named)
+
+
+def _shown_names(columns: list, p: Path) -> dict[Any, str]:
+    """Original column -> the name used here: W&B's "<run> - " prefix dropped, __MIN/__MAX left out."""
+    kept = [c for c in columns if not re.search(r"__(MIN|MAX)$", str(c))]
+    prefixes = {str(c).split(" - ", 1)[0] for c in kept if " - " in str(c)}
+    if len(prefixes) > 1:
+        raise ValueError(f"log {p}: a W&B export of several runs {sorted(prefixes)}; export one run")
+    return {c: str(c).split(" - ", 1)[1] if " - " in str(c) else str(c) for c in kept}
+
+
+def read_log(path: str | Path, only: Callable[[list[str]], list[str]] | None = None) -> pd.DataFrame:
+    """The log as a table; W&B export prefixes dropped and __MIN/__MAX companions removed.
+    ``only(names)`` picks the columns to load: a CSV or parquet log is then read in those columns
+    alone (a log of millions of rows and a dozen metrics stays a few columns in memory)."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise ValueError(f"log {p}: no such file")
     suffix = p.suffix.lower()
     try:
         if suffix == ".csv":
-            df = pd.read_csv(p)
+            names = _shown_names(list(pd.read_csv(p, nrows=0).columns), p)
+            pick = None if only is None else [c for c, n in names.items() if n in set(only(list(names.values())))]
+            df = pd.read_csv(p, usecols=pick if pick is not None else list(names))
         elif suffix in (".jsonl", ".ndjson", ".json"):
             df = pd.read_json(p, lines=True)
         elif suffix in (".parquet", ".pq"):
-            df = pd.read_parquet(p)
+            import pyarrow.parquet as pq
+
+            names = _shown_names(list(pq.read_schema(p).names), p)
+            pick = None if only is None else [c for c, n in names.items() if n in set(only(list(names.values())))]
+            df = pd.read_parquet(p, columns=pick if pick is not None else list(names))
         else:
             raise ValueError(f"log {p}: unknown format {suffix or '(no suffix)'!r}; use .csv, .jsonl or .parquet")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as e:
         if str(e).startswith(f"log {p}"):
             raise
         raise ValueError(f"log {p}: could not be read as {suffix[1:]} ({str(e).splitlines()[0]})") from None
-    df = df[[c for c in df.columns if not re.search(r"__(MIN|MAX)$", str(c))]]
-    prefixes = {str(c).split(" - ", 1)[0] for c in df.columns if " - " in str(c)}
-    if len(prefixes) > 1:
-        raise ValueError(f"log {p}: a W&B export of several runs {sorted(prefixes)}; export one run")
-    return df.rename(columns={c: str(c).split(" - ", 1)[1] if " - " in str(c) else str(c) for c in df.columns})
+    names = _shown_names(list(df.columns), p)
+    return df[list(names)].rename(columns=names)
 
 
 def map_columns(df: pd.DataFrame, overrides: dict[str, str], label: str) -> dict[str, str]:
@@ -108,13 +126,13 @@ def metrics_table(df: pd.DataFrame, roles: dict[str, str], d_sae: int | None, la
                          f"or --column NAME=dead_frac")
     out = pd.DataFrame({"step": pd.to_numeric(df[roles["step"]], errors="coerce")})
     for role in ROLES[1:]:
-        if role in roles:
+        if role in roles and roles[role] in df:  # a column not loaded (read_log's ``only``) is only named
             out[role] = pd.to_numeric(df[roles[role]], errors="coerce")
     if "dead_frac" not in out and "dead_count" in out:
         if not d_sae:
             raise ValueError(f"{label}: column {roles['dead_count']!r} counts dead latents; give --d-sae N (the number "
                              f"of latents) to turn it into a fraction")
-        out["dead_frac"] = out["dead_count"] / d_sae
+        out["dead_frac"] = out.pop("dead_count") / d_sae  # the count is not needed again
     if "dead_frac" in out and out["dead_frac"].max() > 1:
         raise ValueError(f"{label}: column {roles['dead_frac']!r} goes above 1; it is a count, not a fraction: map it "
                          f"with --column {roles['dead_frac']}=dead_count and give --d-sae N")
@@ -125,7 +143,16 @@ def metrics_table(df: pd.DataFrame, roles: dict[str, str], d_sae: int | None, la
     out = out[out[["dead_frac", "l0"]].notna().any(axis=1)]
     if out.empty:
         raise ValueError(f"{label}: no row has a step and an L0 or dead value")
+    steps = out["step"].to_numpy()
+    if (steps < 0).any():
+        raise ValueError(f"{label}: column {roles['step']!r} has negative steps (e.g. {steps[steps < 0][0]:g}); a "
+                         f"training step counts from 0: map another column with --column NAME=step")
+    if (steps > 2**53).any():
+        raise ValueError(f"{label}: column {roles['step']!r} has step {steps.max():g}, beyond 2^53: not a step count; "
+                         f"map another column with --column NAME=step")
     out["step"] = out["step"].astype(np.int64)
+    if (np.diff(out["step"].to_numpy()) > 0).all():  # already one row per step, in order: no regrouping copy
+        return out.reset_index(drop=True)
     return out.groupby("step", as_index=False).last().sort_values("step").reset_index(drop=True)
 
 
@@ -182,9 +209,17 @@ def autopsy_log(path: str | Path, columns: dict[str, str] | None = None, events:
     (diagnose.autopsy's detection) each with its coinciding events and the LR before it, and a
     one-paragraph verdict."""
     label = f"log {Path(path)}"
-    df = read_log(path)
-    roles = map_columns(df, columns or {}, label)
+    roles: dict[str, str] = {}
+
+    def used(names: list[str]) -> list[str]:  # map every role on the header, load the columns USED
+        roles.update(map_columns(pd.DataFrame(columns=names), columns or {}, label))
+        return [roles[r] for r in USED if r in roles]
+
+    df = read_log(path, used)
+    if not roles:  # a JSON-lines log is read whole
+        roles = map_columns(df, columns or {}, label)
     m = metrics_table(df, roles, d_sae, label)
+    del df  # a long log: keep one table in memory, not two
     evs = [parse_event(e) for e in events or []] + lr_events(m)
     a = diagnose.autopsy(m, [], **kw)
     lookback = a["params"]["lookback_steps"]

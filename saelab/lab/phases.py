@@ -93,7 +93,8 @@ def build(stem: str, profile: str = "quick", seed: int = 0, base: str | Base | N
             cfg = cfg.with_overrides(phase.shared(cfg, given, default_case))
     except ValueError as e:
         raise ValueError(f"{stem}: {e}") from None
-    ctx = Context(cfg, prof, given, default_case=default_case, steps_explicit=steps is not None, prior_verdicts=tuple(prior))
+    explicit = steps is not None or "steps" in (overrides or {})  # either way the user chose the length of every arm
+    ctx = Context(cfg, prof, given, default_case=default_case, steps_explicit=explicit, prior_verdicts=tuple(prior))
     try:
         plan = build_arms(phase, ctx)
     except ValueError as e:
@@ -353,6 +354,8 @@ def preflight(profile: str, parameters: Mapping[str, Any], stems: list[str]) -> 
     every phase in ``stems`` builds its arms from it with these notebook ``parameters`` (phase
     parameters go to the phases that have them), and the data fits the base (width, at least one
     batch of training rows, finite held-out rows). Raises ValueError naming the problem."""
+    if "explorer" in parameters:  # else refused only inside the notebook, after a report page is written
+        parse_bool("explorer", parameters["explorer"])
     base = load_base(parameters.get("base"))
     common = {k: parameters[k] for k in ("source", "steps", "data_mean_offset", "overrides") if k in parameters}
     seeds = parameters.get("seeds") or get_profile(profile).seeds

@@ -49,7 +49,7 @@ from saelab.report.html import (  # noqa: F401 (re-exported)
     verdict_badge,
     write_plotly_js,
 )
-from saelab.report.index import build_index, copy_answer, index_page  # noqa: F401 (re-exported)
+from saelab.report.index import LAB_TIMING, build_index, copy_answer, index_page  # noqa: F401 (re-exported)
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
@@ -149,7 +149,7 @@ def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: b
         try:
             with _kernel_env(SAELAB_RETAIN_MEMORY="1"):  # a throwaway kernel: keep freed memory (saelab.training.optim)
                 pm.execute_notebook(str(notebook), str(partial), parameters=parameters, progress_bar=progress,
-                                    cwd=str(REPO))
+                                    cwd=str(REPO), kernel_manager_class=logged_kernel(kernel_log(out, stem)))
         except Exception as exc:  # noqa: BLE001 - one failing phase must not stop the batch
             error = _error_line(exc)
         except BaseException:  # Ctrl-C: leave the previous page in place, no partial file behind
@@ -192,6 +192,27 @@ def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: b
                        verdicts=verdicts, profile=str(parameters.get("profile", "")),
                        finished=datetime.now(UTC).isoformat(timespec="seconds"), title=notebook_title(notebook),
                        parameters=_shown(parameters))
+
+
+def kernel_log(out: Path, stem: str) -> Path:
+    """Where phase ``stem``'s kernel writes its own output (its stdout and stderr: the IPKernelApp
+    warnings, a KeyboardInterrupt it caught), so the console shows only the lab's progress."""
+    return Path(out) / "logs" / f"{stem}.log"
+
+
+def logged_kernel(log: Path) -> type:
+    """A jupyter_client kernel manager whose kernel process writes its stdout and stderr to ``log``
+    (truncated at each start) instead of this process's terminal (nbclient's kernel_manager_class)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "wb") as fh:  # the child keeps its own copy of the descriptor
+                kw["stdout"] = kw["stderr"] = fh
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return LoggedKernelManager
 
 
 @contextlib.contextmanager
@@ -256,6 +277,7 @@ def run_lab(
     keeps its previous good result (see ``run_phase``). Every parameter name must be a parameter
     of every phase run (a name is code in papermill's injected cell). Returns 0 when every phase
     of this batch succeeded, else 1."""
+    started = time.perf_counter()
     out = Path(out).resolve()
     notebooks = find_notebooks(Path(notebooks_dir), only)
     _check_lab_parameters(notebooks, parameters or {})  # issue 14: before anything is written
@@ -324,8 +346,12 @@ def run_lab(
                 copy_answer(out)
                 # after every phase, so an interrupted batch still has an index of what finished
                 write_atomic(out / "results.json", json.dumps([asdict(x) for x in everything], indent=2, default=str))
+                write_atomic(out / LAB_TIMING, json.dumps({
+                    "wall_s": round(time.perf_counter() - started, 1), "notebooks_s": round(sum(x.wall_s for x in results), 1),
+                    "training_s": round(sum(rec["wall_s"] for rec in runner.records.values()), 1),
+                    "jobs": clusters.summary(runner), "finished": datetime.now(UTC).isoformat(timespec="seconds")}))
                 build_index(out, everything)
-                tail = f": {r.error}" if r.error else ""
+                tail = f": {r.error} (kernel log: {kernel_log(out, r.stem)})" if r.error else ""
                 say(f"[{i}/{len(notebooks)}] {nb.stem} {r.status} in {r.wall_s:.1f} s{tail}")
     finally:
         runner.close()

@@ -31,6 +31,7 @@ from saelab import fileio
 from saelab.config import RunConfig
 from saelab.data.sources import SYNTHETIC_D_IN, Source, make_source, resolve
 from saelab.training import diagnose, runs, schedules, stack
+from saelab.training.identity import data_fingerprint, identity
 from saelab.version import provenance
 
 SHARED_FIELDS = ("data", "steps", "log_interval", "eval_rows", "checkpoint_every", "checkpoint_seconds", "seed",
@@ -124,7 +125,9 @@ def _restore(out: Path, groups: list[stack.Group], gens: list[torch.Generator], 
         if finished:
             raise ValueError(f"cannot resume {out}: the run is finished and its checkpoint was dropped "
                              f"(train with --keep-checkpoint to keep one)")
-        raise ValueError(f"cannot resume {out}: no checkpoint at {path}")
+        raise ValueError(f"cannot resume {out}: no checkpoint at {path} (the run stopped before its first one), so "
+                         f"nothing to resume; start it again with the same saelab train command, which replaces "
+                         f"this unfinished run")
     meta = read_checkpoint_meta(out)
     tensors = runs.read_tensors(path)
 
@@ -204,7 +207,12 @@ def train(
     names = list(named)
     dirs = {n: out if single else out / n for n in names}
     if resume:
-        named = {n: runs.load_run(dirs[n]).config for n in names}
+        loaded = {n: runs.load_run(dirs[n]) for n in names}
+        named = {n: r.config for n, r in loaded.items()}
+        saved = loaded[names[0]].made.get("data")
+        if saved is not None and saved != data_fingerprint(named[names[0]].data.source):
+            raise ValueError(f"cannot resume {out}: its data ({named[names[0]].data.source}) changed since the run started; "
+                             f"the rest of the run would train on other rows: train a new run instead")
     _check_shared(named)
     first = named[names[0]]
     device = check_device(first.device)
@@ -258,10 +266,11 @@ def _train(cfgs: list[RunConfig], names: list[str], dirs: dict[str, Path], out: 
     else:
         if not single:
             fileio.write_json(out / "arms.json", {"arms": names, "factor": factor})
+        made = identity(first.data.source)  # what produced the runs: a rerun by other code or on other data retrains
         for n, c in zip(names, cfgs):
             dirs[n].mkdir(parents=True, exist_ok=True)
             (dirs[n] / "summary.json").unlink(missing_ok=True)  # an earlier run's here would say "finished"
-            fileio.write_via(dirs[n] / "config.json", lambda tmp, c=c: Path(tmp).write_text(c.to_json(provenance=True) + "\n"))
+            fileio.write_via(dirs[n] / "config.json", lambda tmp, c=c: Path(tmp).write_text(c.to_json(provenance=made) + "\n"))
         checkpoint_path(out).unlink(missing_ok=True)
         _initial(groups, cfgs, names, dirs, x_eval, source, state)
 
