@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 import plotly.graph_objects as go
 
 from saelab.fileio import write_atomic

@@ -103,7 +103,7 @@ def collapse_spans(metrics: pd.DataFrame, dead_rise: float = 0.2, window_steps: 
     new = np.ones(len(first), dtype=bool)  # a span merges into the previous one when it starts at or before its end
     new[1:] = first[1:] > np.maximum.accumulate(ends)[:-1]
     cut = np.nonzero(new)[0]
-    return [[int(first[c]), int(e), bool(d), bool(l)] for c, e, d, l in
+    return [[int(first[c]), int(e), bool(by_dead), bool(by_l0)] for c, e, by_dead, by_l0 in
             zip(cut, np.maximum.reduceat(ends, cut), np.logical_or.reduceat(jd[first] >= 0, cut),
                 np.logical_or.reduceat(jl[first] >= 0, cut))]
 
