@@ -116,7 +116,9 @@ def map_columns(df: pd.DataFrame, overrides: dict[str, str], label: str) -> dict
 
 
 def metrics_table(df: pd.DataFrame, roles: dict[str, str], d_sae: int | None, label: str) -> pd.DataFrame:
-    """step, dead_frac, l0 (and lr, loss, mse, fvu when present), one row per step, sorted."""
+    """step, dead_frac, l0 (and lr, loss, mse, fvu when present), one row per step, sorted. The
+    columns are taken out of ``df`` as they are converted (``df`` is left without them), so a log of
+    millions of rows is never held twice."""
     cols = [str(c) for c in df.columns]
     if "step" not in roles:
         raise ValueError(f"{label} has no step column (known: {list(KNOWN['step'])}); it has {cols}; "
@@ -124,35 +126,44 @@ def metrics_table(df: pd.DataFrame, roles: dict[str, str], d_sae: int | None, la
     if not any(r in roles for r in ("l0", "dead_frac", "dead_count")):
         raise ValueError(f"{label} has no L0 or dead-latent column; it has {cols}; map one with --column NAME=l0 "
                          f"or --column NAME=dead_frac")
-    out = pd.DataFrame({"step": pd.to_numeric(df[roles["step"]], errors="coerce")})
-    for role in ROLES[1:]:
+    taken: dict[str, np.ndarray] = {}
+    for role in ROLES:
         if role in roles and roles[role] in df:  # a column not loaded (read_log's ``only``) is only named
-            out[role] = pd.to_numeric(df[roles[role]], errors="coerce")
-    if "dead_frac" not in out and "dead_count" in out:
+            col = df.pop(roles[role])
+            kind = np.int64 if role == "step" and pd.api.types.is_integer_dtype(col) else np.float64
+            taken[role] = pd.to_numeric(col, errors="coerce").to_numpy(kind)
+            del col
+    n = len(taken["step"])
+    if "dead_frac" not in taken and "dead_count" in taken:
         if not d_sae:
             raise ValueError(f"{label}: column {roles['dead_count']!r} counts dead latents; give --d-sae N (the number "
                              f"of latents) to turn it into a fraction")
-        out["dead_frac"] = out.pop("dead_count") / d_sae  # the count is not needed again
-    if "dead_frac" in out and out["dead_frac"].max() > 1:
+        taken["dead_frac"] = taken.pop("dead_count") / d_sae  # the count is not needed again
+    if "dead_frac" in taken and np.nanmax(taken["dead_frac"], initial=0) > 1:
         raise ValueError(f"{label}: column {roles['dead_frac']!r} goes above 1; it is a count, not a fraction: map it "
                          f"with --column {roles['dead_frac']}=dead_count and give --d-sae N")
     for role in ("dead_frac", "l0"):
-        if role not in out:
-            out[role] = np.nan
-    out = out.dropna(subset=["step"])
-    out = out[out[["dead_frac", "l0"]].notna().any(axis=1)]
-    if out.empty:
+        if role not in taken:
+            taken[role] = np.full(n, np.nan)
+    step = taken["step"]
+    keep = (~np.isnan(taken["dead_frac"]) | ~np.isnan(taken["l0"]))
+    if step.dtype.kind == "f":
+        keep &= ~np.isnan(step)
+    if not keep.all():  # rows without a step, or with neither value: the only copy, and only when needed
+        taken = {k: v[keep] for k, v in taken.items()}
+        step = taken["step"]
+    if not len(step):
         raise ValueError(f"{label}: no row has a step and an L0 or dead value")
-    steps = out["step"].to_numpy()
-    if (steps < 0).any():
-        raise ValueError(f"{label}: column {roles['step']!r} has negative steps (e.g. {steps[steps < 0][0]:g}); a "
+    if (step < 0).any():
+        raise ValueError(f"{label}: column {roles['step']!r} has negative steps (e.g. {step[step < 0][0]:g}); a "
                          f"training step counts from 0: map another column with --column NAME=step")
-    if (steps > 2**53).any():
-        raise ValueError(f"{label}: column {roles['step']!r} has step {steps.max():g}, beyond 2^53: not a step count; "
+    if (step > 2**53).any():
+        raise ValueError(f"{label}: column {roles['step']!r} has step {step.max():g}, beyond 2^53: not a step count; "
                          f"map another column with --column NAME=step")
-    out["step"] = out["step"].astype(np.int64)
-    if (np.diff(out["step"].to_numpy()) > 0).all():  # already one row per step, in order: no regrouping copy
-        return out.reset_index(drop=True)
+    taken["step"] = step.astype(np.int64, copy=False)
+    out = pd.DataFrame(taken, copy=False)
+    if (np.diff(taken["step"]) > 0).all():  # already one row per step, in order: no regrouping copy
+        return out
     return out.groupby("step", as_index=False).last().sort_values("step").reset_index(drop=True)
 
 

@@ -49,29 +49,35 @@ def default_window(steps: np.ndarray) -> int:
 QUERY_CHUNK = 1 << 20  # queries of last_hit handled at once
 
 
-def last_hit(a: np.ndarray, lo: np.ndarray, hi: np.ndarray, hit: Any) -> np.ndarray:
-    """For each query q: the last index j in [lo[q], hi[q]) with ``hit(a[j], q)``, or -1.
+def last_hit(a: np.ndarray, hi: np.ndarray, hit: Any, reduce: Any = np.maximum) -> np.ndarray:
+    """For each row i: the last index j in [i + 1, hi[i]) with ``hit(a[j], i)``, or -1.
 
-    ``hit(values, queries)`` (vectorized) must be monotone in the value: a larger value never turns
-    a hit into a miss; ``a`` holds no NaN (map it to -inf). A greedy descent from the right skips
-    power-of-two blocks that hold no hit, testing each by its maximum (a sparse-table level,
-    rebuilt for each level so that memory stays at a few arrays the size of ``a``): O(n log^2 n)
-    vectorized work instead of comparing every row with every row of its window."""
+    ``hit(values, rows)`` (vectorized) must be monotone in the value: with ``reduce=np.maximum`` a
+    larger value never turns a hit into a miss (np.minimum: a smaller one); ``a`` holds no NaN. A
+    greedy descent from the right skips power-of-two blocks that hold no hit, testing each by its
+    maximum (minimum): a sparse-table level, rebuilt for each level so that memory stays at a few
+    arrays the size of ``a``. O(n log^2 n) vectorized work instead of comparing every row with every
+    row of its window."""
     r = hi.copy()
-    span = int((hi - lo).max()) if len(lo) else 0
+    lo = np.arange(1, len(hi) + 1, dtype=hi.dtype)
+    span = int((hi - lo).max()) if len(hi) else 0
+    table = np.empty_like(a)
     for level in range(max(span, 1).bit_length() - 1, -1, -1):
         w = 1 << level
         if w > len(a):
             continue
-        table = a
-        for k in range(level):  # max over [x, x + 2^(k+1)) from two halves of 2^k
-            table = np.maximum(table[: -(1 << k)], table[1 << k :])
+        table[:] = a
+        for k in range(level):  # the extreme over [x, x + 2^(k+1)) from two halves of 2^k, in place
+            h = 1 << k
+            for c in range(0, len(a) - h, QUERY_CHUNK):  # left to right: the halves read are not yet overwritten
+                e = min(c + QUERY_CHUNK, len(a) - h)
+                reduce(table[c:e], table[c + h : e + h], out=table[c:e])
         for c in range(0, len(r), QUERY_CHUNK):  # the queries' temporaries stay at a chunk's size
-            rc, lc = r[c : c + QUERY_CHUNK], lo[c : c + QUERY_CHUNK]
+            rc, lc = r[c : c + QUERY_CHUNK], lo[c : c + QUERY_CHUNK]  # views
             q = np.nonzero(rc - w >= lc)[0]
             if len(q):
                 miss = ~hit(table[rc[q] - w], q + c)
-                rc[q[miss]] -= w  # a view of r
+                rc[q[miss]] -= w
     return np.where(r > lo, r - 1, -1)
 
 
@@ -89,13 +95,12 @@ def collapse_spans(metrics: pd.DataFrame, dead_rise: float = 0.2, window_steps: 
     n = len(steps)
     if n < 2:
         return []
-    index = np.int32 if n < 2**31 - 1 else np.int64  # row indices: half the memory on any real log
-    lo = np.arange(1, n + 1, dtype=index)
-    hi = np.searchsorted(steps, steps + window, side="right").astype(index)
+    hi = np.searchsorted(steps, steps + window, side="right").astype(np.int32 if n < 2**31 - 1 else np.int64)
     # both tests are monotone in row j's value (dead_j - dead_i, l0_drop_factor * l0_j), so a block is
-    # tested by its max dead / min L0 exactly; NaN never triggers, as -inf / +inf never do
-    jd = last_hit(np.nan_to_num(dead, nan=-np.inf), lo, hi, lambda m, q: m - dead[q] > dead_rise)
-    jl = last_hit(-np.nan_to_num(l0, nan=np.inf), lo, hi, lambda m, q: (l0[q] > 0) & (l0[q] > l0_drop_factor * -m))
+    # tested exactly by its max dead / min L0; NaN never triggers, and neither do -inf / +inf
+    no_nan = (lambda x, fill: np.where(np.isnan(x), fill, x) if np.isnan(x).any() else x)
+    jd = last_hit(no_nan(dead, -np.inf), hi, lambda m, q: m - dead[q] > dead_rise)
+    jl = last_hit(no_nan(l0, np.inf), hi, lambda m, q: (l0[q] > 0) & (l0[q] > l0_drop_factor * m), np.minimum)
     first = np.nonzero((jd >= 0) | (jl >= 0))[0]
     if not len(first):
         return []
@@ -131,8 +136,7 @@ def detect_collapses(
 
     out = []
     for a, b, by_dead, by_l0 in spans:
-        curve = dead if by_dead else -l0
-        s, c, e, p = (a + k for k in _rise(curve[a : b + 1]))
+        s, c, e, p = (a + k for k in _rise(dead[a : b + 1] if by_dead else -l0[a : b + 1]))
         l0_after = l0[e]
         out.append(
             {
@@ -211,7 +215,7 @@ def attribute(collapses: list[dict[str, Any]], events: list[dict[str, Any]], loo
 def autopsy(metrics: pd.DataFrame, events: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
     """Detect and attribute collapses (autopsy.json). Keywords: dead_rise, window_steps,
     l0_drop_factor (see detect_collapses) and lookback_steps (default: the window)."""
-    steps = np.sort(metrics["step"].to_numpy(dtype=np.int64))
+    steps = by_step(metrics)["step"].to_numpy(dtype=np.int64)
     params = {
         "dead_rise": float(kw.pop("dead_rise", 0.2)),
         "window_steps": int(kw.pop("window_steps", None) or default_window(steps)),
