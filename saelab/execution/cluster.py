@@ -12,11 +12,13 @@ shared one the lab's --out is on).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -42,8 +44,6 @@ def jobqueue() -> Any:
     """``import dask_jobqueue``, keeping this process's Ctrl-C handler: its runner module replaces
     SIGINT's handler by ``sys.exit`` at import, which would skip the trainer's checkpoint-on-Ctrl-C.
     ImportError when it is not installed."""
-    import signal
-
     previous = signal.getsignal(signal.SIGINT)
     try:
         import dask_jobqueue
@@ -144,6 +144,7 @@ class Runner:
 
         self.bar = tqdm(total=0, desc="jobs", unit="job", disable=not progress, dynamic_ncols=True)
         self.outcome: dict[str, str | None] = {}
+        self.closing = False  # set by close(): the jobs still running are being cancelled, not failing
         self.records: dict[str, dict] = {}
         self._lock = threading.Lock()
 
@@ -157,6 +158,8 @@ class Runner:
             if record is not None:
                 self.records[name] = record
             self.bar.update(1)
+        if error and self.closing:  # the jobs Ctrl-C or close() cancelled: the lab says so once itself
+            return
         if error:
             self.write(f"job {name} failed: {error}")
         elif record is not None and record.get("stale"):  # never reused silently: say what differed
@@ -175,6 +178,7 @@ class Runner:
         return all(n in self.outcome for n in names)
 
     def close(self) -> None:
+        self.closing = True
         self.bar.close()
 
 
@@ -269,8 +273,9 @@ def start(spec: ClusterSpec | None, progress: bool = True) -> Runner:
         n = spec.workers or local_capacity()[0]
         # one task per worker (threads_per_worker=1) and the cores shared among the workers'
         # torch threads, so N workers never ask for more threads than the machine has
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR, env={WORKER_THREADS_ENV: str(max(1, cores // n))})
+        with _workers_ignore_ctrl_c():
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   silence_logs=logging.ERROR, env={WORKER_THREADS_ENV: str(max(1, cores // n))})
         client = Client(cluster)
 
         def close() -> None:
@@ -300,6 +305,22 @@ def start(spec: ClusterSpec | None, progress: bool = True) -> Runner:
         cluster.close()
 
     return OnDask(client, close_slurm, progress)
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Start processes that ignore SIGINT (an ignored signal stays ignored across exec, and Python
+    installs its KeyboardInterrupt handler only over the default one). Ctrl-C reaches the whole
+    terminal's process group: without this every worker printed its own traceback while the lab
+    was already stopping them; this process keeps its handler and closes the cluster."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def connect(address: str) -> Any:

@@ -146,8 +146,7 @@ def to_model(w: Weights, path: Path) -> SAE:
     for name, t, shape in (("W_dec", w.W_dec, (S, d)), ("b_enc", w.b_enc, (S,)), ("b_dec", w.b_dec, (d,))):
         if tuple(t.shape) != shape:
             raise _fail(path, f"{name} has shape {list(t.shape)} but W_enc implies {list(shape)} (d_sae={S}, d_in={d})")
-    if w.threshold is not None and w.threshold.ndim == 1 and tuple(w.threshold.shape) != (S,) or \
-            w.threshold is not None and w.threshold.ndim > 1:
+    if w.threshold is not None and w.threshold.ndim >= 1 and tuple(w.threshold.shape) != (S,):  # [] is BatchTopK's scalar
         raise _fail(path, f"threshold has shape {list(w.threshold.shape)} but there are {S} latents (expected [{S}])")
     check_finite({"W_enc": w.W_enc, "b_enc": w.b_enc, "W_dec": w.W_dec, "b_dec": w.b_dec, "threshold": w.threshold}, path)
     if w.architecture in ("topk", "batchtopk") and not 1 <= w.k <= S:
@@ -252,8 +251,9 @@ def _check_dims(w: Weights, d_in: int | None, d_sae: int | None, path: Path, cfg
 SAELENS_ARCHS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}
 
 
-def saelens_architecture(cfg: dict[str, Any]) -> tuple[str, int]:
-    """(architecture, k) from a SAELens cfg.json, old (< 6.0, activation_fn) or new."""
+def saelens_architecture(cfg: dict[str, Any]) -> tuple[str, int | None]:
+    """(architecture, k or None) from a SAELens cfg.json, old (< 6.0, activation_fn) or new; a
+    field of the wrong type is a ValueError naming it."""
     arch = _field(cfg, "architecture", "str")
     k = _field(cfg, "k", "int")
     if arch is None or arch == "standard":
@@ -270,7 +270,8 @@ def load_saelens(path: Path) -> Checkpoint:
     cfg = _read_json(path / "cfg.json")
     try:
         arch, k = saelens_architecture(cfg)
-        _field(cfg, "normalize_activations", "str") if not isinstance(cfg.get("normalize_activations"), bool) else None
+        if not isinstance(cfg.get("normalize_activations"), bool):  # true / false: SAELens < 3's flag
+            _field(cfg, "normalize_activations", "str")
         apply_b_dec = _field(cfg, "apply_b_dec_to_input", "bool", True)
         d_in, d_sae = _field(cfg, "d_in", "int"), _field(cfg, "d_sae", "int")
     except ValueError as e:

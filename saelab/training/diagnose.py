@@ -81,6 +81,11 @@ def last_hit(a: np.ndarray, hi: np.ndarray, hit: Any, reduce: Any = np.maximum) 
     return np.where(r > lo, r - 1, -1)
 
 
+def _filled(x: np.ndarray, fill: float) -> np.ndarray:
+    """``x`` with NaN replaced by ``fill``; ``x`` itself (no copy) when it holds none."""
+    return np.where(np.isnan(x), fill, x) if np.isnan(x).any() else x
+
+
 def collapse_spans(metrics: pd.DataFrame, dead_rise: float = 0.2, window_steps: int | None = None,
                    l0_drop_factor: float = 4.0) -> list[list[Any]]:
     """The triggered spans of ``detect_collapses`` as [first row, last row, dead triggered, l0
@@ -98,9 +103,8 @@ def collapse_spans(metrics: pd.DataFrame, dead_rise: float = 0.2, window_steps: 
     hi = np.searchsorted(steps, steps + window, side="right").astype(np.int32 if n < 2**31 - 1 else np.int64)
     # both tests are monotone in row j's value (dead_j - dead_i, l0_drop_factor * l0_j), so a block is
     # tested exactly by its max dead / min L0; NaN never triggers, and neither do -inf / +inf
-    no_nan = (lambda x, fill: np.where(np.isnan(x), fill, x) if np.isnan(x).any() else x)
-    jd = last_hit(no_nan(dead, -np.inf), hi, lambda m, q: m - dead[q] > dead_rise)
-    jl = last_hit(no_nan(l0, np.inf), hi, lambda m, q: (l0[q] > 0) & (l0[q] > l0_drop_factor * m), np.minimum)
+    jd = last_hit(_filled(dead, -np.inf), hi, lambda m, q: m - dead[q] > dead_rise)
+    jl = last_hit(_filled(l0, np.inf), hi, lambda m, q: (l0[q] > 0) & (l0[q] > l0_drop_factor * m), np.minimum)
     first = np.nonzero((jd >= 0) | (jl >= 0))[0]
     if not len(first):
         return []
