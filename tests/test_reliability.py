@@ -281,7 +281,6 @@ def test_the_interrupted_lab_says_to_rerun_with_force(tmp_path, monkeypatch, cap
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "run_lab", interrupted)
-    monkeypatch.setattr(cli, "preflight", lambda *a, **k: None)
     assert cli.main(["lab", "--profile", "smoke", "--only", "02", "--out", str(tmp_path / "lab")]) == 130
     err = one_line(capsys, "--force")
     assert "rerun the same command to continue" not in err
