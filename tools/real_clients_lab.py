@@ -1,0 +1,87 @@
+"""Every SAE that tools/real_clients.py had SAELens and sparsify train goes through saelab as a user
+would run it: ``saelab inspect`` on the checkpoint folder, then ``saelab lab --profile smoke`` with
+the library's own saved config as the base; then the ranking check on the planted offset.
+
+    .venv/bin/python tools/real_clients_lab.py FIXTURES [--skip-lab]
+
+Exit status 1 when any command that must succeed does not (every architecture saelab supports:
+exit 0; gated: exit 2 with one line naming it), or when the ranking check fails; the table printed
+names each command, its exit status and its first line.
+
+The ranking check (RANK_ARGS): the planted offset must come first in the answer for SAELens' TopK
+and for sparsify. It runs phase 04 (data and init: H8 the uncentered input) and phase 06 (the
+answer) at the smoke profile with three replicates, because a cause is confirmed only when its fix
+removes the deaths in every replicate beyond the spread over them: one replicate has no spread to
+compare with, and the other phases (L1 forms, warmup, resampling) cannot act on a TopK base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SAELAB = [sys.executable, "-m", "saelab.cli"]
+REFUSED = {"gated"}  # SAELens architectures saelab refuses by name
+RANK_ARGS = ["--profile", "smoke", "--only", "04,06", "-p", "seeds=[0, 1, 2]"]
+RANKED = {("saelens", "topk", "checkpoint"): "H8", ("sparsify", "topk", "final"): "H8"}
+
+
+def run(cmd: list[str]) -> tuple[int, str]:
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in (res.stderr.strip().splitlines() + res.stdout.strip().splitlines()) if ln.strip()]
+    first = next((ln for ln in lines if ln.startswith("saelab: error")), lines[-1] if lines else "")
+    return res.returncode, first
+
+
+def base_of(folder: Path) -> Path:
+    """The library's own saved config for the lab: SAELens' runner_cfg.json when the runner wrote
+    one, else the SAE's cfg.json; sparsify's folder (its cfg.json and the Trainer's config.json)."""
+    if (folder / "runner_cfg.json").exists():
+        return folder / "runner_cfg.json"
+    if (folder / "config.json").exists():
+        return folder
+    return folder / "cfg.json"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("fixtures", type=Path)
+    ap.add_argument("--skip-lab", action="store_true", help="inspect only")
+    args = ap.parse_args()
+    manifest = json.loads((args.fixtures / "manifest.json").read_text())
+    out = args.fixtures / "saelab"
+    failed = 0
+    for m in manifest:
+        folder = Path(m["folder"])
+        tag = f"{m['library']}-{m['architecture']}-{m['kind']}"
+        want = 2 if m["architecture"] in REFUSED else 0
+        cmds = [("inspect", SAELAB + ["inspect", str(folder), "--data", f"file:{m['data']}", "--out", str(out / tag / "inspect")])]
+        if not args.skip_lab:
+            cmds.append(("lab", SAELAB + ["lab", "--profile", "smoke", "--base", str(base_of(folder)), "--data",
+                                          f"file:{m['data']}", "--out", str(out / tag / "lab")]))
+        for what, cmd in cmds:
+            rc, first = run(cmd)
+            ok = rc == want and (want == 0 or m["architecture"] in first)
+            failed += not ok
+            print(f"{'ok ' if ok else 'BAD'} {what:7s} {tag:40s} exit {rc} (want {want}): {first[:160]}")
+        key = (m["library"], m["architecture"], m["kind"])
+        if key in RANKED and not args.skip_lab:
+            rank_out = out / tag / "rank"
+            rc, first = run(SAELAB + ["lab", *RANK_ARGS, "--base", str(base_of(folder)), "--data", f"file:{m['data']}",
+                                      "--out", str(rank_out)])
+            answer = rank_out / "answer.json"
+            ranking = json.loads(answer.read_text())["ranking"] if answer.exists() else []
+            top = ranking[0]["cause"] if ranking else None
+            ok = rc == 0 and top == RANKED[key]
+            failed += not ok
+            print(f"{'ok ' if ok else 'BAD'} ranking {tag:40s} exit {rc}: first cause {top} (want {RANKED[key]}); "
+                  + "; ".join(f"{r['cause']} {r['verdict']}" for r in ranking[:4]))
+    print(f"real clients through saelab: {len(manifest)} SAEs, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
