@@ -8,11 +8,16 @@ Exit status 1 when any command that must succeed does not (every architecture sa
 exit 0; gated: exit 2 with one line naming it), or when the ranking check fails; the table printed
 names each command, its exit status and its first line.
 
-The ranking check (RANK_ARGS): the planted offset must come first in the answer for SAELens' TopK
-and for sparsify. It runs phase 04 (data and init: H8 the uncentered input) and phase 06 (the
-answer) at the smoke profile with three replicates, because a cause is confirmed only when its fix
-removes the deaths in every replicate beyond the spread over them: one replicate has no spread to
-compare with, and the other phases (L1 forms, warmup, resampling) cannot act on a TopK base.
+The ranking check (RANK_ARGS) runs phase 04 (data and init, where H8 the uncentered input lives)
+and phase 06 (the answer) at the smoke profile with three replicates: a cause is confirmed only when
+its fix removes the deaths in every replicate beyond the spread over them, and one replicate has no
+spread to compare with; the other phases' causes (L1 forms, warmup, resampling) cannot act on a TopK
+base with no penalty, no warmup and no resampling, which is what SAELens' and sparsify's configs say.
+- SAELens TopK: the planted offset must come first (H8 confirmed and ranked first): SAELens 6 starts
+  b_dec at zero, so the offset holds most latents below the top k from the first step.
+- sparsify TopK: sparsify's Trainer starts b_dec at the first batch's mean, which removes the
+  offset, so the honest answer is that H8 does not apply and no cause is confirmed (it must not
+  blame the offset).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 SAELAB = [sys.executable, "-m", "saelab.cli"]
 REFUSED = {"gated"}  # SAELens architectures saelab refuses by name
 RANK_ARGS = ["--profile", "smoke", "--only", "04,06", "-p", "seeds=[0, 1, 2]"]
-RANKED = {("saelens", "topk", "checkpoint"): "H8", ("sparsify", "topk", "final"): "H8"}
+RANKED = {("saelens", "topk", "checkpoint"): "H8", ("sparsify", "topk", "final"): None}  # first confirmed cause
 
 
 def run(cmd: list[str]) -> tuple[int, str]:
@@ -74,7 +79,8 @@ def main() -> int:
                                       "--out", str(rank_out)])
             answer = rank_out / "answer.json"
             ranking = json.loads(answer.read_text())["ranking"] if answer.exists() else []
-            top = ranking[0]["cause"] if ranking else None
+            confirmed = [r for r in ranking if r["verdict"] == "confirmed"]
+            top = confirmed[0]["cause"].split(" ")[0] if confirmed else None
             ok = rc == 0 and top == RANKED[key]
             failed += not ok
             print(f"{'ok ' if ok else 'BAD'} ranking {tag:40s} exit {rc}: first cause {top} (want {RANKED[key]}); "
