@@ -47,6 +47,7 @@ from torch import Tensor
 
 from saelab.config import RunConfig, SAEConfig
 from saelab.fileio import read_jsonl
+from saelab.interop.saelens_config import flat_fields
 from saelab.training.models import SAE, build
 from saelab.training.normalize import Normalizer
 from saelab.training.runs import read_tensors
@@ -85,6 +86,9 @@ class Checkpoint:
     library_architecture: str  # the library's own name, e.g. "standard", "AutoEncoderTopK"
     normalizer: Normalizer | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # how it was trained, as far as its files say (``training_facts``): inspect never recommends
+    # a remedy listed here, and says why it did not suffice
+    trained: dict[str, Any] = field(default_factory=dict)
 
     @property
     def architecture(self) -> str:
@@ -208,7 +212,8 @@ def _check_dims(w: Weights, d_in: int | None, d_sae: int | None, path: Path, cfg
 
 # ----- SAELens --------------------------------------------------------------------------------
 
-SAELENS_ARCHS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}
+SAELENS_ARCHS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk",
+                 "matryoshka_batchtopk": "batchtopk"}  # a Matryoshka checkpoint encodes as BatchTopK
 
 
 def saelens_architecture(cfg: dict[str, Any]) -> tuple[str, int]:
@@ -247,8 +252,8 @@ def load_saelens(path: Path) -> Checkpoint:
     if arch == "jumprelu":
         _need(sd, ("threshold",), path, "SAELens jumprelu")
         thr = sd["threshold"].float()
-    if arch == "batchtopk":
-        _need(sd, ("topk_threshold",), path, "SAELens batchtopk")
+    if SAELENS_ARCHS[arch] == "batchtopk":
+        _need(sd, ("topk_threshold",), path, f"SAELens {arch}")
         thr = sd["topk_threshold"].double().reshape(())
     w = Weights(SAELENS_ARCHS[arch], sd["W_enc"].float().T, sd["b_enc"].float(), sd["W_dec"].float(), sd["b_dec"].float(),
                 apply_b_dec=bool(cfg.get("apply_b_dec_to_input", True)), k=k, threshold=thr)
@@ -256,13 +261,51 @@ def load_saelens(path: Path) -> Checkpoint:
     if thr is not None and thr.ndim == 1 and thr.shape[0] != w.W_enc.shape[0]:
         raise _fail(path, f"threshold has shape {list(thr.shape)} but there are {w.W_enc.shape[0]} latents")
     notes = []
-    if arch in ("topk", "batchtopk") and cfg.get("rescale_acts_by_decoder_norm", arch == "batchtopk"):
+    if SAELENS_ARCHS[arch] in ("topk", "batchtopk") and cfg.get("rescale_acts_by_decoder_norm", arch != "topk"):
         w = fold_decoder_norms(w)
         notes.append("rescale_acts_by_decoder_norm folded into the weights (SAELens _fold_norm_topk)")
     if norm == "expected_average_only_in":
         notes.append("normalize_activations='expected_average_only_in': SAELens' own forward pass does not scale the "
                      "input either; give activations scaled as in training")
-    return Checkpoint(to_model(w, path), "saelens", path, arch, notes=tuple(notes))
+    return Checkpoint(to_model(w, path), "saelens", path, arch, notes=tuple(notes), trained=saelens_training(cfg, path))
+
+
+def saelens_training(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
+    """What a SAELens checkpoint says about its training: cfg.json's training fields (top level in
+    a trainer checkpoint, metadata.training_architecture_details in an inference save), the
+    runner_cfg.json beside it when the runner wrote one, and the trainer's own dead count."""
+    d = flat_fields(cfg)
+    runner = path / "runner_cfg.json"
+    if runner.is_file():
+        d = {**d, **{k: v for k, v in flat_fields(_read_json(runner)).items() if k not in d}}
+    meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+    arch = d.get("architecture") or "standard"
+    out: dict[str, Any] = {"library": "saelens", "training_architecture": arch,
+                           "apply_b_dec_to_input": bool(d.get("apply_b_dec_to_input", True)),
+                           "b_dec_start": d.get("b_dec_init_method") or "zeros",  # SAELens 6 starts b_dec at zero
+                           "dead_feature_window_steps": d.get("dead_feature_window"),
+                           "num_dead_features": meta.get("num_dead_features"), "l0": meta.get("l0")}
+    coef = d.get("aux_loss_coefficient")
+    if arch in ("topk", "batchtopk", "matryoshka_batchtopk") and coef:
+        window = d.get("dead_feature_window")
+        out["auxk"] = {"coefficient": float(coef), "k_aux": int(d["d_in"]) // 2 if d.get("d_in") else None,
+                       "dead_after": f"{window} steps without firing" if window else "dead_feature_window steps without firing"}
+    if d.get("use_ghost_grads"):
+        out["ghost_grads"] = True
+    return out
+
+
+def sparsify_training(path: Path, d_in: int) -> dict[str, Any]:
+    """What a sparsify SAE's folder says about its training: the Trainer's config.json when it is
+    there (auxk_alpha, dead_feature_threshold). b_dec always starts at the first batch's mean."""
+    train = _read_json(path / "config.json") if (path / "config.json").is_file() else {}
+    out: dict[str, Any] = {"library": "sparsify", "training_architecture": "topk", "apply_b_dec_to_input": True,
+                           "b_dec_start": "the first batch's mean", "config_json": bool(train)}
+    alpha = train.get("auxk_alpha")
+    if alpha:
+        out["auxk"] = {"coefficient": float(alpha), "k_aux": d_in // 2,
+                       "dead_after": f"{int(train.get('dead_feature_threshold', 10_000_000)):,} tokens without firing"}
+    return out
 
 
 # ----- sparsify -------------------------------------------------------------------------------
@@ -286,7 +329,7 @@ def load_sparsify(path: Path) -> Checkpoint:
     _check_dims(w, d_in, d_sae, path, "cfg.json")
     if w.k > d_sae:
         raise _fail(path, f"cfg.json k={w.k} exceeds num_latents={d_sae}")
-    return Checkpoint(to_model(w, path), "sparsify", path, "topk")
+    return Checkpoint(to_model(w, path), "sparsify", path, "topk", trained=sparsify_training(path, d_in))
 
 
 # ----- dictionary_learning --------------------------------------------------------------------

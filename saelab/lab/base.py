@@ -1,8 +1,9 @@
 """The user's base configuration, and the profile that sizes it for the lab.
 
 A base is what the user brings: a preset name, a saelab ``config.json`` (full, or partial with the
-missing fields at saelab's defaults), a run directory (its ``config.json``), or a SAELens training
-config / ``cfg.json``. ``load_base`` reads it and records which fields the user *pinned*; ``sized``
+missing fields at saelab's defaults), a run directory (its ``config.json``), a SAELens
+``cfg.json`` / ``runner_cfg.json`` or a sparsify SAE (saelab.interop: each foreign field mapped,
+assumed and said so, ignored or refused, docs/interop-fields.md). ``load_base`` reads it and records which fields the user *pinned*; ``sized``
 fits it to a profile: the profile sets the run's length, widths and held-out rows only where the
 base does not pin them, and says which fields it set. Every phase then builds its arms from that
 one sized base, each arm changing ONE factor of it.
@@ -20,6 +21,7 @@ from typing import Any
 
 from saelab.config import PRESETS, PROVENANCE_KEY, RunConfig, preset
 from saelab.interop.saelens_config import from_saelens
+from saelab.interop.sparsify_config import from_sparsify, is_sparsify
 
 DEFAULT_BASE = "seed-test1"  # the seed's minimal reproduction (seeds/004, Test 1): the lab's first case
 
@@ -81,7 +83,10 @@ class Base:
     config: RunConfig
     pinned: frozenset[str]  # dotted fields the user set (a preset pins none)
     name: str  # what the user passed: a preset name or a path
-    origin: str  # "preset" | "saelab config" | "run directory" | "SAELens config"
+    origin: str  # "preset" | "saelab config" | "run directory" | "SAELens config" | "sparsify config"
+    # what a foreign config left open or saelab does differently, one sentence each: the lab's
+    # pages open with these (docs/interop-fields.md, decision "assumed")
+    assumed: tuple[str, ...] = ()
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -97,8 +102,9 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def load_base(spec: str | Path | None = None) -> Base:
     """Read a base: a preset name, a saelab config.json (full or partial), a run directory holding
-    one, or a SAELens config (training config or cfg.json). Raises ValueError naming the file and
-    the problem."""
+    one, a SAELens config (cfg.json or runner_cfg.json, or the folder holding them) or a sparsify
+    SAE's cfg.json (or its folder, with the Trainer's config.json). Raises ValueError naming the
+    file and the problem."""
     spec = DEFAULT_BASE if spec is None or str(spec) == "" else spec
     if isinstance(spec, str) and spec in PRESETS:
         return Base(preset(spec), frozenset(), spec, "preset")
@@ -106,13 +112,42 @@ def load_base(spec: str | Path | None = None) -> Base:
     if not path.exists():
         raise ValueError(f"base {str(spec)!r} is neither a preset ({', '.join(PRESETS)}) nor an existing file or run directory")
     origin = "saelab config"
+    train: dict[str, Any] | None = None
     if path.is_dir():
-        for name in ("config.json", "cfg.json"):
+        # a SAELens runner's output (runner_cfg.json carries the training settings), a sparsify SAE
+        # (cfg.json, with the Trainer's config.json when it is there), a saelab run directory
+        for name in ("runner_cfg.json", "cfg.json", "config.json"):
             if (path / name).is_file():
-                path, origin = path / name, "run directory"
+                folder, path, origin = path, path / name, "run directory"
                 break
         else:
-            raise ValueError(f"base {spec}: the folder holds no config.json or cfg.json")
+            raise ValueError(f"base {spec}: the folder holds no runner_cfg.json, cfg.json or config.json")
+        if path.name == "cfg.json" and (folder / "config.json").is_file():
+            train = _read_object(folder / "config.json")
+    data = _read_object(path)
+    assumed: tuple[str, ...] = ()
+    if is_sparsify(data) or (train is not None and is_sparsify(train)):
+        try:
+            mapped = from_sparsify(data, train)
+        except ValueError as e:
+            raise ValueError(f"base {path}: {e}") from None
+        d, assumed, origin = mapped.config, mapped.assumed, "sparsify config"
+    elif is_saelens(data):
+        try:
+            mapped = from_saelens(data)
+        except ValueError as e:
+            raise ValueError(f"base {path}: {e}") from None
+        d, assumed, origin = mapped.config, mapped.assumed, "SAELens config"
+    else:
+        d = {k: v for k, v in data.items() if k not in ("saelab_version", PROVENANCE_KEY)}  # stamps, not fields
+    try:
+        cfg = RunConfig.from_dict(d)
+    except ValueError as e:
+        raise ValueError(f"base {path}: {e}") from None
+    return Base(cfg, frozenset(flatten(d)), str(spec), origin, assumed)
+
+
+def _read_object(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as e:
@@ -121,19 +156,7 @@ def load_base(spec: str | Path | None = None) -> Base:
         raise ValueError(f"base {path}: not valid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(data, dict):
         raise ValueError(f"base {path}: must hold a JSON object, not {type(data).__name__}")
-    if is_saelens(data):
-        try:
-            d = from_saelens(data)
-        except ValueError as e:
-            raise ValueError(f"base {path}: {e}") from None
-        origin = "SAELens config"
-    else:
-        d = {k: v for k, v in data.items() if k not in ("saelab_version", PROVENANCE_KEY)}  # stamps, not fields
-    try:
-        cfg = RunConfig.from_dict(d)
-    except ValueError as e:
-        raise ValueError(f"base {path}: {e}") from None
-    return Base(cfg, frozenset(flatten(d)), str(spec), origin)
+    return data
 
 
 SAELENS_KEYS = {"d_in", "d_sae", "l1_coefficient", "lr", "architecture", "training_tokens", "train_batch_size_tokens",
@@ -178,8 +201,10 @@ def sized(base: Base, profile: Profile, source: str | None = None, seed: int = 0
     put("eval_rows", profile.eval_rows)
     put("log_interval", min(profile.log_interval, n))
     batch = set_.get("data.batch_size", cfg.data.batch_size)
-    # the window must open within the run (AuxK acts only on latents silent for that long)
-    put("tracking.dead_tokens", max(batch, min(DEAD_WINDOW_BATCHES * batch, n * batch // 10)))
+    # the window must open within the run (AuxK acts only on latents silent for that long); a
+    # pinned window from a longer run than the profile's is fitted too (the page lists it)
+    window = max(batch, min(DEAD_WINDOW_BATCHES * batch, n * batch // 10))
+    put("tracking.dead_tokens", window, force=cfg.aux.auxk_coef > 0 and cfg.tracking.dead_tokens >= n * batch)
     put("tracking.window_batches", min(50, max(1, n // 10)))
     if src == "synthetic":
         put("sae.d_in", profile.d_in)

@@ -96,6 +96,7 @@ def check(cfg: RunConfig, source: Any, rows: int = CHECK_ROWS, top: int = 5) -> 
     ratio = (mean.abs() / std.clamp_min(1e-30)).numpy()
     order = np.argsort(-ratio)[:top]
     g = gamma(mean, std)
+    init_rows = min(INIT_ROWS, cfg.eval_rows)  # the held-out set is eval_rows long (a file holds no more)
     return {
         "source": cfg.data.source, "rows": m["rows"], "d_in": source.d_in, "nonfinite_rows": m["nonfinite"],
         "gamma": g, "mean_norm": float(mean.norm()), "std_norm": float(std.norm()),
@@ -104,9 +105,9 @@ def check(cfg: RunConfig, source: Any, rows: int = CHECK_ROWS, top: int = 5) -> 
         "top_mean_over_std_dims": [{"dim": int(i), "mean": float(mean[i]), "std": float(std[i]), "ratio": float(ratio[i])}
                                    for i in order],
         "architecture": cfg.sae.architecture, "d_sae": cfg.sae.d_sae,
-        "dead_at_init_rows": INIT_ROWS,
-        "dead_at_init_predicted": predicted_dead_at_init(g, cfg, INIT_ROWS, cfg.seed),
-        "dead_at_init_measured": measured_dead_at_init(cfg, source, INIT_ROWS),
+        "dead_at_init_rows": init_rows,
+        "dead_at_init_predicted": predicted_dead_at_init(g, cfg, init_rows, cfg.seed),
+        "dead_at_init_measured": measured_dead_at_init(cfg, source, init_rows),
     }
 
 

@@ -217,7 +217,9 @@ class PhaseRun:
         ``out_dir/data_check.json`` and returned. Reads at most ``rows`` rows (default: the
         check's 100,000), streamed as training reads them."""
         cfg = self.built[self.seeds[0]].ctx.base
-        found = check(cfg, make_source(cfg), rows or CHECK_ROWS)
+        source = make_source(cfg)
+        cfg = resolve(cfg, source)  # a base that leaves d_in open takes the data's, as training does
+        found = check(cfg, source, rows or CHECK_ROWS)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.out_dir / "data_check.json", found)
         return found
@@ -232,6 +234,9 @@ class PhaseRun:
         lines = [f"Base: {_code(self.base.name)} ({_md(self.base.origin)}); data {_code(base.data.source)}. "
                  f"Profile {_code(self.profile.name)}: replicates {list(self.seeds)}, {base.steps} steps, "
                  f"batch {base.data.batch_size}, d_sae {base.sae.d_sae}.", ""]
+        if self.base.assumed:  # what the user's config left open or saelab does differently (docs/interop-fields.md)
+            lines += ["**Assumed** (your config does not say it, or saelab does it differently):", ""]
+            lines += [f"- {_md(a)}" for a in self.base.assumed] + [""]
         if built.profile_set:
             lines.append("Fields the profile set (the base leaves them open): "
                          + ", ".join(_code(f"{k}={v!r}") for k, v in built.profile_set.items() if k != "seed") + ".")

@@ -34,6 +34,7 @@ from saelab.execution import cluster as clusters
 from saelab.execution.jobs import phase_dir_state
 from saelab.fileio import write_atomic
 from saelab.lab import verdicts
+from saelab.lab.base import load_base
 from saelab.lab.causes import PHASES
 from saelab.lab.params import check_parameters
 from saelab.lab.phases import mirrors, prepare
@@ -49,7 +50,7 @@ from saelab.report.html import (  # noqa: F401 (re-exported)
     verdict_badge,
     write_plotly_js,
 )
-from saelab.report.index import build_index, copy_answer, index_page  # noqa: F401 (re-exported)
+from saelab.report.index import BASE_FILE, build_index, copy_answer, index_page  # noqa: F401 (re-exported)
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
@@ -259,11 +260,14 @@ def run_lab(
     out = Path(out).resolve()
     notebooks = find_notebooks(Path(notebooks_dir), only)
     _check_lab_parameters(notebooks, parameters or {})  # issue 14: before anything is written
+    base = load_base((parameters or {}).get("base"))
     if not force and _holds_report(out):
         raise ValueError(f"{out} already holds a report; pass --force to rerun phases into it (a phase that fails "
                          f"keeps its previous result), or choose another --out")
     runner = clusters.start(cluster, progress)  # an unreachable cluster is refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
+    # the index opens with what the base had to assume (issue 20); a preset assumes nothing
+    write_atomic(out / BASE_FILE, json.dumps({"name": base.name, "origin": base.origin, "assumed": list(base.assumed)}, indent=2))
     merged = {r.stem: r for r in _previous_results(out)}
     params_of = {nb.stem: {"profile": profile, "out_dir": str(out / "runs" / nb.stem), **(parameters or {})} for nb in notebooks}
     later = [nb for nb in notebooks if _reads_prior(nb.stem)]

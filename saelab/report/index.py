@@ -23,6 +23,8 @@ from saelab.report.tables import validation_table
 ANSWER_FILES = ("answer.json", "fixed_config.json")
 VALIDATION_STEM = "06_validation"
 
+BASE_FILE = "base.json"  # the base's name, origin and assumed lines, written by run_lab beside the index
+
 
 def load_answer(out: Path) -> dict[str, Any] | None:
     """The answer of a report folder (``out/answer.json``, else phase 06's own copy), or None when
@@ -187,8 +189,18 @@ def _card(r: Any, show_parameters: bool = False) -> str:
             + f"<p>{links}</p>{err}{verdicts}</div>")
 
 
-def index_page(results: list[Any], validation: list[dict[str, Any]], answer: Mapping[str, Any] | None = None) -> str:
-    """The index page's HTML for these phase results, validation rows and answer."""
+def assumed_section(base: Mapping[str, Any] | None) -> str:
+    """What the user's base left open or saelab does differently (``Base.assumed``), first on the page."""
+    if not base or not base.get("assumed"):
+        return ""
+    items = "".join(f"<li>{e(a)}</li>" for a in base["assumed"])
+    return (f'<div class="assumed"><p><b>Assumed about your base</b> {e(base.get("name", ""))} ({e(base.get("origin", ""))}): '
+            f"it does not say these, or saelab does them differently (docs/interop-fields.md).</p><ul>{items}</ul></div>")
+
+
+def index_page(results: list[Any], validation: list[dict[str, Any]], answer: Mapping[str, Any] | None = None,
+               base: Mapping[str, Any] | None = None) -> str:
+    """The index page's HTML for these phase results, validation rows, answer and base (base.json)."""
     n_failed = sum(r.status != "ok" for r in results)
     every = [v for r in results for v in r.verdicts]
     counts = {m: sum(meaning_of(v) == m for v in every) for m in ("bad", "good", "unclear", "na")}
@@ -205,7 +217,7 @@ def index_page(results: list[Any], validation: list[dict[str, Any]], answer: Map
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>saelab report</title>'
             f"<style>{CSS}</style></head><body><h1>saelab: why do the latents die?</h1>"
             f'<p class="muted">{e(status)} · profile {e(profiles)} · total {sum(r.wall_s for r in results):.0f} s'
-            f" · built {when} · {e(provenance_line())}</p>{answer_section(answer)}{glossary_html()}"
+            f" · built {when} · {e(provenance_line())}</p>{assumed_section(base)}{answer_section(answer)}{glossary_html()}"
             f"<h2>Hypotheses</h2>{hyp}{val}<h2>Phases</h2>"
             f'<div class="cards">{"".join(_card(r, differ) for r in results)}</div></body></html>\n')
 
@@ -220,7 +232,8 @@ def build_index(out: Path, results: list[Any]) -> Path:
         if f.exists():
             validation += json.loads(f.read_text())
     path = out / "index.html"
-    write_atomic(path, index_page(results, validation, load_answer(out)))
+    base = json.loads((out / BASE_FILE).read_text()) if (out / BASE_FILE).is_file() else None
+    write_atomic(path, index_page(results, validation, load_answer(out), base))
     return path
 
 
