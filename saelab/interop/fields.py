@@ -223,6 +223,21 @@ def lookup(table: tuple[Field, ...], name: str) -> Field | None:
     return None
 
 
+def check_known(library: str, d: dict) -> None:
+    """Raise ValueError naming the first field of ``d`` that ``library``'s table does not list (a
+    newer version's field could change the answer, so it is never dropped silently)."""
+    for key, value in d.items():
+        if lookup(TABLES[library], key) is None:
+            raise ValueError(f"{library} field {key!r}={value!r} is unknown to saelab (a newer {library}?) and could "
+                             f"change the answer; remove it or see docs/interop-fields.md")
+
+
+def refusal(library: str, key: str) -> str:
+    """Why ``key`` is refused, without the row's condition ("when true: ...")."""
+    detail = lookup(TABLES[library], key).detail
+    return detail.split(": ", 1)[1] if detail.startswith("when ") else detail
+
+
 def markdown(library: str) -> str:
     """The table as docs/interop-fields.md prints it."""
     rows = [f"| `{f.name}` | {f.decision} | {f.detail} |" for f in TABLES[library]]

@@ -47,6 +47,7 @@ from torch import Tensor
 
 from saelab.config import RunConfig, SAEConfig
 from saelab.fileio import read_jsonl
+from saelab.interop.fields import check_known
 from saelab.interop.saelens_config import flat_fields
 from saelab.training.models import SAE, build
 from saelab.training.normalize import Normalizer
@@ -235,6 +236,10 @@ def load_saelens(path: Path) -> Checkpoint:
     arch, k = saelens_architecture(cfg)
     if arch not in SAELENS_ARCHS:
         raise _fail(path, f"SAELens architecture {arch!r} is not supported; supported: {sorted(SAELENS_ARCHS)}")
+    try:  # a field from a newer SAELens could change the forward pass (docs/interop-fields.md)
+        check_known("SAELens", flat_fields(cfg))
+    except ValueError as e:
+        raise _fail(path, f"cfg.json: {e}") from None
     norm = cfg.get("normalize_activations", "none")
     norm = {False: "none", True: "expected_average_only_in", None: "none"}.get(norm, norm)
     if norm in ("constant_norm_rescale", "layer_norm"):
@@ -315,6 +320,10 @@ def load_sparsify(path: Path) -> Checkpoint:
     cfg = _read_json(path / "cfg.json")
     if "d_in" not in cfg:
         raise _fail(path, "sparsify cfg.json has no d_in")
+    try:
+        check_known("sparsify", cfg)
+    except ValueError as e:
+        raise _fail(path, f"cfg.json: {e}") from None
     act = cfg.get("activation", "topk")
     if act != "topk":
         raise _fail(path, f"sparsify activation {act!r} is not supported; supported: ['topk']")

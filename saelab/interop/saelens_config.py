@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from saelab.interop.fields import SAELENS, lookup
+from saelab.interop.fields import check_known, refusal
 
 ARCHITECTURES = {"standard": "relu", "relu": "relu", "topk": "topk", "batchtopk": "batchtopk", "jumprelu": "jumprelu",
                  "matryoshka_batchtopk": "batchtopk"}
@@ -76,13 +76,10 @@ def from_saelens(cfg: dict[str, Any]) -> Mapped:
     """SAELens config -> Mapped (only the fields the config sets, plus SAELens' defaults for the
     training settings it lacks). Raises ValueError naming a field saelab cannot honour or does not know."""
     d = flat_fields(cfg)
+    check_known("SAELens", d)
     for key, value in d.items():
-        row = lookup(SAELENS, key)
-        if row is None:
-            raise ValueError(f"SAELens field {key!r}={value!r} is unknown to saelab (a newer SAELens?) and could change "
-                             f"the answer; remove it or see docs/interop-fields.md")
-        if row.decision == "refused" and key in REFUSED_WHEN and REFUSED_WHEN[key](value):
-            raise ValueError(f"{key}={value!r}: {row.detail.removeprefix('when set: ').removeprefix('when true: ')}")
+        if key in REFUSED_WHEN and REFUSED_WHEN[key](value):
+            raise ValueError(f"{key}={value!r}: {refusal('SAELens', key)}")
     out: dict[str, dict[str, Any]] = {}
     assumed: list[str] = []
 

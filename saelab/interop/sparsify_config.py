@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from saelab.interop.fields import SPARSIFY, lookup
+from saelab.interop.fields import check_known, refusal
 from saelab.interop.saelens_config import Mapped
 
 # TrainConfig's defaults (sparsify 1.3), for a cfg.json given without its config.json
@@ -37,14 +37,10 @@ def from_sparsify(cfg: dict[str, Any], train: dict[str, Any] | None = None) -> M
         cfg, train = {}, cfg
     train = dict(train or {})
     d = {**(train.pop("sae", None) or {}), **cfg, **train}
+    check_known("sparsify", d)
     for key, value in d.items():
-        row = lookup(SPARSIFY, key)
-        if row is None:
-            raise ValueError(f"sparsify field {key!r}={value!r} is unknown to saelab (a newer sparsify?) and could change the "
-                             f"answer; remove it or see docs/interop-fields.md")
         if key in REFUSED_WHEN and REFUSED_WHEN[key](value):
-            why = row.detail.removeprefix("when true: ").removeprefix("when set: ").removeprefix("when > 1: ").removeprefix("when > 0: ")
-            raise ValueError(f"{key}={value!r}: {why}")
+            raise ValueError(f"{key}={value!r}: {refusal('sparsify', key)}")
     out: dict[str, dict[str, Any]] = {}
     assumed: list[str] = []
 
