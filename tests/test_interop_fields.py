@@ -13,7 +13,10 @@ from saelab.cli import main
 from saelab.interop import fields
 from saelab.interop.saelens_config import from_saelens
 from saelab.interop.sparsify_config import from_sparsify
+from saelab.lab import phases
 from saelab.lab.base import load_base
+from saelab.lab.causes import PHASES
+from saelab.report.index import index_page
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,3 +125,16 @@ def test_sparsify_unknown_and_refused_fields(tmp_path):
         from_sparsify({**SPARSIFY_CFG, "warp": 1})
     with pytest.raises(ValueError, match="transcode=True"):
         from_sparsify({**SPARSIFY_CFG, "transcode": True})
+
+
+def test_the_report_opens_with_what_the_base_assumed_and_how_to_pass_the_real_settings(tmp_path):
+    base = tmp_path / "cfg.json"
+    base.write_text(json.dumps(SAELENS_TOPK_CHECKPOINT))
+    ns = {"profile": "smoke", "seeds": None, "out_dir": str(tmp_path / "o"), "source": None, "steps": None,
+          "data_mean_offset": None, "overrides": {}, "explorer": False, "base": str(base), **PHASES["04_normalization"].defaults()}
+    page = phases.prepare("04_normalization", ns, history=[]).describe().replace("&#95;", "_")  # _md escapes underscores
+    assert "**Assumed**" in page and "runner_cfg.json" in page and "aux_loss_coefficient" in page
+    b = load_base(str(base))
+    html = index_page([], [], None, {"name": b.name, "origin": b.origin, "assumed": list(b.assumed)})
+    assert html.index("Assumed about your base") < html.index("Hypotheses") and "runner_cfg.json" in html
+    assert "Assumed" not in index_page([], [], None, {"name": "seed-test1", "origin": "preset", "assumed": []})

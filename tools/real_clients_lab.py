@@ -38,9 +38,9 @@ RANKED = {("saelens", "topk", "checkpoint"): "H8", ("sparsify", "topk", "final")
 
 def run(cmd: list[str]) -> tuple[int, str]:
     res = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [ln for ln in (res.stderr.strip().splitlines() + res.stdout.strip().splitlines()) if ln.strip()]
-    first = next((ln for ln in lines if ln.startswith("saelab: error")), lines[-1] if lines else "")
-    return res.returncode, first
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("saelab: error")]
+    out = [ln for ln in res.stdout.splitlines() if ln.strip() and not ln.startswith(("jobs:", "training jobs"))]
+    return res.returncode, (errors or out or [""])[0]
 
 
 def base_of(folder: Path) -> Path:
