@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import in_ci
+
 from saelab.cli import main
 from saelab.interop.fields import SAELENS, SPARSIFY, lookup
 from saelab.lab import phases

@@ -5,7 +5,6 @@ with one line before anything is written."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np

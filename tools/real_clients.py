@@ -113,11 +113,11 @@ def train_saelens(arch: str, x: np.ndarray, out: Path) -> list[dict]:
     """Train one SAE the way ``LanguageModelSAERunner`` does, minus the language model: the runner
     config, its SAETrainer config, SAETrainer.fit on an in-memory iterator, then the runner's final
     save (inference cfg.json, weights, sparsity, runner_cfg.json)."""
-    from safetensors.torch import save_file
     from sae_lens.config import LanguageModelSAERunnerConfig, LoggingConfig
     from sae_lens.constants import RUNNER_CFG_FILENAME, SPARSITY_FILENAME
     from sae_lens.saes.sae import TrainingSAE
     from sae_lens.training.sae_trainer import SAETrainer
+    from safetensors.torch import save_file
 
     torch.manual_seed(SEED)
     folder = out / "saelens" / arch
