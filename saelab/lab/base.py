@@ -4,9 +4,10 @@ A base is what the user brings: a preset name, a saelab ``config.json`` (full, o
 missing fields at saelab's defaults), a run directory (its ``config.json``), a SAELens
 ``cfg.json`` / ``runner_cfg.json`` or a sparsify SAE (saelab.interop: each foreign field mapped,
 assumed and said so, ignored or refused, docs/interop-fields.md). ``load_base`` reads it and
-records which fields the user *pinned*; ``sized`` fits it to a profile: the profile sets the run's
-length, widths and held-out rows only where the base does not pin them, and says which fields it set. Every phase then builds its arms from that
-one sized base, each arm changing ONE factor of it.
+records which fields the user *pinned*; ``sized`` fits it to a profile: the profile sets the
+run's length, widths and held-out rows only where the base does not pin them, and says which
+fields it set. Every phase then builds its arms from that one sized base, each arm changing ONE
+factor of it.
 
 A preset pins nothing: it names a recipe, and the profile sizes it keeping its proportions (the
 seed's Test 1 warms up for 5% of its steps and resamples every 25%, at every profile).
