@@ -55,7 +55,12 @@ def sae(request, fixtures) -> dict:
 
 
 def _configs(folder: Path) -> dict[str, dict]:
-    return {p.name: json.loads(p.read_text()) for p in folder.glob("*.json")}
+    """The folder's JSON files, and sparsify's Trainer config.json in the run folder above it."""
+    found = {p.name: json.loads(p.read_text()) for p in folder.glob("*.json")}
+    above = folder.parent / "config.json"
+    if above.is_file():
+        found["../config.json"] = json.loads(above.read_text())
+    return found
 
 
 def test_every_field_the_clients_wrote_has_a_decision(sae):
@@ -99,12 +104,14 @@ def test_inspect_reads_the_training_and_never_recommends_what_was_used(sae, tmp_
 def test_the_saved_config_is_a_base_every_phase_builds_its_arms_from(sae):
     folder = Path(sae["folder"])
     spec = folder / "runner_cfg.json" if (folder / "runner_cfg.json").exists() else (
-        folder if (folder / "config.json").exists() else folder / "cfg.json")
+        folder if sae["library"] == "sparsify" else folder / "cfg.json")
     if sae["architecture"] == "gated":
         with pytest.raises(ValueError, match="architecture='gated' is not supported"):
             load_base(str(spec))
         return
     base = load_base(str(spec))
+    if sae["library"] == "sparsify":  # the Trainer's config.json, one folder up, was read too
+        assert base.config.aux.auxk_coef == 1 / 32 and not any("auxk_alpha" in a for a in base.assumed)
     arch = {"standard": "relu", "matryoshka_batchtopk": "batchtopk"}.get(sae["architecture"], sae["architecture"])
     assert base.config.sae.architecture == arch and base.config.sae.d_sae == sae["d_sae"]
     for stem in phases.PHASES:

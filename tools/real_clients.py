@@ -21,8 +21,8 @@ client library, never saelab). It writes, under OUT:
   ``runner_cfg.json`` (the ``LanguageModelSAERunnerConfig`` as JSON, the runner's own to_dict).
   Architectures: standard, topk, batchtopk, jumprelu, matryoshka_batchtopk, and gated (which saelab
   refuses by name).
-- ``sparsify/topk``: ``SparseCoder.save_to_disk`` (``cfg.json`` + ``sae.safetensors``) and the
-  ``TrainConfig`` as ``config.json``, as sparsify's Trainer saves them. sparsify's ``Trainer`` runs
+- ``sparsify/topk/layers.0``: ``SparseCoder.save_to_disk`` (``cfg.json`` + ``sae.safetensors``),
+  and ``sparsify/topk/config.json``, the ``TrainConfig``: where sparsify's Trainer saves them. sparsify's ``Trainer`` runs
   a Hugging Face model for its activations, so the loop here is the Trainer's own step on rows
   from the file: its optimizer and learning rate (signum: ScheduleFree SignSGD), its b_dec start at
   the first batch's mean, its unit-norm decoder and gradient projection, its loss
@@ -185,9 +185,10 @@ def train_sparsify(x: np.ndarray, out: Path) -> list[dict]:
             since_fired += len(rows)
             since_fired[fired] = 0
     opt.eval()  # the Trainer saves the ScheduleFree average, not the training iterate
-    folder = out / "sparsify" / "topk"
+    run = out / "sparsify" / "topk"  # Trainer.save: <save_dir>/<run_name>/<hookpoint>/ and <run_name>/config.json
+    folder = run / cfg.hookpoints[0]
     sae.save_to_disk(folder)
-    cfg.save_json(folder / "config.json")
+    cfg.save_json(run / "config.json")
     return [{"library": "sparsify", "architecture": "topk", "kind": "final", "folder": str(folder),
              "trainer_dead": int((since_fired > cfg.dead_feature_threshold).sum())}]
 

@@ -45,10 +45,11 @@ def run(cmd: list[str]) -> tuple[int, str]:
 
 def base_of(folder: Path) -> Path:
     """The library's own saved config for the lab: SAELens' runner_cfg.json when the runner wrote
-    one, else the SAE's cfg.json; sparsify's folder (its cfg.json and the Trainer's config.json)."""
+    one, else the SAE's cfg.json; sparsify's folder (its cfg.json, and the Trainer's config.json
+    one folder up, where the Trainer saves it)."""
     if (folder / "runner_cfg.json").exists():
         return folder / "runner_cfg.json"
-    if (folder / "config.json").exists():
+    if (folder / "sae.safetensors").exists():
         return folder
     return folder / "cfg.json"
 

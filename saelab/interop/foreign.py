@@ -49,6 +49,7 @@ from saelab.config import RunConfig, SAEConfig
 from saelab.fileio import read_jsonl
 from saelab.interop.fields import check_known
 from saelab.interop.saelens_config import flat_fields
+from saelab.interop.sparsify_config import trainer_config
 from saelab.training.models import SAE, build
 from saelab.training.normalize import Normalizer
 from saelab.training.runs import read_tensors
@@ -302,8 +303,10 @@ def saelens_training(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
 
 def sparsify_training(path: Path, d_in: int) -> dict[str, Any]:
     """What a sparsify SAE's folder says about its training: the Trainer's config.json when it is
-    there (auxk_alpha, dead_feature_threshold). b_dec always starts at the first batch's mean."""
-    train = _read_json(path / "config.json") if (path / "config.json").is_file() else {}
+    there, in the folder or the run folder above it (auxk_alpha, dead_feature_threshold). b_dec
+    always starts at the first batch's mean."""
+    found = trainer_config(path)
+    train = _read_json(found) if found is not None else {}
     out: dict[str, Any] = {"library": "sparsify", "training_architecture": "topk", "apply_b_dec_to_input": True,
                            "b_dec_start": "the first batch's mean", "config_json": bool(train)}
     alpha = train.get("auxk_alpha")

@@ -260,7 +260,7 @@ def lab_base(ckpt: Checkpoint) -> Path | None:
     if ckpt.format == "saelens":
         return p / "runner_cfg.json" if (p / "runner_cfg.json").is_file() else p / "cfg.json"
     if ckpt.format in ("sparsify", "saelab"):
-        return p
+        return p  # sparsify: load_base reads cfg.json and the Trainer's config.json beside or above it
     return None
 
 

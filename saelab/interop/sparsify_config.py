@@ -11,6 +11,8 @@ the first batch's mean and is subtracted before the encoder (``sae.b_dec_init=me
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from saelab.interop.fields import check_known, refusal
@@ -22,6 +24,20 @@ TRAIN_DEFAULTS = {"optimizer": "signum", "auxk_alpha": 0.0, "dead_feature_thresh
 REFUSED_WHEN = {"multi_topk": bool, "skip_connection": bool, "transcode": bool, "finetune": bool,
                 "grad_acc_steps": lambda v: int(v) > 1, "k_decay_steps": lambda v: int(v) > 0,
                 "activation": lambda v: v != "topk", "loss_fn": lambda v: v not in ("fvu", None)}
+
+
+def trainer_config(folder: Path) -> Path | None:
+    """The Trainer's config.json for the SAE in ``folder``: sparsify saves each SAE in
+    ``<save_dir>/<run>/<hookpoint>/`` and the TrainConfig beside those folders, in ``<run>/``; a
+    config.json in the folder itself is taken too."""
+    for path in (folder / "config.json", folder.parent / "config.json"):
+        try:
+            d = json.loads(path.read_text()) if path.is_file() else None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            d = None
+        if isinstance(d, dict) and isinstance(d.get("sae"), dict) and is_sparsify(d):
+            return path
+    return None
 
 
 def is_sparsify(d: dict[str, Any]) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 
 from saelab.config import PRESETS, PROVENANCE_KEY, RunConfig, preset
 from saelab.interop.saelens_config import from_saelens
-from saelab.interop.sparsify_config import from_sparsify, is_sparsify
+from saelab.interop.sparsify_config import from_sparsify, is_sparsify, trainer_config
 
 DEFAULT_BASE = "seed-test1"  # the seed's minimal reproduction (seeds/004, Test 1): the lab's first case
 
@@ -123,8 +123,8 @@ def load_base(spec: str | Path | None = None) -> Base:
                 break
         else:
             raise ValueError(f"base {spec}: the folder holds no runner_cfg.json, cfg.json or config.json")
-        if path.name == "cfg.json" and (folder / "config.json").is_file():
-            train = _read_object(folder / "config.json")
+        if path.name == "cfg.json" and trainer_config(folder) is not None:
+            train = _read_object(trainer_config(folder))
     data = _read_object(path)
     assumed: tuple[str, ...] = ()
     if is_sparsify(data) or (train is not None and is_sparsify(train)):
