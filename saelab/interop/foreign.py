@@ -88,8 +88,8 @@ class Checkpoint:
     library_architecture: str  # the library's own name, e.g. "standard", "AutoEncoderTopK"
     normalizer: Normalizer | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
-    # how it was trained, as far as its files say (``training_facts``): inspect never recommends
-    # a remedy listed here, and says why it did not suffice
+    # how it was trained, as far as its files say (saelens_training, sparsify_training): inspect
+    # never recommends a remedy listed here, and says why it did not suffice
     trained: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -295,7 +295,8 @@ def saelens_training(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
     if arch in ("topk", "batchtopk", "matryoshka_batchtopk") and coef:
         window = d.get("dead_feature_window")
         out["auxk"] = {"coefficient": float(coef), "k_aux": int(d["d_in"]) // 2 if d.get("d_in") else None,
-                       "dead_after": f"{window} steps without firing" if window else "dead_feature_window steps without firing"}
+                       "dead_after": f"silent for {window} steps" if window else
+                       "silent for dead_feature_window steps (not saved in cfg.json; SAELens' default is 1000)"}
     if d.get("use_ghost_grads"):
         out["ghost_grads"] = True
     return out
@@ -312,7 +313,7 @@ def sparsify_training(path: Path, d_in: int) -> dict[str, Any]:
     alpha = train.get("auxk_alpha")
     if alpha:
         out["auxk"] = {"coefficient": float(alpha), "k_aux": d_in // 2,
-                       "dead_after": f"{int(train.get('dead_feature_threshold', 10_000_000)):,} tokens without firing"}
+                       "dead_after": f"silent for {int(train.get('dead_feature_threshold', 10_000_000)):,} tokens"}
     return out
 
 
