@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from saelab.cli import absolute_paths, main
+from saelab.lab import phases
 
 pytestmark = pytest.mark.slow
 
@@ -75,3 +76,14 @@ def test_bad_foreign_input_is_one_line_exit_2_and_nothing_written(tmp_path, caps
         assert "width d_in=24" in err  # both values named
     assert not out.exists()
     assert sorted(p.name for p in folder.iterdir()) == ["cfg.json", "sae_weights.safetensors"]
+
+
+def test_the_profile_fits_the_held_out_rows_to_a_small_file(tmp_path):
+    """The quick profile holds out 1,024 rows; a file of 1,000 keeps 3/4 of its rows for training
+    instead of being refused (eval_rows is the profile's to set when the base leaves it open)."""
+    _rows(tmp_path / "acts.npy", n=1000)
+    (tmp_path / "base.json").write_text(json.dumps({"sae": {"architecture": "relu"}}))
+    built = phases.build("00_reproduce", "quick", 0, str(tmp_path / "base.json"), f"file:{tmp_path / 'acts.npy'}")
+    assert built.ctx.base.eval_rows == 250 and built.profile_set["eval_rows"] == 250
+    (tmp_path / "pinned.json").write_text(json.dumps({"sae": {"architecture": "relu"}, "eval_rows": 100}))
+    assert phases.build("00_reproduce", "quick", 0, str(tmp_path / "pinned.json"), f"file:{tmp_path / 'acts.npy'}").ctx.base.eval_rows == 100

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from saelab.config import PRESETS, PROVENANCE_KEY, RunConfig, preset
+from saelab.data.files import open_segments
 from saelab.interop.saelens_config import from_saelens
 from saelab.interop.sparsify_config import from_sparsify, is_sparsify, trainer_config
 
@@ -170,6 +171,15 @@ def is_saelens(d: dict[str, Any]) -> bool:
     return bool(set(d) & SAELENS_KEYS)
 
 
+def file_rows(source: str) -> int:
+    """Rows of the activation file(s) of a ``file:`` source, from their headers (0 when they cannot
+    be read: the data check reports that before anything trains)."""
+    try:
+        return sum(seg.rows for seg in open_segments(source.removeprefix("file:")))
+    except (ValueError, OSError):
+        return 0
+
+
 def sized(base: Base, profile: Profile, source: str | None = None, seed: int = 0, steps: int | None = None,
           mean_offset: float | None = None) -> tuple[RunConfig, dict[str, Any]]:
     """The base fitted to ``profile`` for replicate ``seed``, on ``source`` (None: the base's).
@@ -200,6 +210,10 @@ def sized(base: Base, profile: Profile, source: str | None = None, seed: int = 0
             put(path, max(1, min(profile.d_sae, round(old * profile.d_sae / cfg.sae.d_sae))))
     put("data.batch_size", profile.batch_size)
     put("eval_rows", profile.eval_rows)
+    if "eval_rows" in set_ and src.startswith("file:"):  # a small file keeps 3/4 of its rows for training
+        rows = file_rows(src)
+        if rows:
+            set_["eval_rows"] = max(1, min(profile.eval_rows, rows // 4))
     put("log_interval", min(profile.log_interval, n))
     batch = set_.get("data.batch_size", cfg.data.batch_size)
     # the window must open within the run (AuxK acts only on latents silent for that long); a
