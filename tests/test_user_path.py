@@ -86,4 +86,5 @@ def test_the_profile_fits_the_held_out_rows_to_a_small_file(tmp_path):
     built = phases.build("00_reproduce", "quick", 0, str(tmp_path / "base.json"), f"file:{tmp_path / 'acts.npy'}")
     assert built.ctx.base.eval_rows == 250 and built.profile_set["eval_rows"] == 250
     (tmp_path / "pinned.json").write_text(json.dumps({"sae": {"architecture": "relu"}, "eval_rows": 100}))
-    assert phases.build("00_reproduce", "quick", 0, str(tmp_path / "pinned.json"), f"file:{tmp_path / 'acts.npy'}").ctx.base.eval_rows == 100
+    pinned = phases.build("00_reproduce", "quick", 0, str(tmp_path / "pinned.json"), f"file:{tmp_path / 'acts.npy'}")
+    assert pinned.ctx.base.eval_rows == 100
