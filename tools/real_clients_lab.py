@@ -39,7 +39,8 @@ RANKED = {("saelens", "topk", "checkpoint"): "H8", ("sparsify", "topk", "final")
 def run(cmd: list[str]) -> tuple[int, str]:
     res = subprocess.run(cmd, capture_output=True, text=True)
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("saelab: error")]
-    out = [ln for ln in res.stdout.splitlines() if ln.strip() and not ln.startswith(("jobs:", "training jobs"))]
+    out = [ln.strip() for ln in res.stdout.replace("\r", "\n").splitlines()
+           if ln.strip() and not ln.strip().startswith(("jobs:", "training jobs", "[", "0 ", "1 "))]
     return res.returncode, (errors or out or [""])[0]
 
 
