@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,8 +40,8 @@ RANKED = {("saelens", "topk", "checkpoint"): "H8", ("sparsify", "topk", "final")
 def run(cmd: list[str]) -> tuple[int, str]:
     res = subprocess.run(cmd, capture_output=True, text=True)
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("saelab: error")]
-    out = [ln.strip() for ln in res.stdout.replace("\r", "\n").splitlines()
-           if ln.strip() and not ln.strip().startswith(("jobs:", "training jobs", "[", "0 ", "1 "))]
+    progress = re.compile(r"^(jobs:|training jobs|\[\d+/\d+\]|\d+ jobs:)")
+    out = [ln.strip() for ln in res.stdout.replace("\r", "\n").splitlines() if ln.strip() and not progress.match(ln.strip())]
     return res.returncode, (errors or out or [""])[0]
 
 
