@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,10 +13,10 @@ from saelab.config import PRESETS, preset_summary
 from saelab.data.files import open_segments
 from saelab.data.sources import make_source, resolve
 from saelab.execution.cluster import parse_cluster
-from saelab.fileio import write_json
+from saelab.fileio import write_atomic, write_json
 from saelab.interop.export import export
 from saelab.interop.foreign import load_checkpoint
-from saelab.interop.inspection import default_chunk_rows, inspect, row_chunks
+from saelab.interop.inspection import default_chunk_rows, inspect, lab_command, row_chunks
 from saelab.interop.logs import autopsy_log
 from saelab.lab.base import load_base
 from saelab.lab.datacheck import INIT_ROWS, check, format_check
@@ -112,8 +113,10 @@ def _inspect(args: argparse.Namespace) -> int:
     rec = inspect(ckpt, chunks, described)
     write_json(args.out / "inspect.json", rec)
     page = inspect_page(rec, args.out / "inspect.html")
+    command = lab_command(ckpt, args.data, args.out / "lab")  # issue 20: from inspect to lab in one step
+    write_atomic(args.out / "lab_command.txt", command)
     print(rec["verdict"])
-    print(f"page: {page}\njson: {args.out / 'inspect.json'}")
+    print(f"page: {page}\njson: {args.out / 'inspect.json'}\nto investigate its training: {command.strip()}")
     return 0
 
 
@@ -203,6 +206,21 @@ def _check_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def absolute_paths(params: dict) -> dict:
+    """``base`` (when it names an existing file or folder, not a preset) and a ``file:`` source
+    made absolute against this process's working directory, so every notebook reads the same files
+    wherever its kernel starts. A ``#tensor`` suffix and glob characters are kept."""
+    out = dict(params)
+    base = out.get("base")
+    if isinstance(base, str) and base and Path(base).expanduser().exists():
+        out["base"] = os.path.abspath(os.path.expanduser(base))
+    src = out.get("source")
+    if isinstance(src, str) and src.startswith("file:") and len(src) > 5:
+        path, sep, name = src.removeprefix("file:").partition("#")
+        out["source"] = f"file:{os.path.abspath(os.path.expanduser(path))}{sep}{name}"
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -222,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                 params["base"] = args.base
             if args.data:
                 params["source"] = args.data
+            params = absolute_paths(params)  # once, here: the notebooks' kernels run in other folders
             # run_lab plans every phase (base, arms, data) before anything is trained or written
             return run_lab(profile=args.profile, out=args.out, only=only, parameters=params or None, force=args.force,
                            cluster=spec)

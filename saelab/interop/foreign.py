@@ -47,6 +47,9 @@ from torch import Tensor
 
 from saelab.config import RunConfig, SAEConfig
 from saelab.fileio import read_jsonl
+from saelab.interop.fields import check_known
+from saelab.interop.saelens_config import flat_fields
+from saelab.interop.sparsify_config import trainer_config
 from saelab.training.models import SAE, build
 from saelab.training.normalize import Normalizer
 from saelab.training.runs import read_tensors
@@ -85,6 +88,9 @@ class Checkpoint:
     library_architecture: str  # the library's own name, e.g. "standard", "AutoEncoderTopK"
     normalizer: Normalizer | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # how it was trained, as far as its files say (saelens_training, sparsify_training): inspect
+    # never recommends a remedy listed here, and says why it did not suffice
+    trained: dict[str, Any] = field(default_factory=dict)
 
     @property
     def architecture(self) -> str:
@@ -248,7 +254,8 @@ def _check_dims(w: Weights, d_in: int | None, d_sae: int | None, path: Path, cfg
 
 # ----- SAELens --------------------------------------------------------------------------------
 
-SAELENS_ARCHS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}
+SAELENS_ARCHS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk",
+                 "matryoshka_batchtopk": "batchtopk"}  # a Matryoshka checkpoint encodes as BatchTopK
 
 
 def saelens_architecture(cfg: dict[str, Any]) -> tuple[str, int | None]:
@@ -278,6 +285,10 @@ def load_saelens(path: Path) -> Checkpoint:
         raise _fail(path, str(e)) from None
     if arch not in SAELENS_ARCHS:
         raise _fail(path, f"SAELens architecture {arch!r} is not supported; supported: {sorted(SAELENS_ARCHS)}")
+    try:  # a field from a newer SAELens could change the forward pass (docs/interop-fields.md)
+        check_known("SAELens", flat_fields(cfg))
+    except ValueError as e:
+        raise _fail(path, f"cfg.json: {e}") from None
     norm = cfg.get("normalize_activations", "none")
     norm = {False: "none", True: "expected_average_only_in", None: "none"}.get(norm, norm)
     if norm in ("constant_norm_rescale", "layer_norm"):
@@ -295,20 +306,61 @@ def load_saelens(path: Path) -> Checkpoint:
     if arch == "jumprelu":
         _need(sd, ("threshold",), path, "SAELens jumprelu")
         thr = sd["threshold"].float()
-    if arch == "batchtopk":
-        _need(sd, ("topk_threshold",), path, "SAELens batchtopk")
+    if SAELENS_ARCHS[arch] == "batchtopk":
+        _need(sd, ("topk_threshold",), path, f"SAELens {arch}")
         thr = sd["topk_threshold"].double().reshape(())
     w = Weights(SAELENS_ARCHS[arch], sd["W_enc"].float().T, sd["b_enc"].float(), sd["W_dec"].float(), sd["b_dec"].float(),
                 apply_b_dec=apply_b_dec, k=1 if k is None else k, threshold=thr)
     _check_dims(w, d_in, d_sae, path, "cfg.json")
     notes = []
-    if arch in ("topk", "batchtopk") and cfg.get("rescale_acts_by_decoder_norm", arch == "batchtopk"):
+    if SAELENS_ARCHS[arch] in ("topk", "batchtopk") and cfg.get("rescale_acts_by_decoder_norm", arch != "topk"):
         w = fold_decoder_norms(w)
         notes.append("rescale_acts_by_decoder_norm folded into the weights (SAELens _fold_norm_topk)")
     if norm == "expected_average_only_in":
         notes.append("normalize_activations='expected_average_only_in': SAELens' own forward pass does not scale the "
                      "input either; give activations scaled as in training")
-    return Checkpoint(to_model(w, path), "saelens", path, arch, notes=tuple(notes))
+    return Checkpoint(to_model(w, path), "saelens", path, arch, notes=tuple(notes), trained=saelens_training(cfg, path))
+
+
+def saelens_training(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
+    """What a SAELens checkpoint says about its training: cfg.json's training fields (top level in
+    a trainer checkpoint, metadata.training_architecture_details in an inference save), the
+    runner_cfg.json beside it when the runner wrote one, and the trainer's own dead count."""
+    d = flat_fields(cfg)
+    runner = path / "runner_cfg.json"
+    if runner.is_file():
+        d = {**d, **{k: v for k, v in flat_fields(_read_json(runner)).items() if k not in d}}
+    meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+    arch = d.get("architecture") or "standard"
+    out: dict[str, Any] = {"library": "saelens", "training_architecture": arch,
+                           "apply_b_dec_to_input": bool(d.get("apply_b_dec_to_input", True)),
+                           "b_dec_start": d.get("b_dec_init_method") or "zeros",  # SAELens 6 starts b_dec at zero
+                           "dead_feature_window_steps": d.get("dead_feature_window"),
+                           "num_dead_features": meta.get("num_dead_features"), "l0": meta.get("l0")}
+    coef = d.get("aux_loss_coefficient")
+    if arch in ("topk", "batchtopk", "matryoshka_batchtopk") and coef:
+        window = d.get("dead_feature_window")
+        out["auxk"] = {"coefficient": float(coef), "k_aux": int(d["d_in"]) // 2 if d.get("d_in") else None,
+                       "dead_after": f"silent for {window} steps" if window else
+                       "silent for dead_feature_window steps (not saved in cfg.json; SAELens' default is 1000)"}
+    if d.get("use_ghost_grads"):
+        out["ghost_grads"] = True
+    return out
+
+
+def sparsify_training(path: Path, d_in: int) -> dict[str, Any]:
+    """What a sparsify SAE's folder says about its training: the Trainer's config.json when it is
+    there, in the folder or the run folder above it (auxk_alpha, dead_feature_threshold). b_dec
+    always starts at the first batch's mean."""
+    found = trainer_config(path)
+    train = _read_json(found) if found is not None else {}
+    out: dict[str, Any] = {"library": "sparsify", "training_architecture": "topk", "apply_b_dec_to_input": True,
+                           "b_dec_start": "the first batch's mean", "config_json": bool(train)}
+    alpha = train.get("auxk_alpha")
+    if alpha:
+        out["auxk"] = {"coefficient": float(alpha), "k_aux": d_in // 2,
+                       "dead_after": f"silent for {int(train.get('dead_feature_threshold', 10_000_000)):,} tokens"}
+    return out
 
 
 # ----- sparsify -------------------------------------------------------------------------------
@@ -326,8 +378,9 @@ def load_sparsify(path: Path) -> Checkpoint:
         for key in ("num_latents", "expansion_factor"):
             _field(cfg, key, "int")
         _field(cfg, "activation", "str")
+        check_known("sparsify", cfg)
     except ValueError as e:
-        raise _fail(path, str(e)) from None
+        raise _fail(path, f"cfg.json: {e}" if not str(e).startswith("cfg.json") else str(e)) from None
     act = cfg.get("activation", "topk")
     if act != "topk":
         raise _fail(path, f"sparsify activation {act!r} is not supported; supported: ['topk']")
@@ -340,7 +393,9 @@ def load_sparsify(path: Path) -> Checkpoint:
     w = Weights("topk", sd["encoder.weight"].float(), sd["encoder.bias"].float(), sd["W_dec"].float(), sd["b_dec"].float(),
                 apply_b_dec=True, k=int(cfg.get("k", 32)))
     _check_dims(w, d_in, d_sae, path, "cfg.json")
-    return Checkpoint(to_model(w, path), "sparsify", path, "topk")
+    if w.k > d_sae:
+        raise _fail(path, f"cfg.json k={w.k} exceeds num_latents={d_sae}")
+    return Checkpoint(to_model(w, path), "sparsify", path, "topk", trained=sparsify_training(path, d_in))
 
 
 # ----- dictionary_learning --------------------------------------------------------------------

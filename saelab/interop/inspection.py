@@ -22,7 +22,9 @@ Reasons for a dead latent (each needs alive latents to compare with; ``cutoff`` 
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -227,6 +229,81 @@ def histogram(fire_frac: Tensor, n_rows: int, bins_per_decade: int = 4) -> dict[
     return {"edges": edges.round(4).tolist(), "counts": counts.tolist(), "dead": int((~alive).sum())}
 
 
+def remedy(name: str, ckpt: Checkpoint, r: dict[str, Any]) -> str:
+    """The remedy for reason ``name``, never one the SAE already used (``ckpt.trained``): then it
+    says what was used and why it did not suffice."""
+    t = ckpt.trained
+    auxk = t.get("auxk")
+    if name == "never_in_topk" and auxk:
+        k_aux = f", k_aux {auxk['k_aux']}" if auxk.get("k_aux") else ""
+        return (f"the SAE already trained with AuxK (coefficient {auxk['coefficient']:g}{k_aux}, on latents "
+                f"{auxk['dead_after']}), and it did not revive these: AuxK pulls a dead latent's pre-activation up "
+                f"only through the residual the live latents leave, and these still lose every row to k={ckpt.model.cfg.k} "
+                f"others; raise k, strengthen AuxK (coefficient or k_aux), or resample them")
+    if name == "bias_far_below" and auxk:
+        return (f"AuxK (coefficient {auxk['coefficient']:g}) was already on and did not lift these biases: resample "
+                f"them, or add the lab's reanimation loss, which pushes up every latent silent in the batch")
+    if name == "anti_aligned_mean" and t.get("apply_b_dec_to_input"):
+        start = {"zeros": "zero"}.get(t.get("b_dec_start", "zeros"), t.get("b_dec_start"))
+        return (f"the SAE already subtracts b_dec before the encoder (apply_b_dec_to_input), but b_dec started at "
+                f"{start} and the mean input still sits {r['mu_in_norm']:.3g} from it, which these latents point "
+                f"against: start b_dec at these rows' mean or geometric median")
+    return REMEDY[name][1]
+
+
+def lab_base(ckpt: Checkpoint) -> Path | None:
+    """The base ``saelab lab`` investigates this SAE's training with: SAELens' runner_cfg.json
+    when the runner wrote one (it has the training settings), else its cfg.json; a sparsify
+    folder (cfg.json with the Trainer's config.json); a saelab run directory. None for
+    dictionary_learning, whose configs are not mapped."""
+    p = ckpt.path
+    if ckpt.format == "saelens":
+        return p / "runner_cfg.json" if (p / "runner_cfg.json").is_file() else p / "cfg.json"
+    if ckpt.format in ("sparsify", "saelab"):
+        return p  # sparsify: load_base reads cfg.json and the Trainer's config.json beside or above it
+    return None
+
+
+def lab_command(ckpt: Checkpoint, data: str, out: Path) -> str:
+    """The one command that investigates this SAE's training setup on the same rows."""
+    base = lab_base(ckpt)
+    if base is None:
+        return f"# saelab lab cannot take a {ckpt.format} config as its base; write a saelab config.json for it\n"
+    if data.startswith("file:"):  # absolute, so the command runs from anywhere (a #tensor name kept)
+        path, sep, name = data.removeprefix("file:").partition("#")
+        data = f"file:{Path(path).expanduser().resolve()}{sep}{name}"
+    return (f"saelab lab --base {shlex.quote(str(base.resolve()))} --data {shlex.quote(data)} "
+            f"--out {shlex.quote(str(out.resolve()))}\n")
+
+
+# firing-rate cutoffs that feature-density reports commonly call dead (a latent firing on fewer than
+# this share of tokens); shown beside "never fired" so counts from other tools can be compared
+NEARLY_DEAD = (("1e-5", 1e-5), ("1e-6", 1e-6))
+
+
+def dead_definitions(ckpt: Checkpoint, fire: Tensor, n_rows: int) -> list[dict[str, Any]]:
+    """The dead count under each common definition, side by side; the verdict uses the first.
+    A rate threshold below 1 / n_rows counts the same latents as never fired (noted)."""
+    S = ckpt.d_sae
+    out = [{"name": "never fired on these rows", "n": int((fire == 0).sum()), "used_by_verdict": True,
+            "note": f"{n_rows:,} rows"}]
+    saved = ckpt.trained.get("num_dead_features")
+    if ckpt.trained.get("library") == "saelens":
+        window = ckpt.trained.get("dead_feature_window_steps")
+        out.append({"name": "SAELens' own count at the end of training", "n": saved, "used_by_verdict": False,
+                    "note": (f"metadata.num_dead_features: silent for more than dead_feature_window"
+                             f"{f' = {window} steps' if window else ''} of training batches") if saved is not None
+                    else "not in cfg.json's metadata (saved before SAELens 6.x recorded it)"})
+    for label, rate in NEARLY_DEAD:
+        n = int((fire.double() < rate * n_rows).sum())
+        note = (f"below {rate * n_rows:.3g} firing rows: the same as never fired at {n_rows:,} rows (needs > "
+                f"{int(1 / rate):,} rows to differ)" if rate * n_rows <= 1 else f"fewer than {rate * n_rows:.3g} firing rows")
+        out.append({"name": f"fired on < {label} of rows", "n": n, "used_by_verdict": False, "note": note})
+    for d in out:
+        d["frac"] = d["n"] / S if isinstance(d["n"], int) else None
+    return out
+
+
 def _pct(a: int, b: int) -> str:
     return f"{100 * a / b:.0f}%" if b else "0%"
 
@@ -245,7 +322,7 @@ def verdict(rec: dict[str, Any]) -> str:
     parts = []
     if ranked:
         top = ranked[0]
-        parts.append(f"{_pct(top['n'], nd)} of the dead latents {REMEDY[top['name']][0]}: {REMEDY[top['name']][1]}.")
+        parts.append(f"{_pct(top['n'], nd)} of the dead latents {REMEDY[top['name']][0]}: {top.get('remedy') or REMEDY[top['name']][1]}.")
         if len(ranked) > 1:
             rest = "; ".join(f"{_pct(r['n'], nd)} {REMEDY[r['name']][0]}" for r in ranked[1:])
             parts.append(f"Also: {rest} (a latent can have several reasons).")
@@ -280,7 +357,7 @@ def inspect(ckpt: Checkpoint, chunks: Iterator[Tensor], described: dict[str, Any
             dead_vals, alive_vals = meas[dead], meas[alive]
         n = int(mask.sum())
         summary.append({"name": name, "n": n, "frac_of_dead": n / len(dead_idx) if dead_idx else 0.0,
-                        "description": REMEDY[name][0], "remedy": REMEDY[name][1], **r["info"][name],
+                        "description": REMEDY[name][0], "remedy": remedy(name, ckpt, r), **r["info"][name],
                         "dead_median": _med(dead_vals), "alive_median": _med(alive_vals)})
     twins = {str(i): int(t) for i, t, c in zip(dead_idx, r["twin"].tolist(), r["twin_cos"].tolist()) if c > DUPLICATE_COS}
     n_rows = st["n"]
@@ -292,6 +369,7 @@ def inspect(ckpt: Checkpoint, chunks: Iterator[Tensor], described: dict[str, Any
         **(described or {}), "source": (described or {}).get("source", "rows"),
         "n_rows": n_rows, "n_latents": ckpt.d_sae, "d_in": ckpt.d_in,
         "n_dead": len(dead_idx), "dead_frac": len(dead_idx) / ckpt.d_sae, "dead": dead_idx,
+        "dead_definitions": dead_definitions(ckpt, st["fire"], n_rows), "trained_with": dict(ckpt.trained),
         "reasons": per_dead, "reason_summary": summary, "decoder_twins": twins,
         "n_dead_unexplained": sum(1 for v in per_dead.values() if not v),
         "margin": {"dead_median": _med(margin[dead]), "dead_max": float(margin[dead].max()) if dead.any() else None,

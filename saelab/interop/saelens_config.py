@@ -1,160 +1,220 @@
-"""A SAELens config as a saelab base: the fields with a saelab meaning are mapped, the ones that
-cannot change the answer are ignored, and any other is refused by name.
+"""A SAELens config as a saelab base: every field is mapped, assumed (and said so), ignored as
+harmless, or refused by name, as the table in ``saelab.interop.fields`` decides (printed in
+docs/interop-fields.md).
 
-Field names are SAELens' (``LanguageModelSAERunnerConfig`` and the ``cfg.json`` an SAE is saved
-with; SAELens 3-6). Its standard SAE's loss is ``||x - x_hat||^2`` summed over d_in and averaged
-over the batch, plus ``l1_coefficient * sum_i |z_i| * ||W_dec,i||`` averaged over the batch
-(``scale_sparsity_penalty_by_decoder_norm``, the default since SAELens 3), which are saelab's
-``sum_features`` reconstruction and ``decoder_weighted`` penalty.
+Accepted: the ``cfg.json`` an SAE is saved with (SAELens 3-6; a training checkpoint's carries the
+training-only fields at the top, an inference one inside ``metadata.training_architecture_details``)
+and the runner's ``runner_cfg.json`` (``LanguageModelSAERunnerConfig``, the SAE's config nested as
+``sae``). SAELens' standard SAE's loss is ``||x - x_hat||^2`` summed over d_in and averaged over the
+batch, plus ``l1_coefficient * sum_i |z_i| * ||W_dec,i||`` averaged over the batch, which are
+saelab's ``sum_features`` reconstruction and ``decoder_weighted`` penalty.
+
+A checkpoint's cfg.json carries no training settings (lr, batch, length, schedule): those missing
+take SAELens' own defaults or the profile's sizes, and the ``assumed`` lines say so and how to pass
+the real ones.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-ARCHITECTURES = {"standard": "relu", "relu": "relu", "topk": "topk", "batchtopk": "batchtopk", "jumprelu": "jumprelu"}
+from saelab.interop.fields import check_known, refusal
+
+ARCHITECTURES = {"standard": "relu", "relu": "relu", "topk": "topk", "batchtopk": "batchtopk", "jumprelu": "jumprelu",
+                 "matryoshka_batchtopk": "batchtopk"}
 NORMALIZE = {"none": "none", None: "none", "expected_average_only_in": "dataset_scalar",
              "constant_norm_rescale": "constant_norm_rescale", "layer_norm": "layer_norm"}
 B_DEC_INIT = {"zeros": "zeros", "mean": "mean", "geometric_median": "geometric_median"}
-
-# Fields that describe where the activations come from, logging, storage or hardware: they do not
-# change which latents die on the data the lab is given.
-HARMLESS_PREFIXES = ("wandb", "log_", "checkpoint", "n_checkpoints", "hook_", "model_", "dataset_", "neuronpedia",
-                     "sae_lens", "store_", "n_batches_in_buffer", "prepend_bos", "context_size", "device", "act_store_device",
-                     "dtype", "seed", "verbose", "run_name", "eval_", "n_eval", "autocast", "compile", "streaming",
-                     "is_dataset_tokenized", "use_cached_activations", "cached_activations_path", "from_pretrained_path",
-                     "save_", "output_path", "resume", "exclude_special_tokens", "disable_concat_sequences",
-                     "sequence_separator_token", "seqpos_slice", "metadata", "model_class_name", "hf_", "llm_", "logger",
-                     "reshape_activations", "apply_b_dec_to_input_in_eval", "dead_feature_threshold", "feature_sampling_window",
-                     "lr_end", "n_restart_cycles", "mse_loss_normalization", "finetuning", "sae_")
-REFUSED = {  # field -> why saelab cannot honour it (set to a value that changes training)
-    "use_ghost_grads": "ghost grads are not implemented in saelab",
-    "decoder_orthogonal_init": "an orthogonal decoder init is not implemented in saelab",
-    "noise_scale": "training with input noise is not implemented in saelab",
-    "normalize_sae_decoder": "saelab constrains decoder rows with sae.decoder_constraint=unit_norm; set that instead",
+REFUSED_WHEN = {  # field -> (is it set to something saelab cannot honour?)
+    "pre_act_loss_coefficient": lambda v: v not in (None, 0, 0.0),
+    "from_pretrained_path": lambda v: bool(v),
+    "normalize_sae_decoder": bool, "use_ghost_grads": bool, "noise_scale": bool, "decoder_orthogonal_init": bool,
+    "finetuning_scaling_factor": bool, "mse_loss_normalization": lambda v: v not in (None, "none"),
 }
+# SAELens' defaults for the training settings a checkpoint's cfg.json does not carry (LanguageModelSAERunnerConfig)
+TRAINING_DEFAULTS = {"lr": 3e-4, "lr_warm_up_steps": 0, "adam_beta1": 0.9, "adam_beta2": 0.999}
+PASS_REAL = ("pass the real ones with --base runner_cfg.json (SAELens' runner saves it beside cfg.json) or a saelab "
+             "config.json holding them")
 
 
-def _arch(d: dict[str, Any]) -> str:
-    arch = d.get("architecture", "standard")
+@dataclass(frozen=True)
+class Mapped:
+    """A foreign config as a partial saelab config, and the sentences saying what was assumed."""
+
+    config: dict[str, Any]  # nested: {"sae": {...}, "optim": {...}, "steps": ...}
+    assumed: tuple[str, ...]
+
+
+def flat_fields(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The SAELens fields of ``cfg`` in one flat dict: the runner's own over its nested ``sae``, a
+    checkpoint's top-level ones over ``metadata.training_architecture_details``."""
+    d = dict(cfg)
+    if isinstance(d.get("sae"), dict):  # runner_cfg.json
+        d = {**d.pop("sae"), **d}
+    meta = d.get("metadata") if isinstance(d.get("metadata"), dict) else {}
+    details = meta.get("training_architecture_details")
+    if isinstance(details, dict):
+        d = {**details, **d}
+    if meta.get("training_architecture"):  # an inference cfg.json of a BatchTopK / Matryoshka run says jumprelu
+        d["architecture"] = meta["training_architecture"]
+    return d
+
+
+def architecture(d: dict[str, Any]) -> str:
+    """SAELens' own architecture name (before 6.0: activation_fn topk -> topk)."""
+    arch = d.get("architecture") or "standard"
     fn = d.get("activation_fn") or d.get("activation_fn_str")
     if arch == "standard" and fn == "topk":
-        arch = "topk"
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"architecture={arch!r} is not supported; saelab trains {sorted(set(ARCHITECTURES))}")
-    return ARCHITECTURES[arch]
+        return "topk"
+    if arch == "standard" and fn not in (None, "relu"):
+        return f"standard with activation_fn={fn!r}"
+    return arch
 
 
-def from_saelens(cfg: dict[str, Any]) -> dict[str, Any]:
-    """SAELens config -> a partial saelab config dict (only the fields the SAELens config sets).
-    Raises ValueError naming a field saelab cannot honour."""
-    d = dict(cfg)
-    if isinstance(d.get("sae"), dict):  # SAELens 6 nests the SAE's own config
-        d = {**d.pop("sae"), **d}
+def from_saelens(cfg: dict[str, Any]) -> Mapped:
+    """SAELens config -> Mapped (only the fields the config sets, plus SAELens' defaults for the
+    training settings it lacks). Raises ValueError naming a field saelab cannot honour or does not know."""
+    d = flat_fields(cfg)
+    check_known("SAELens", d)
+    for key, value in d.items():
+        if key in REFUSED_WHEN and REFUSED_WHEN[key](value):
+            raise ValueError(f"{key}={value!r}: {refusal('SAELens', key)}")
     out: dict[str, dict[str, Any]] = {}
+    assumed: list[str] = []
 
     def put(path: str, value: Any) -> None:
         section, _, leaf = path.rpartition(".")
         (out.setdefault(section, {}) if section else out)[leaf] = value
 
-    used: set[str] = set()
-
-    def take(key: str) -> Any:
-        used.add(key)
-        return d[key]
-
-    arch = _arch(d)
-    used |= {"architecture", "activation_fn", "activation_fn_str"}
+    name = architecture(d)
+    if name not in ARCHITECTURES:
+        raise ValueError(f"architecture={name!r} is not supported; saelab trains SAELens' "
+                         f"{sorted(a for a in ARCHITECTURES if a != 'relu')}")
+    arch = ARCHITECTURES[name]
     put("sae.architecture", arch)
-    if "d_in" in d:
-        put("sae.d_in", int(take("d_in")))
-    if "d_sae" in d and d["d_sae"] is not None:
-        put("sae.d_sae", int(take("d_sae")))
-    elif "expansion_factor" in d and "d_in" in d:
-        put("sae.d_sae", int(take("expansion_factor")) * int(d["d_in"]))
-    used.add("expansion_factor")
-    kwargs = d.get("activation_fn_kwargs") or {}
-    used.add("activation_fn_kwargs")
-    k = d.get("k", kwargs.get("k"))
-    used.add("k")
+    if name == "matryoshka_batchtopk":
+        assumed.append(f"architecture=matryoshka_batchtopk (matryoshka_widths={d.get('matryoshka_widths')}): the nested "
+                       f"Matryoshka losses are not in saelab; every arm trains plain BatchTopK")
+    d_in = d.get("d_in")
+    if d_in is not None:
+        put("sae.d_in", int(d_in))
+    if d.get("d_sae") is not None:
+        put("sae.d_sae", int(d["d_sae"]))
+    elif d.get("expansion_factor") and d_in:
+        put("sae.d_sae", int(d["expansion_factor"]) * int(d_in))
+    _sparsity(d, arch, put, assumed)
+    _training(d, put, assumed)
+    _sae_init(d, arch, put, assumed)
+    return Mapped(out, tuple(assumed))
+
+
+def _sparsity(d: dict[str, Any], arch: str, put, assumed: list[str]) -> None:
+    """k, the penalty, AuxK and the JumpReLU threshold."""
     if arch in ("topk", "batchtopk"):
+        k = d.get("k", (d.get("activation_fn_kwargs") or {}).get("k"))
         if k is None:
-            raise ValueError(f"architecture {arch} needs k (activation_fn_kwargs.k)")
-        put("sae.k", int(k))
+            raise ValueError(f"architecture {arch} needs k (activation_fn_kwargs.k before SAELens 6)")
+        if float(k) != int(float(k)):
+            assumed.append(f"k={k}: saelab's BatchTopK keeps an integer mean k; {round(float(k))} is used")
+        put("sae.k", max(1, round(float(k))))
         put("penalty.form", "none")
         put("penalty.alpha", 0.0)
-    if arch in ("relu", "jumprelu"):
-        put("penalty.reconstruction", "sum_features")
-        if "l1_coefficient" in d:
-            put("penalty.alpha", float(take("l1_coefficient")))
-        scaled = d.get("scale_sparsity_penalty_by_decoder_norm", True)
-        used.add("scale_sparsity_penalty_by_decoder_norm")
-        put("penalty.form", "decoder_weighted" if scaled else "per_sample_sum")
-    else:
-        used |= {"l1_coefficient", "scale_sparsity_penalty_by_decoder_norm"}
-    if "l1_warm_up_steps" in d:
-        put("penalty.warmup_steps", int(take("l1_warm_up_steps")))
-    if "lr" in d:
-        put("optim.lr", float(take("lr")))
-    for ours, theirs in (("optim.beta1", "adam_beta1"), ("optim.beta2", "adam_beta2")):
+        coef = d.get("aux_loss_coefficient")
+        if coef:
+            put("aux.auxk_coef", float(coef))
+            if d.get("d_in"):
+                put("aux.auxk_k", max(1, int(d["d_in"]) // 2))
+            assumed.append(f"aux_loss_coefficient={coef} -> aux.auxk_coef={coef}, aux.auxk_k=d_in/2: SAELens does not divide "
+                           f"the AuxK loss by the residual's variance, saelab does (Gao 2024)")
+        lr = d.get("topk_threshold_lr")
+        if arch == "batchtopk" and lr not in (None, 0.01):
+            assumed.append(f"topk_threshold_lr={lr}: saelab's BatchTopK threshold moves at 0.01 per step")
+        return
+    put("penalty.reconstruction", "sum_features")
+    if d.get("lp_norm", 1.0) != 1.0:
+        raise ValueError(f"lp_norm={d['lp_norm']!r}: saelab's penalties are L1 (lp_norm 1)")
+    if "l1_coefficient" in d:
+        put("penalty.alpha", float(d["l1_coefficient"]))
+    scaled = d.get("scale_sparsity_penalty_by_decoder_norm", True)
+    put("penalty.form", "decoder_weighted" if scaled else "per_sample_sum")
+    for theirs in ("l1_warm_up_steps", "l0_warm_up_steps"):
         if theirs in d:
-            put(ours, float(take(theirs)))
-    if "lr_warm_up_steps" in d or "lr_decay_steps" in d or "lr_scheduler_name" in d:
-        warm = int(d.get("lr_warm_up_steps") or 0)
-        decay = int(d.get("lr_decay_steps") or 0)
-        used |= {"lr_warm_up_steps", "lr_decay_steps", "lr_scheduler_name"}
-        name = d.get("lr_scheduler_name", "constant")
-        if name not in ("constant", None):
-            raise ValueError(f"lr_scheduler_name={name!r} is not supported; saelab has constant with a linear warmup "
-                             "and/or a linear decay (lr_warm_up_steps, lr_decay_steps)")
-        put("schedule.warmup_steps", warm)
-        if decay:
-            put("schedule.shape", "warmup_linear_decay")
-            total = _steps(d)
-            if total:
-                put("schedule.decay_fraction", min(1.0, decay / total))
-        else:
-            put("schedule.shape", "linear_warmup" if warm else "constant")
+            put("penalty.warmup_steps", int(d[theirs]))
+    if arch == "jumprelu":
+        for ours, theirs in (("sae.jumprelu_threshold", "jumprelu_init_threshold"), ("sae.jumprelu_bandwidth", "jumprelu_bandwidth")):
+            if theirs in d:
+                put(ours, float(d[theirs]))
+        if "l0_coefficient" in d and "l1_coefficient" not in d:
+            assumed.append(f"l0_coefficient={d['l0_coefficient']} ({d.get('jumprelu_sparsity_loss_mode', 'step')} L0): saelab's "
+                           f"JumpReLU trains an L1 penalty instead (decoder_weighted, saelab's penalty.alpha); set "
+                           f"penalty.alpha in a saelab base to choose its strength")
+        if d.get("jumprelu_ste_to_input"):
+            assumed.append("jumprelu_ste_to_input=true: saelab's straight-through estimator reaches the threshold only")
+
+
+def _training(d: dict[str, Any], put, assumed: list[str]) -> None:
+    """Optimizer, schedule, batch, length, the dead window and the normalization."""
+    missing = [k for k in ("lr", "train_batch_size_tokens", "training_tokens", "lr_warm_up_steps") if k not in d]
+    for theirs, ours in (("lr", "optim.lr"), ("adam_beta1", "optim.beta1"), ("adam_beta2", "optim.beta2")):
+        put(ours, float(d.get(theirs, TRAINING_DEFAULTS[theirs])))
+    name = d.get("lr_scheduler_name") or "constant"
+    if name != "constant":
+        raise ValueError(f"lr_scheduler_name={name!r} is not supported; saelab has constant with a linear warmup "
+                         "and/or a linear decay (lr_warm_up_steps, lr_decay_steps)")
+    warm = int(d.get("lr_warm_up_steps") or 0)
+    decay = int(d.get("lr_decay_steps") or 0)
+    put("schedule.warmup_steps", warm)
+    total = _steps(d)
+    if decay and total:
+        put("schedule.shape", "warmup_linear_decay")
+        put("schedule.decay_fraction", min(1.0, decay / total))
+    else:
+        put("schedule.shape", "linear_warmup" if warm else "constant")
+    batch = d.get("train_batch_size_tokens")
+    if batch:
+        put("data.batch_size", int(batch))
+    if total:
+        put("steps", total)
+    if "dead_feature_window" in d and batch:  # in steps; saelab counts tokens
+        put("tracking.dead_tokens", int(d["dead_feature_window"]) * int(batch))
+    elif "dead_feature_window" not in d:
+        missing.append("dead_feature_window")
+    if "n_batches_for_norm_estimate" in d:
+        put("normalize.estimate_batches", int(d["n_batches_for_norm_estimate"]))
     if "normalize_activations" in d:
-        mode = take("normalize_activations")
+        mode = d["normalize_activations"]
         if mode not in NORMALIZE:
             raise ValueError(f"normalize_activations={mode!r} is not supported; saelab maps {[m for m in NORMALIZE if m]}")
         put("normalize.mode", NORMALIZE[mode])
+    if missing:
+        assumed.append(f"{', '.join(missing)}: not in this config (a checkpoint's cfg.json carries no training settings); the "
+                       f"lab uses SAELens' defaults (lr {TRAINING_DEFAULTS['lr']:g}, no warmup) and the profile's batch, "
+                       f"length and dead window; {PASS_REAL}")
+
+
+def _sae_init(d: dict[str, Any], arch: str, put, assumed: list[str]) -> None:
+    """b_dec, the encoder/decoder start and the decoder's norm."""
     if "apply_b_dec_to_input" in d:
-        put("sae.apply_b_dec_to_input", bool(take("apply_b_dec_to_input")))
+        put("sae.apply_b_dec_to_input", bool(d["apply_b_dec_to_input"]))
     if "b_dec_init_method" in d:
-        method = take("b_dec_init_method")
+        method = d["b_dec_init_method"]
         if method not in B_DEC_INIT:
             raise ValueError(f"b_dec_init_method={method!r} is not supported; use {list(B_DEC_INIT)}")
         put("sae.b_dec_init", B_DEC_INIT[method])
+    if "decoder_init_norm" in d:
+        norm = d["decoder_init_norm"]
+        put("sae.init", "kaiming" if norm is None else "tied")
+        if norm is not None and float(norm) != 0.1:
+            assumed.append(f"decoder_init_norm={norm}: saelab's tied init starts the rows at norm 0.1")
     if d.get("init_encoder_as_decoder_transpose"):
         put("sae.init", "tied")
-    used.add("init_encoder_as_decoder_transpose")
     if d.get("decoder_heuristic_init"):
         put("sae.decoder_constraint", "unit_norm")
-    used.add("decoder_heuristic_init")
-    for ours, theirs in (("sae.jumprelu_threshold", "jumprelu_init_threshold"), ("sae.jumprelu_bandwidth", "jumprelu_bandwidth")):
-        if theirs in d:
-            put(ours, float(take(theirs)))
-    batch = d.get("train_batch_size_tokens")
-    used.add("train_batch_size_tokens")
-    if batch:
-        put("data.batch_size", int(batch))
-    if _steps(d):
-        put("steps", _steps(d))
-    used.add("training_tokens")
-    if "dead_feature_window" in d:  # in steps; saelab counts tokens
-        put("tracking.dead_tokens", int(take("dead_feature_window")) * int(batch or 4096))
-    for key, why in REFUSED.items():
-        used.add(key)
-        if d.get(key):
-            raise ValueError(f"{key}={d[key]!r}: {why}")
-    unknown = [k for k in d if k not in used and not k.startswith(HARMLESS_PREFIXES)]
-    if unknown:
-        raise ValueError(f"SAELens field {unknown[0]!r} has no saelab meaning and could change the answer; remove it "
-                         f"(mapped: d_in, d_sae, architecture, k, l1_coefficient, lr, lr_warm_up_steps, "
-                         f"normalize_activations, apply_b_dec_to_input, dead_feature_window, ...)")
-    return out
+    if arch in ("topk", "batchtopk") and d.get("rescale_acts_by_decoder_norm"):
+        put("sae.decoder_constraint", "unit_norm")
+        assumed.append("rescale_acts_by_decoder_norm=true -> sae.decoder_constraint=unit_norm: the same model (every latent "
+                       "decodes along a unit direction), reached by renormalizing the rows instead of dividing by their norm")
 
 
 def _steps(d: dict[str, Any]) -> int:

@@ -1,11 +1,13 @@
 """The user's base configuration, and the profile that sizes it for the lab.
 
 A base is what the user brings: a preset name, a saelab ``config.json`` (full, or partial with the
-missing fields at saelab's defaults), a run directory (its ``config.json``), or a SAELens training
-config / ``cfg.json``. ``load_base`` reads it and records which fields the user *pinned*; ``sized``
-fits it to a profile: the profile sets the run's length, widths and held-out rows only where the
-base does not pin them, and says which fields it set. Every phase then builds its arms from that
-one sized base, each arm changing ONE factor of it.
+missing fields at saelab's defaults), a run directory (its ``config.json``), a SAELens
+``cfg.json`` / ``runner_cfg.json`` or a sparsify SAE (saelab.interop: each foreign field mapped,
+assumed and said so, ignored or refused, docs/interop-fields.md). ``load_base`` reads it and
+records which fields the user *pinned*; ``sized`` fits it to a profile: the profile sets the
+run's length, widths and held-out rows only where the base does not pin them, and says which
+fields it set. Every phase then builds its arms from that one sized base, each arm changing ONE
+factor of it.
 
 A preset pins nothing: it names a recipe, and the profile sizes it keeping its proportions (the
 seed's Test 1 warms up for 5% of its steps and resamples every 25%, at every profile).
@@ -19,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from saelab.config import PRESETS, PROVENANCE_KEY, RunConfig, preset
+from saelab.data.files import open_segments
 from saelab.interop.saelens_config import from_saelens
+from saelab.interop.sparsify_config import from_sparsify, is_sparsify, trainer_config
 
 DEFAULT_BASE = "seed-test1"  # the seed's minimal reproduction (seeds/004, Test 1): the lab's first case
 
@@ -81,7 +85,10 @@ class Base:
     config: RunConfig
     pinned: frozenset[str]  # dotted fields the user set (a preset pins none)
     name: str  # what the user passed: a preset name or a path
-    origin: str  # "preset" | "saelab config" | "run directory" | "SAELens config"
+    origin: str  # "preset" | "saelab config" | "run directory" | "SAELens config" | "sparsify config"
+    # what a foreign config left open or saelab does differently, one sentence each: the lab's
+    # pages open with these (docs/interop-fields.md, decision "assumed")
+    assumed: tuple[str, ...] = ()
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -97,8 +104,9 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def load_base(spec: str | Path | None = None) -> Base:
     """Read a base: a preset name, a saelab config.json (full or partial), a run directory holding
-    one, or a SAELens config (training config or cfg.json). Raises ValueError naming the file and
-    the problem."""
+    one, a SAELens config (cfg.json or runner_cfg.json, or the folder holding them) or a sparsify
+    SAE's cfg.json (or its folder, with the Trainer's config.json). Raises ValueError naming the
+    file and the problem."""
     spec = DEFAULT_BASE if spec is None or str(spec) == "" else spec
     if isinstance(spec, str) and spec in PRESETS:
         return Base(preset(spec), frozenset(), spec, "preset")
@@ -106,13 +114,42 @@ def load_base(spec: str | Path | None = None) -> Base:
     if not path.exists():
         raise ValueError(f"base {str(spec)!r} is neither a preset ({', '.join(PRESETS)}) nor an existing file or run directory")
     origin = "saelab config"
+    train: dict[str, Any] | None = None
     if path.is_dir():
-        for name in ("config.json", "cfg.json"):
+        # a SAELens runner's output (runner_cfg.json carries the training settings), a sparsify SAE
+        # (cfg.json, with the Trainer's config.json when it is there), a saelab run directory
+        for name in ("runner_cfg.json", "cfg.json", "config.json"):
             if (path / name).is_file():
-                path, origin = path / name, "run directory"
+                folder, path, origin = path, path / name, "run directory"
                 break
         else:
-            raise ValueError(f"base {spec}: the folder holds no config.json or cfg.json")
+            raise ValueError(f"base {spec}: the folder holds no runner_cfg.json, cfg.json or config.json")
+        if path.name == "cfg.json" and trainer_config(folder) is not None:
+            train = _read_object(trainer_config(folder))
+    data = _read_object(path)
+    assumed: tuple[str, ...] = ()
+    if is_sparsify(data) or (train is not None and is_sparsify(train)):
+        try:
+            mapped = from_sparsify(data, train)
+        except ValueError as e:
+            raise ValueError(f"base {path}: {e}") from None
+        d, assumed, origin = mapped.config, mapped.assumed, "sparsify config"
+    elif is_saelens(data):
+        try:
+            mapped = from_saelens(data)
+        except ValueError as e:
+            raise ValueError(f"base {path}: {e}") from None
+        d, assumed, origin = mapped.config, mapped.assumed, "SAELens config"
+    else:
+        d = {k: v for k, v in data.items() if k not in ("saelab_version", PROVENANCE_KEY)}  # stamps, not fields
+    try:
+        cfg = RunConfig.from_dict(d)
+    except ValueError as e:
+        raise ValueError(f"base {path}: {e}") from None
+    return Base(cfg, frozenset(flatten(d)), str(spec), origin, assumed)
+
+
+def _read_object(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as e:
@@ -121,19 +158,7 @@ def load_base(spec: str | Path | None = None) -> Base:
         raise ValueError(f"base {path}: not valid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(data, dict):
         raise ValueError(f"base {path}: must hold a JSON object, not {type(data).__name__}")
-    if is_saelens(data):
-        try:
-            d = from_saelens(data)
-        except ValueError as e:
-            raise ValueError(f"base {path}: {e}") from None
-        origin = "SAELens config"
-    else:
-        d = {k: v for k, v in data.items() if k not in ("saelab_version", PROVENANCE_KEY)}  # stamps, not fields
-    try:
-        cfg = RunConfig.from_dict(d)
-    except ValueError as e:
-        raise ValueError(f"base {path}: {e}") from None
-    return Base(cfg, frozenset(flatten(d)), str(spec), origin)
+    return data
 
 
 SAELENS_KEYS = {"d_in", "d_sae", "l1_coefficient", "lr", "architecture", "training_tokens", "train_batch_size_tokens",
@@ -144,6 +169,15 @@ def is_saelens(d: dict[str, Any]) -> bool:
     """A SAELens config names its fields flat at the top (d_in, l1_coefficient, lr, hook_name);
     a saelab config has only saelab's sections (an unknown name there is reported as a typo)."""
     return bool(set(d) & SAELENS_KEYS)
+
+
+def file_rows(source: str) -> int:
+    """Rows of the activation file(s) of a ``file:`` source, from their headers (0 when they cannot
+    be read: the data check reports that before anything trains)."""
+    try:
+        return sum(seg.rows for seg in open_segments(source.removeprefix("file:")))
+    except (ValueError, OSError):
+        return 0
 
 
 def sized(base: Base, profile: Profile, source: str | None = None, seed: int = 0, steps: int | None = None,
@@ -176,10 +210,16 @@ def sized(base: Base, profile: Profile, source: str | None = None, seed: int = 0
             put(path, max(1, min(profile.d_sae, round(old * profile.d_sae / cfg.sae.d_sae))))
     put("data.batch_size", profile.batch_size)
     put("eval_rows", profile.eval_rows)
+    if "eval_rows" in set_ and src.startswith("file:"):  # a small file keeps 3/4 of its rows for training
+        rows = file_rows(src)
+        if rows:
+            set_["eval_rows"] = max(1, min(profile.eval_rows, rows // 4))
     put("log_interval", min(profile.log_interval, n))
     batch = set_.get("data.batch_size", cfg.data.batch_size)
-    # the window must open within the run (AuxK acts only on latents silent for that long)
-    put("tracking.dead_tokens", max(batch, min(DEAD_WINDOW_BATCHES * batch, n * batch // 10)))
+    # the window must open within the run (AuxK acts only on latents silent for that long); a
+    # pinned window from a longer run than the profile's is fitted too (the page lists it)
+    window = max(batch, min(DEAD_WINDOW_BATCHES * batch, n * batch // 10))
+    put("tracking.dead_tokens", window, force=cfg.aux.auxk_coef > 0 and cfg.tracking.dead_tokens >= n * batch)
     put("tracking.window_batches", min(50, max(1, n // 10)))
     if src == "synthetic":
         put("sae.d_in", profile.d_in)

@@ -100,7 +100,7 @@ def check(cfg: RunConfig, source: Any, rows: int = CHECK_ROWS, top: int = 5) -> 
     ratio = (mean.abs() / std.clamp_min(1e-30)).numpy()
     order = np.argsort(-ratio)[:top]
     g = gamma(mean, std)
-    init_rows = min(INIT_ROWS, getattr(source, "eval_rows", INIT_ROWS))
+    init_rows = min(INIT_ROWS, cfg.eval_rows, getattr(source, "eval_rows", INIT_ROWS))  # the held-out set is eval_rows long
     warnings = []
     top = float(norms.max()) if len(norms) else 0.0
     if top > FLOAT32_NORM_LIMIT:

@@ -225,7 +225,9 @@ class PhaseRun:
         ``out_dir/data_check.json`` and returned. Reads at most ``rows`` rows (default: the
         check's 100,000), streamed as training reads them."""
         cfg = self.built[self.seeds[0]].ctx.base
-        found = check(cfg, make_source(cfg), rows or CHECK_ROWS)
+        source = make_source(cfg)
+        cfg = resolve(cfg, source)  # a base that leaves d_in open takes the data's, as training does
+        found = check(cfg, source, rows or CHECK_ROWS)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.out_dir / "data_check.json", found)
         return found
@@ -240,6 +242,9 @@ class PhaseRun:
         lines = [f"Base: {_code(self.base.name)} ({_md(self.base.origin)}); data {_code(base.data.source)}. "
                  f"Profile {_code(self.profile.name)}: replicates {list(self.seeds)}, {base.steps} steps, "
                  f"batch {base.data.batch_size}, d_sae {base.sae.d_sae}.", ""]
+        if self.base.assumed:  # what the user's config left open or saelab does differently (docs/interop-fields.md)
+            lines += ["**Assumed** (your config does not say it, or saelab does it differently):", ""]
+            lines += [f"- {_md(a)}" for a in self.base.assumed] + [""]
         if built.profile_set:
             lines.append("Fields the profile set (the base leaves them open): "
                          + ", ".join(_code(f"{k}={v!r}") for k, v in built.profile_set.items() if k != "seed") + ".")
@@ -282,7 +287,7 @@ class PhaseRun:
         return {"stem": self.phase.stem, "saelab": provenance(), "parameters": _jsonable(self.parameters),
                 "base_stamp": base_stamp(self.parameters.get("base")),
                 "base": {"config": self.base.config.to_dict(), "pinned": sorted(self.base.pinned), "name": self.base.name,
-                         "origin": self.base.origin},
+                         "origin": self.base.origin, "assumed": list(self.base.assumed)},
                 "profile": self.profile.name, "seeds": list(self.seeds), "out_dir": str(self.out_dir), "params": self.params,
                 "overrides": self.overrides, "explorer": self.explorer, "replicates": replicates,
                 "jobs": [{"name": j.name, "out": str(j.out), "arms": list(j.arms), "factor": j.factor} for j in self.jobs()]}
@@ -302,7 +307,8 @@ class PhaseRun:
                             dict(r["not_applicable"]), {k: dict(v) for k, v in r["changes"].items()})
                 built[int(seed)] = Built(ctx, plan, dict(r["profile_set"]))
             b = rec["base"]
-            base = Base(RunConfig.from_dict(b["config"]), frozenset(b["pinned"]), b["name"], b["origin"])
+            base = Base(RunConfig.from_dict(b["config"]), frozenset(b["pinned"]), b["name"], b["origin"],
+                        tuple(b.get("assumed", ())))
             return cls(phase, profile, tuple(rec["seeds"]), Path(rec["out_dir"]), dict(rec["params"]), built, base,
                        dict(rec["overrides"]), explorer=bool(rec["explorer"]), parameters=dict(rec["parameters"]))
         except (KeyError, TypeError, AttributeError) as e:

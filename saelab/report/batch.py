@@ -50,7 +50,7 @@ from saelab.report.html import (  # noqa: F401 (re-exported)
     verdict_badge,
     write_plotly_js,
 )
-from saelab.report.index import LAB_TIMING, build_index, copy_answer, index_page  # noqa: F401 (re-exported)
+from saelab.report.index import BASE_FILE, LAB_TIMING, build_index, copy_answer, index_page  # noqa: F401 (re-exported)
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
@@ -315,6 +315,9 @@ class _Batch:
     def run(self) -> None:
         self.plan.out.mkdir(parents=True, exist_ok=True)
         self.plan.write()
+        base = self.plan.base  # the index opens with what the base had to assume (issue 20); a preset assumes nothing
+        write_atomic(self.plan.out / BASE_FILE, json.dumps({"name": base.name, "origin": base.origin,
+                                                            "assumed": list(base.assumed)}, indent=2))
         self.say(f"training jobs run {clusters.describe(self.cluster)}")
         self.submit(self.plan.first)
         for nb in sorted(self.notebooks, key=lambda nb: nb.stem in self.plan.later):  # the first wave, then the late phases

@@ -23,6 +23,8 @@ from saelab.report.tables import validation_table
 ANSWER_FILES = ("answer.json", "fixed_config.json")
 VALIDATION_STEM = "06_validation"
 
+BASE_FILE = "base.json"  # the base's name, origin and assumed lines, written by run_lab beside the index
+
 
 LAB_TIMING = "lab.json"  # run_lab's wall time and training time of the last batch (the index shows them)
 
@@ -199,10 +201,19 @@ def timing_text(results: list[Any], timing: Mapping[str, Any] | None) -> str:
             f"notebooks {timing.get('notebooks_s', notebooks):.0f} s)")
 
 
+def assumed_section(base: Mapping[str, Any] | None) -> str:
+    """What the user's base left open or saelab does differently (``Base.assumed``), first on the page."""
+    if not base or not base.get("assumed"):
+        return ""
+    items = "".join(f"<li>{e(a)}</li>" for a in base["assumed"])
+    return (f'<div class="assumed"><p><b>Assumed about your base</b> {e(base.get("name", ""))} ({e(base.get("origin", ""))}): '
+            f"it does not say these, or saelab does them differently (docs/interop-fields.md).</p><ul>{items}</ul></div>")
+
+
 def index_page(results: list[Any], validation: list[dict[str, Any]], answer: Mapping[str, Any] | None = None,
-               timing: Mapping[str, Any] | None = None) -> str:
-    """The index page's HTML for these phase results, validation rows, answer and ``timing``
-    (lab.json: the last batch's wall time and its training time)."""
+               timing: Mapping[str, Any] | None = None, base: Mapping[str, Any] | None = None) -> str:
+    """The index page's HTML for these phase results, validation rows, answer, ``timing`` (lab.json:
+    the last batch's wall time and its training time) and ``base`` (base.json: what was assumed)."""
     n_failed = sum(r.status != "ok" for r in results)
     every = [v for r in results for v in r.verdicts]
     counts = {m: sum(meaning_of(v) == m for v in every) for m in ("bad", "good", "unclear", "na")}
@@ -219,7 +230,7 @@ def index_page(results: list[Any], validation: list[dict[str, Any]], answer: Map
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>saelab report</title>'
             f"<style>{CSS}</style></head><body><h1>saelab: why do the latents die?</h1>"
             f'<p class="muted">{e(status)} · profile {e(profiles)} · {e(timing_text(results, timing))}'
-            f" · built {when} · {e(provenance_line())}</p>{answer_section(answer)}{glossary_html()}"
+            f" · built {when} · {e(provenance_line())}</p>{assumed_section(base)}{answer_section(answer)}{glossary_html()}"
             f"<h2>Hypotheses</h2>{hyp}{val}<h2>Phases</h2>"
             f'<div class="cards">{"".join(_card(r, differ) for r in results)}</div></body></html>\n')
 
@@ -238,7 +249,8 @@ def build_index(out: Path, results: list[Any]) -> Path:
         timing = json.loads((out / LAB_TIMING).read_text())
     except (OSError, ValueError):
         timing = None
-    write_atomic(path, index_page(results, validation, load_answer(out), timing if isinstance(timing, dict) else None))
+    base = json.loads((out / BASE_FILE).read_text()) if (out / BASE_FILE).is_file() else None
+    write_atomic(path, index_page(results, validation, load_answer(out), timing if isinstance(timing, dict) else None, base))
     return path
 
 

@@ -98,7 +98,12 @@ def inspect_page(rec: dict[str, Any], path: Path) -> Path:
                   rec["decoder_twins"].get(str(i), "-"), ", ".join(rec["reasons"][str(i)]) or "-"] for i in first]
     dead_table = table(["latent", "margin", "cos(W_enc, mean)", "b_enc", "||W_enc||", "decoder twin", "reasons"], dead_rows)
     note = "".join(f'<p class="muted">{escape(n)}</p>' for n in rec.get("notes", []))
-    sections: list[tuple[str, Any]] = [("Reasons, dead compared with alive", reasons + note)]
+    defs = rec.get("dead_definitions", [])
+    dead_defs = table(["dead when", "latents", "share", "the verdict uses it", "note"],
+                      [[d["name"], d["n"] if d["n"] is not None else "-", f"{100 * d['frac']:.1f}%" if d["frac"] is not None else "-",
+                        "yes" if d["used_by_verdict"] else "", d["note"]] for d in defs])
+    sections: list[tuple[str, Any]] = [("Dead under each definition", dead_defs)] if defs else []
+    sections.append(("Reasons, dead compared with alive", reasons + note))
     sections += inspect_figures(rec)
     sections.append((f"Dead latents (first {len(first)} of {rec['n_dead']})", dead_table))
     sub = (f"{rec['checkpoint']} ({rec['format']}, {rec['library_architecture']}; {rec['n_latents']} latents, "

@@ -1,0 +1,98 @@
+"""Every SAE that tools/real_clients.py had SAELens and sparsify train goes through saelab as a user
+would run it: ``saelab inspect`` on the checkpoint folder, then ``saelab lab --profile smoke`` with
+the library's own saved config as the base; then the ranking check on the planted offset.
+
+    .venv/bin/python tools/real_clients_lab.py FIXTURES [--skip-lab]
+
+The labs run on SAELens' trainer checkpoints (their cfg.json carries no training settings: the
+harder case), on the runner's runner_cfg.json of the TopK SAE, and on sparsify's folder; inspect
+runs on every saved SAE. Exit status 1 when any command that must succeed does not (every architecture saelab supports:
+exit 0; gated: exit 2 with one line naming it), or when the ranking check fails; the table printed
+names each command, its exit status and its first line.
+
+The ranking check (RANK_ARGS) runs phase 04 (data and init, where H8 the uncentered input lives)
+and phase 06 (the answer) at the smoke profile with three replicates: a cause is confirmed only when
+its fix removes the deaths in every replicate beyond the spread over them, and one replicate has no
+spread to compare with; the other phases' causes (L1 forms, warmup, resampling) cannot act on a TopK
+base with no penalty, no warmup and no resampling, which is what SAELens' and sparsify's configs say.
+- SAELens TopK: the planted offset must come first (H8 confirmed and ranked first): SAELens 6 starts
+  b_dec at zero, so the offset holds most latents below the top k from the first step.
+- sparsify TopK: sparsify's Trainer starts b_dec at the first batch's mean, which removes the
+  offset, so the honest answer is that H8 does not apply and no cause is confirmed (it must not
+  blame the offset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SAELAB = [sys.executable, "-m", "saelab.cli"]
+REFUSED = {"gated"}  # SAELens architectures saelab refuses by name
+RANK_ARGS = ["--profile", "smoke", "--only", "04,06", "-p", "seeds=[0, 1, 2]"]
+RANKED = {("saelens", "topk", "checkpoint"): "H8", ("sparsify", "topk", "final"): None}  # first confirmed cause
+
+
+def run(cmd: list[str]) -> tuple[int, str]:
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("saelab: error")]
+    progress = re.compile(r"^(jobs:|training jobs|\[\d+/\d+\]|\d+ jobs:)")
+    out = [ln.strip() for ln in res.stdout.replace("\r", "\n").splitlines() if ln.strip() and not progress.match(ln.strip())]
+    return res.returncode, (errors or out or [""])[0]
+
+
+def base_of(folder: Path) -> Path:
+    """The library's own saved config for the lab: SAELens' runner_cfg.json when the runner wrote
+    one, else the SAE's cfg.json; sparsify's folder (its cfg.json, and the Trainer's config.json
+    one folder up, where the Trainer saves it)."""
+    if (folder / "runner_cfg.json").exists():
+        return folder / "runner_cfg.json"
+    if (folder / "sae.safetensors").exists():
+        return folder
+    return folder / "cfg.json"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("fixtures", type=Path)
+    ap.add_argument("--skip-lab", action="store_true", help="inspect only")
+    args = ap.parse_args()
+    manifest = json.loads((args.fixtures / "manifest.json").read_text())
+    out = args.fixtures / "saelab"
+    failed = 0
+    for m in manifest:
+        folder = Path(m["folder"])
+        tag = f"{m['library']}-{m['architecture']}-{m['kind']}"
+        want = 2 if m["architecture"] in REFUSED else 0
+        cmds = [("inspect", SAELAB + ["inspect", str(folder), "--data", f"file:{m['data']}", "--out", str(out / tag / "inspect")])]
+        if not args.skip_lab and (m["kind"] == "checkpoint" or m["library"] == "sparsify" or m["architecture"] == "topk"):
+            cmds.append(("lab", SAELAB + ["lab", "--profile", "smoke", "--base", str(base_of(folder)), "--data",
+                                          f"file:{m['data']}", "--out", str(out / tag / "lab")]))
+        for what, cmd in cmds:
+            rc, first = run(cmd)
+            ok = rc == want and (want == 0 or m["architecture"] in first)
+            failed += not ok
+            print(f"{'ok ' if ok else 'BAD'} {what:7s} {tag:40s} exit {rc} (want {want}): {first[:160]}")
+        key = (m["library"], m["architecture"], m["kind"])
+        if key in RANKED and not args.skip_lab:
+            rank_out = out / tag / "rank"
+            rc, first = run(SAELAB + ["lab", *RANK_ARGS, "--base", str(base_of(folder)), "--data", f"file:{m['data']}",
+                                      "--out", str(rank_out)])
+            answer = rank_out / "answer.json"
+            ranking = json.loads(answer.read_text())["ranking"] if answer.exists() else []
+            confirmed = [r for r in ranking if r["verdict"] == "confirmed"]
+            top = confirmed[0]["cause"].split(" ")[0] if confirmed else None
+            ok = rc == 0 and top == RANKED[key]
+            failed += not ok
+            print(f"{'ok ' if ok else 'BAD'} ranking {tag:40s} exit {rc}: first cause {top} (want {RANKED[key]}); "
+                  + "; ".join(f"{r['cause']} {r['verdict']}" for r in ranking[:4]))
+    print(f"real clients through saelab: {len(manifest)} SAEs, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
