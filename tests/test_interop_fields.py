@@ -135,6 +135,6 @@ def test_the_report_opens_with_what_the_base_assumed_and_how_to_pass_the_real_se
     page = phases.prepare("04_normalization", ns, history=[]).describe().replace("&#95;", "_")  # _md escapes underscores
     assert "**Assumed**" in page and "runner_cfg.json" in page and "aux_loss_coefficient" in page
     b = load_base(str(base))
-    html = index_page([], [], None, {"name": b.name, "origin": b.origin, "assumed": list(b.assumed)})
+    html = index_page([], [], None, base={"name": b.name, "origin": b.origin, "assumed": list(b.assumed)})
     assert html.index("Assumed about your base") < html.index("Hypotheses") and "runner_cfg.json" in html
-    assert "Assumed" not in index_page([], [], None, {"name": "seed-test1", "origin": "preset", "assumed": []})
+    assert "Assumed" not in index_page([], [], None, base={"name": "seed-test1", "origin": "preset", "assumed": []})
