@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from saelab import config, train  # noqa: E402
-from saelab.foreign import load_checkpoint  # noqa: E402
+from saelab import config  # noqa: E402
+from saelab.interop.foreign import load_checkpoint  # noqa: E402
+from saelab.training import train  # noqa: E402
 
 LAB_EVAL_ROWS = 1024  # the quick profile's held-out rows
 

@@ -169,7 +169,8 @@ def _inputs(case: dict, seed: int, torch) -> dict:
 
 def _saelab_side(case: dict, t: dict, torch) -> dict:
     """saelab's own loss and gradients for the case, mapped to the library's convention."""
-    from saelab import config, losses, models
+    from saelab import config
+    from saelab.training import losses, models
 
     arch = {"auxk": "topk"}.get(case["kind"], case["kind"])
     cfg = config.SAEConfig(architecture=arch, d_in=D_IN, d_sae=D_SAE, k=K, jumprelu_bandwidth=BANDWIDTH,
