@@ -186,22 +186,18 @@ def health(run: Any) -> dict[str, float]:
             "collapsed": float(fvu >= COLLAPSE_FVU or l0 < 1), "floor": tail(run, "dead_floor_rate")}
 
 
-def _removes_other(pairs: list[tuple[Any, Any]]) -> tuple[str | None, str]:
-    """When the fix does not remove deaths: does it remove another unhealthiness of the reference,
-    in every replicate and without adding deaths (its final dead fraction at most MIN_EFFECT above
-    the reference's)? "collapse": the reference collapsed (FVU >= COLLAPSE_FVU or L0 < 1 per row)
-    and the fix did not; "dense latents": the reference's dense share exceeds MIN_EFFECT and falls
-    by more than MIN_EFFECT, the fix not collapsing. Returns (kind or None, a clause with numbers)."""
+def _removes_collapse(pairs: list[tuple[Any, Any]]) -> str:
+    """When the fix does not remove deaths: does it remove the reference's collapse (FVU >=
+    COLLAPSE_FVU or L0 < 1 per row: the SAE reconstructs nothing, a way of dying that leaves no
+    latent silent) in every replicate, without collapsing itself or adding deaths (its final dead
+    fraction at most MIN_EFFECT above the reference's)? Returns a clause with the numbers, or "".
+    Dense latents are not removed this way: no cause here is suspected of making the SAE dense,
+    and a drop in density measured on other rows (a fix that changes the data) is no evidence."""
     h = [(health(r), health(f)) for r, f in pairs]
-    no_new_deaths = all(f["dead"] <= r["dead"] + MIN_EFFECT for r, f in h)
-    fvu = f"FVU {pm([r['fvu'] for r, _ in h], False)} -> {pm([f['fvu'] for _, f in h], False)}"
-    l0 = f"L0 {pm([r['l0'] for r, _ in h], False)} -> {pm([f['l0'] for _, f in h], False)} per row"
-    if no_new_deaths and all(r["collapsed"] and not f["collapsed"] for r, f in h):
-        return "collapse", f"removes the collapse: {fvu}, {l0}"
-    if no_new_deaths and all(r["dense"] > MIN_EFFECT and r["dense"] - f["dense"] > MIN_EFFECT and not f["collapsed"] for r, f in h):
-        return "dense latents", (f"removes dense latents: {pm([r['dense'] for r, _ in h])} -> {pm([f['dense'] for _, f in h])} "
-                                 f"of the latents fire on > 10% of rows")
-    return None, ""
+    if not all(r["collapsed"] and not f["collapsed"] and f["dead"] <= r["dead"] + MIN_EFFECT for r, f in h):
+        return ""
+    return (f"removes the collapse: FVU {pm([r['fvu'] for r, _ in h], False)} -> {pm([f['fvu'] for _, f in h], False)}, "
+            f"L0 {pm([r['l0'] for r, _ in h], False)} -> {pm([f['l0'] for _, f in h], False)} per row")
 
 
 def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict[str, Any]:
@@ -216,9 +212,10 @@ def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict
 
     Deaths are one way an SAE dies; when the fix does not remove them but removes a collapse (the
     SAE reconstructs nothing: L1 33x too strong leaves L0 0.5 per row and FVU 1.03 with no latent
-    that never fires) or dense latents in every replicate, without adding deaths, the cause is
-    confirmed for that (``_removes_other``). ``numbers["removed"]`` names what the fix removed:
-    "deaths", "collapse", "dense latents" (absent when nothing). Returns {"word": confirmed |
+    that never fires) in every replicate, without adding deaths, the cause is confirmed for that
+    (``_removes_collapse``). ``numbers["removed"]`` names what the fix removed: "deaths" or
+    "collapse" (absent when nothing); each arm's final L0, dense share, collapse share and the
+    dead count's floor are in the numbers too. Returns {"word": confirmed |
     refuted | inconclusive, "effect", "numbers"}."""
     pairs = [(a[ref], a[fix]) for a in runs.values() if ref in a and fix in a]
     if not pairs:
@@ -236,14 +233,12 @@ def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict
     removed, other = None, ""
     if mean_peak > margin and all(d > MIN_EFFECT for d in d_peak) and (mean_final > margin or mean_ref_final < margin):
         word, removed = "confirmed", "deaths"
+    elif other := _removes_collapse(pairs):
+        word, removed = "confirmed", "collapse"
+    elif all(d <= MIN_EFFECT for d in d_peak):
+        word = "refuted"
     else:
-        removed, other = _removes_other(pairs)
-        if removed:
-            word = "confirmed"
-        elif all(d <= MIN_EFFECT for d in d_peak):
-            word = "refuted"
-        else:
-            word = "inconclusive"
+        word = "inconclusive"
     since = f" from step {after}" if after else ""
     effect = (f"peak dead{since}: {ref} {pm(pr)}, {fix} {pm(pf)}; final dead: {ref} {pm(fr)}, {fix} {pm(ff)} "
               f"(margin {100 * margin:.1f} points over {n} replicate{'s' * (n != 1)})" + (f"; {other}" if other else ""))
