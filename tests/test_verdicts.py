@@ -258,3 +258,10 @@ def test_verdicts_do_not_change_when_the_measuring_budget_is_multiplied_by_4(tmp
         floor = runs[0]["base"].metrics["dead_floor_rate"].iloc[-1]
         assert floor < (0.1 / scale) * 1 / 64 * 1.01, floor  # the count's floor at its target: a tenth (a 40th) of k/d_sae
     assert words[1] == words[4] and "confirmed" in words[1], words
+
+
+def test_a_fixs_fvu_is_weighed_in_the_bases_original_space():
+    """A normalization fix's FVU in its own normalized space (0.1) is not the base's space: the
+    numbers the answer weighs are the original-space FVUs (0.5 -> 0.6)."""
+    res = removes_deaths(by_seed(base=fake(0.4, fvu=0.5, fvu_orig=0.5), fix=fake(0.02, fvu=0.1, fvu_orig=0.6)), "base", "fix")
+    assert res["numbers"]["base_final_fvu"] == pytest.approx(0.5) and res["numbers"]["fix_final_fvu"] == pytest.approx(0.6)

@@ -177,12 +177,12 @@ def _plain(v: Any) -> Any:
 def health(run: Any) -> dict[str, float]:
     """A run's final health (``tail`` medians over the last logs): dead (the lab's count), dense
     (latents firing on more than a tenth of the held-out rows), FVU in the original space, L0 per
-    row, collapsed (FVU >= COLLAPSE_FVU or L0 < 1) and the dead count's detection floor. Runs
+    row and as a fraction of the latents, collapsed (FVU >= COLLAPSE_FVU or L0 < 1) and the dead count's detection floor. Runs
     logged before these columns existed get them from fvu / l0 (floor and dense: NaN)."""
     fvu = tail(run, "fvu_orig")
     fvu = fvu if math.isfinite(fvu) else tail(run, "fvu")
     l0 = tail(run, "l0")
-    return {"dead": tail(run, "dead_frac"), "dense": tail(run, "dense_frac"), "fvu": fvu, "l0": l0,
+    return {"dead": tail(run, "dead_frac"), "dense": tail(run, "dense_frac"), "fvu": fvu, "l0": l0, "l0_frac": tail(run, "l0_frac"),
             "collapsed": float(fvu >= COLLAPSE_FVU or l0 < 1), "floor": tail(run, "dead_floor_rate")}
 
 
@@ -244,12 +244,14 @@ def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict
               f"(margin {100 * margin:.1f} points over {n} replicate{'s' * (n != 1)})" + (f"; {other}" if other else ""))
     numbers = {f"{ref}_peak_dead": stats(pr)["mean"], f"{fix}_peak_dead": stats(pf)["mean"],
                f"{ref}_final_dead": stats(fr)["mean"], f"{fix}_final_dead": stats(ff)["mean"],
-               f"{ref}_final_fvu": stats([tail(r, "fvu") for r, _ in pairs])["mean"],
-               f"{fix}_final_fvu": stats([tail(f, "fvu") for _, f in pairs])["mean"],
+               # FVU in the original space: a normalization fix's own normalized FVU is another space
+               f"{ref}_final_fvu": stats([health(r)["fvu"] for r, _ in pairs])["mean"],
+               f"{fix}_final_fvu": stats([health(f)["fvu"] for _, f in pairs])["mean"],
                "peak_reduction": mean_peak, "final_reduction": mean_final, "margin": margin, "replicates": n}
     hr, hf = [health(r) for r, _ in pairs], [health(f) for _, f in pairs]
     for name, hs in ((ref, hr), (fix, hf)):
         numbers |= {f"{name}_final_l0": stats([h["l0"] for h in hs])["mean"],
+                    f"{name}_final_l0_frac": stats([h["l0_frac"] for h in hs])["mean"],
                     f"{name}_final_dense": stats([h["dense"] for h in hs])["mean"],
                     f"{name}_collapsed": stats([h["collapsed"] for h in hs])["mean"],
                     f"{name}_dead_floor_rate": stats([h["floor"] for h in hs])["mean"]}
