@@ -103,7 +103,8 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "fvu": {"base": n.get("base_final_fvu"), "with_fix": n.get(f"{arm}_final_fvu")},
             "l0": {"base": n.get("base_final_l0"), "with_fix": n.get(f"{arm}_final_l0"),
                    "base_frac": n.get("base_final_l0_frac"), "with_fix_frac": n.get(f"{arm}_final_l0_frac")},
-            "removed": n.get("removed") if v["verdict"] == "confirmed" else None, "margin": n.get("margin"), "replicates": n.get("replicates"),
+            "removed": n.get("removed") if v["verdict"] == "confirmed" else None,
+            "margin": n.get("margin"), "replicates": n.get("replicates"),
             "fix": _fix_lines(fix["changes"]), "fix_changes": fix["changes"], "fix_arm": arm})
     for r in rows:
         # a fix that changes the data (drops rows, reorders them) is measured on other held-out rows:
