@@ -117,6 +117,10 @@ def test_a_fix_that_keeps_latents_alive_by_making_the_sae_dense_ranks_after_one_
     k4 = arm("H16", {"sae.k": 8}, 8.0, 0.4)
     k4["numbers"] |= {"base_final_l0": 2.0, "base_final_l0_frac": 2 / 2048, "fix_final_l0_frac": 8 / 2048}
     assert answer.ranking([k4])[0]["costs_sparsity"] is False
+    # from a collapsed base (LR 30x too high: L0 0.98 of 64) L0 27.5 is the recovery, not a cost
+    rec = arm("H9", {"optim.lr": 0.01}, 27.5, 0.4)
+    rec["numbers"] |= {"base_final_l0": 0.98, "base_final_l0_frac": 0.98 / 64, "fix_final_l0_frac": 27.5 / 64}
+    assert answer.ranking([rec])[0]["costs_sparsity"] is False
 
 
 def test_identical_falls_are_tied_whatever_the_number_of_replicates_and_cheaper_first():

@@ -135,8 +135,11 @@ def costs_sparsity(l0: dict[str, Any]) -> bool:
     """Does the fix keep the latents alive only by making the SAE dense? Its final L0 grows by more
     than L0_COST times the base's and ends above the seed's acceptable L0 fraction (7% of the
     latents per row): alpha x0.01 took L0 from 7.4 to 110 of 512 latents (21%) where LR x0.3 kept
-    it at 16 (3%). TopK's k x4 stays under 7% on any real dictionary."""
-    frac = l0.get("with_fix_frac")
+    it at 16 (3%). TopK's k x4 stays under 7% on any real dictionary. From a collapsed base (L0 < 1
+    per row: LR 30x too high left 0.98) a larger L0 is the recovery, not a cost."""
+    frac, base = l0.get("with_fix_frac"), l0.get("base")
+    if isinstance(base, (int, float)) and base < 1:  # a collapsed base: any SAE that works has a larger L0
+        return False
     return _ratio(l0) > L0_COST and isinstance(frac, (int, float)) and frac > L0_RANGE[1]
 
 
