@@ -49,6 +49,9 @@ CASES = {
     "lr too high": ("02_lr_warmup", merge(SMALL, {"optim": {"lr": 0.1}}), SMALL, {"schedule_shape": []}, "H9"),
     "l1 too strong": ("01_l1_penalty", merge(SMALL, {"penalty": {"alpha": 1.0}, "steps": 600}), merge(SMALL, {"steps": 600}),
                       ONLY_L1 | {"penalty_alpha_multipliers": [0.01, 0.1]}, "H1s"),
+    # 33x the healthy alpha: the SAE collapses (L0 0.02 per row, FVU 1.005; 31% dead by the lab's count)
+    "l1 collapses the sae": ("01_l1_penalty", merge(SMALL, {"penalty": {"alpha": 0.33}, "steps": 600}), merge(SMALL, {"steps": 600}),
+                             ONLY_L1 | {"penalty_alpha_multipliers": [0.01, 0.1]}, "H1s"),
     "topk k too small, no auxk": ("01_l1_penalty", merge(SMALL, merge(TOPK, {"sae": {"k": 1}})),
                                   # control: k = 32 of the 64 latents stays healthy on this data (k = 16 loses ~11%
                                   # of its latents here, so its 4x arm, k = 64, "removed" deaths too)

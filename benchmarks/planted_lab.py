@@ -62,8 +62,8 @@ def main() -> int:
         tied = at > 0 and ranked[at]["verdict"] == "confirmed" and all(r.get("tied_with_above") for r in ranked[1:at + 1])
         good = first or tied
         ok &= good
-        top = "; ".join(f"{'= ' if r.get('tied_with_above') else ''}{r['id']} {r['verdict']}"
-                        f"{' (costs reconstruction)' if r.get('costs_reconstruction') else ''} "
+        cost = lambda r: f" ({r['cost']})" if r.get("cost") else " (costs reconstruction)" if r.get("costs_reconstruction") else ""  # noqa: E731
+        top = "; ".join(f"{'= ' if r.get('tied_with_above') else ''}{r['id']} {r['verdict']}{cost(r)} "
                         f"{pct(r['peak_dead']['base'])} -> {pct(r['peak_dead']['with_fix'])}"
                         for r in ranked[:3]) or "no cause ranked"
         print(

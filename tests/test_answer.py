@@ -92,3 +92,51 @@ def test_causes_whose_fixes_remove_as_many_deaths_within_the_spread_are_tied():
     ranked = answer.ranking([c, b, a])
     assert [r["id"] for r in ranked] == ["H8", "H16", "H3"]
     assert [r["tied_with_above"] for r in ranked] == [False, True, False]  # 2 points apart vs 2 x 2.8 SE; 14.5 points apart
+
+
+def test_a_fix_that_keeps_latents_alive_by_making_the_sae_dense_ranks_after_one_that_keeps_it_sparse():
+    """Issue 21's LR-too-high case: alpha x0.01 and LR x0.3 both take dead from 6.4% to 0% (one
+    replicate each); alpha does it by making the SAE dense (L0 7.4 -> 110 of 512 latents), LR keeps
+    it sparse (L0 16) and reconstructs better. LR comes first, alpha is left out of the fixed
+    configuration with the reason in numbers; the falls are equal, so the two are tied only if
+    both cost nothing."""
+    def arm(hid: str, changes: dict, l0: float, fvu: float) -> dict:
+        c = cause(hid, "confirmed", 0.064, changes)
+        c["numbers"] |= {"base_final_l0": 7.4, "fix_final_l0": l0, "base_final_l0_frac": 7.4 / 512, "fix_final_l0_frac": l0 / 512,
+                         "base_final_fvu": 0.44, "fix_final_fvu": fvu, "replicates": 1}
+        return c
+    dense = arm("H1s", {"penalty.alpha": 1e-4}, 110.0, 0.20)
+    sparse = arm("H9", {"optim.lr": 3e-4}, 16.0, 0.26)
+    ranked = answer.ranking([dense, sparse])
+    assert [r["id"] for r in ranked] == ["H9", "H1s"]
+    assert ranked[1]["costs_sparsity"] is True and ranked[0]["costs_sparsity"] is False
+    assert "dense" in ranked[1]["cost"] and "7.4 -> 110" in ranked[1]["cost"] and ranked[1]["tied_with_above"] is False
+    assert answer.fixed_changes(ranked) == {"optim.lr": 3e-4}
+    assert ranked[1]["combined"] is False and ranked[1]["why"] == ranked[1]["cost"]
+    # TopK's k x4 (2 -> 8 of 2,048 latents) quadruples L0 but stays sparse: no cost
+    k4 = arm("H16", {"sae.k": 8}, 8.0, 0.4)
+    k4["numbers"] |= {"base_final_l0": 2.0, "base_final_l0_frac": 2 / 2048, "fix_final_l0_frac": 8 / 2048}
+    assert answer.ranking([k4])[0]["costs_sparsity"] is False
+    # from a collapsed base (LR 30x too high: L0 0.98 of 64) L0 27.5 is the recovery, not a cost
+    rec = arm("H9", {"optim.lr": 0.01}, 27.5, 0.4)
+    rec["numbers"] |= {"base_final_l0": 0.98, "base_final_l0_frac": 0.98 / 64, "fix_final_l0_frac": 27.5 / 64}
+    assert answer.ranking([rec])[0]["costs_sparsity"] is False
+
+
+def test_identical_falls_are_tied_whatever_the_number_of_replicates_and_cheaper_first():
+    a = cause("H9", "confirmed", 0.064, {"optim.lr": 3e-4})
+    b = cause("H20", "confirmed", 0.064, {"optim.weight_decay": 0.0})
+    for c, l0 in ((a, 16.0), (b, 9.0)):  # one replicate: no standard error
+        c["numbers"] |= {"base_final_l0": 7.4, "fix_final_l0": l0, "base_final_l0_frac": 0.01, "fix_final_l0_frac": 0.02}
+    ranked = answer.ranking([a, b])
+    assert [r["id"] for r in ranked] == ["H20", "H9"]  # the same deaths removed: the one that grows L0 less first
+    assert ranked[1]["tied_with_above"] is True
+    assert answer.ranking([a, cause("H3", "confirmed", 0.05, {})])[1]["tied_with_above"] is False
+
+
+def test_a_collapse_removed_is_ranked_and_named():
+    c = cause("H1s", "confirmed", 0.0, {"penalty.alpha": 0.0033})
+    c["numbers"] |= {"removed": "collapse", "base_final_fvu": 1.03, "fix_final_fvu": 0.4}
+    (r,) = answer.ranking([c])
+    assert r["removed"] == "collapse" and r["cost"] == ""
+    assert answer.fixed_changes([r]) == {"penalty.alpha": 0.0033}

@@ -109,3 +109,23 @@ def test_geometric_median():
     assert float((far.mean(0) - x.mean(0)).norm()) > 1e3
     with pytest.raises(ValueError, match="rows"):
         M.geometric_median(torch.zeros(0, 3))
+
+
+def test_detection_floor_and_the_rows_it_needs():
+    # an alive latent at rate r is silent on n rows with probability (1 - r)^n; the floor is the r at
+    # which that is 1%: 1 - 0.01^(1/1024) = 4.487e-3 for the quick profile's 1,024 held-out rows
+    assert M.detection_floor(1024) == pytest.approx(4.4873e-3, rel=1e-4)
+    assert M.detection_floor(0) == 1.0
+    rate = 2 / 2048 / 10  # a tenth of the mean rate of TopK k=2 on 2,048 latents
+    n = M.observations_for(rate)
+    assert M.detection_floor(n) <= rate < M.detection_floor(n - 1)
+    assert 47_000 < n < 47_300  # ln(100) / 9.77e-5 = 47,155
+    with pytest.raises(ValueError, match="rate"):
+        M.observations_for(0.0)
+
+
+def test_dense_fraction_and_collapse():
+    counts = torch.tensor([[0, 5, 11, 50]])  # fired on 0, 5, 11 and 50 of 100 rows: two above 10%
+    assert M.dense_fraction(counts, 100).tolist() == [0.5]
+    # FVU >= 0.99 (learned nothing) or L0 < 1 per row (L1 33x too strong: 0.5) is a collapse
+    assert M.collapsed(torch.tensor([1.03, 0.4, 0.4]), torch.tensor([5.0, 0.5, 3.0])).tolist() == [True, True, False]

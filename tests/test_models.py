@@ -242,3 +242,23 @@ def test_b_enc_init_sets_every_encoder_bias_at_step_0():
     m = build(cfg, n_arms=2)
     assert torch.equal(m.b_enc.detach(), torch.full((2, 16), -0.5))
     assert torch.equal(build(SAEConfig(d_in=8, d_sae=16), n_arms=1).b_enc.detach(), torch.zeros(1, 16))
+
+
+def test_jumprelu_threshold_kernel_sees_negative_preactivations_as_they_are():
+    """With theta below half the bandwidth, a negative pre-activation lies outside the kernel's
+    window |pre - theta| < eps/2 (SAELens' JumpReLU, DeepMind's reference). A ReLU before the jump
+    put every negative pre-activation at 0, inside the window, and the threshold's gradient summed
+    over them too (tools/reference_remedies.py measured 1.48 against SAELens' 0.06)."""
+    theta, eps = 0.01, 0.1
+    cfg = SAEConfig(architecture="jumprelu", d_in=2, d_sae=1, jumprelu_threshold=theta, jumprelu_bandwidth=eps)
+    model = build(cfg, n_arms=1, dtype=torch.float64)
+    with torch.no_grad():
+        model.W_enc.copy_(torch.tensor([[[1.0, 0.0]]]))
+        model.b_enc.zero_()
+    x = torch.tensor([[[-1.0, 0.0], [0.02, 0.0], [0.5, 0.0]]], dtype=torch.float64)  # pre = -1, 0.02, 0.5
+    _, codes, _ = model(x)
+    codes.sum().backward()
+    # the window is (theta - eps/2, theta + eps/2) = (-0.04, 0.06): only pre = 0.02 is inside, so
+    # dL/dtheta = -(theta / eps) * 1 = -0.1, and dL/dlog(theta) = theta * -0.1 = -1e-3 (not -2e-3)
+    torch.testing.assert_close(model.log_threshold.grad, torch.tensor([[-1e-3]], dtype=torch.float64))
+    assert codes.detach()[0, :, 0].tolist() == [0.0, 0.02, 0.5]

@@ -16,6 +16,7 @@ from saelab.config import seed_test1
 from saelab.lab import answer, phases, verdicts
 from saelab.lab.hypothesis import removes_deaths
 from saelab.lab.phases import get_phase
+from saelab.training import stack
 from saelab.training.train import train
 
 STEPS = np.arange(0, 1001, 50)
@@ -215,3 +216,52 @@ def test_stability_ignores_the_initial_sparsification():
     assert [c["onset_step"] for c in verdicts.late_collapses(late)] == [500]
     stability = [r for r in answer.validation_rows(by_seed(early=early, late=late)) if "stability" in r["metric"]]
     assert [(r["arm"], r["pass"]) for r in stability] == [("early", True), ("late", False)]
+
+
+def test_a_fix_that_removes_a_collapse_without_deaths_is_confirmed_and_named():
+    """L1 33x too strong (issue 21): L0 0.53 per row and FVU 1.03, but no latent that never fires;
+    the arm with alpha down reconstructs (FVU 0.4, L0 6). The cause is confirmed for the collapse
+    it removes, not refuted for the deaths it could not remove."""
+    collapsed = fake(0.0, l0_frac=0.0053, fvu=1.03, fvu_orig=1.03)
+    healthy = fake(0.0, l0_frac=0.06, fvu=0.4, fvu_orig=0.4)
+    res = removes_deaths(by_seed(base=collapsed, fix=healthy), "base", "fix")
+    assert res["word"] == "confirmed", res["effect"]
+    assert res["numbers"]["removed"] == "collapse" and "removes the collapse" in res["effect"]
+    assert res["numbers"]["base_collapsed"] == 1.0 and res["numbers"]["fix_collapsed"] == 0.0
+    # nothing to remove from a healthy reference; a "fix" that trades the collapse for deaths removes nothing
+    assert removes_deaths(by_seed(base=healthy, fix=healthy), "base", "fix")["word"] == "refuted"
+    dying = fake(0.3, l0_frac=0.06, fvu=0.4, fvu_orig=0.4)
+    assert removes_deaths(by_seed(base=collapsed, fix=dying), "base", "fix")["word"] != "confirmed"
+    # deaths removed are named as deaths
+    assert removes_deaths(by_seed(base=fake(0.4), fix=fake(0.02)), "base", "fix")["numbers"]["removed"] == "deaths"
+
+
+def test_verdicts_do_not_change_when_the_measuring_budget_is_multiplied_by_4(tmp_path, monkeypatch):
+    """The dead count's budget (held-out rows, and the training window sized to its floor) x4 at
+    smoke size: TopK k=1 of 64 latents (many die) against k x4, two replicates. The counts move a
+    little; the verdicts do not."""
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps({"sae": {"architecture": "topk", "k": 1, "d_sae": 64}, "penalty": {"form": "none", "alpha": 0.0},
+                                "data": {"mean_offset": 0.0, "batch_size": 64}, "optim": {"lr": 3e-3},
+                                "schedule": {"shape": "constant", "warmup_steps": 0}}))
+    words = {}
+    for scale in (1, 4):
+        monkeypatch.setattr(stack, "FLOOR_OF_MEAN", 0.1 / scale)
+        runs = {}
+        for seed in (0, 1):
+            built = phases.build("01_l1_penalty", "smoke", seed, str(base), steps=200, overrides={"eval_rows": 256 * scale},
+                                 sae_k_multipliers=[4], penalty_form=[], penalty_alpha_task22=False, sae_decoder_constraint="none")
+            runs[seed] = train(built.plan.arms, tmp_path / f"{scale}-{seed}", progress=False)
+        h = next(h for h in get_phase("01_l1_penalty").hypotheses if h.id == "H16")
+        v = h.judge(runs, built.ctx, built.plan.tested["H16"])
+        words[scale] = [x["verdict"] for x in (v if isinstance(v, list) else [v])]
+        floor = runs[0]["base"].metrics["dead_floor_rate"].iloc[-1]
+        assert floor < (0.1 / scale) * 1 / 64 * 1.01, floor  # the count's floor at its target: a tenth (a 40th) of k/d_sae
+    assert words[1] == words[4] and "confirmed" in words[1], words
+
+
+def test_a_fixs_fvu_is_weighed_in_the_bases_original_space():
+    """A normalization fix's FVU in its own normalized space (0.1) is not the base's space: the
+    numbers the answer weighs are the original-space FVUs (0.5 -> 0.6)."""
+    res = removes_deaths(by_seed(base=fake(0.4, fvu=0.5, fvu_orig=0.5), fix=fake(0.02, fvu=0.1, fvu_orig=0.6)), "base", "fix")
+    assert res["numbers"]["base_final_fvu"] == pytest.approx(0.5) and res["numbers"]["fix_final_fvu"] == pytest.approx(0.6)

@@ -43,6 +43,7 @@ from saelab.lab.wording import md_code, md_text
 
 VERDICT_ORDER = {"confirmed": 0, "inconclusive": 1, "refuted": 2}
 FVU_COST = 0.02  # final FVU points a fix may add before it counts as keeping latents alive by learning less
+L0_COST = 2.0  # ... and the factor its L0 may grow by, when it ends above the seed's acceptable L0 (L0_RANGE[1])
 
 
 def load_phase_verdicts(root: Path, skip: str = "") -> list[dict[str, Any]]:
@@ -83,9 +84,13 @@ def _dead(n: dict[str, Any], which: str, arm: str) -> dict[str, Any]:
 
 def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Causes with a fix arm, most harmful first: confirmed before inconclusive before refuted;
-    within each, fixes that keep the reconstruction before those that cost it (``costs_reconstruction``),
-    then by the mean fall of the peak dead fraction the fix brings, then of the final one. A row whose
-    fall is within the spread of the row above is marked ``tied_with_above``."""
+    within each, fixes that keep the SAE sparse and reconstructing before those that keep latents
+    alive only by making it dense (``costs_sparsity``) or by learning less (``costs_reconstruction``;
+    ``cost`` says which, with numbers), then by the mean fall of the peak dead fraction the fix
+    brings, then of the final one, then by the L0 and FVU the fix ends with relative to the base's
+    (FVU in the original space: ``hypothesis.health``). A row whose fall is within the spread of the
+    row above, or equal to it, is marked ``tied_with_above``; ``removed`` names what the fix
+    removed (deaths or a collapse)."""
     rows = []
     for v in verdicts:
         fix, n = v.get("fix"), v.get("numbers") or {}
@@ -96,6 +101,9 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "cause": v["hypothesis"], "id": v["id"], "phase": v["phase"], "verdict": v["verdict"],
             "peak_dead": _dead(n, "peak", arm), "final_dead": _dead(n, "final", arm),
             "fvu": {"base": n.get("base_final_fvu"), "with_fix": n.get(f"{arm}_final_fvu")},
+            "l0": {"base": n.get("base_final_l0"), "with_fix": n.get(f"{arm}_final_l0"),
+                   "base_frac": n.get("base_final_l0_frac"), "with_fix_frac": n.get(f"{arm}_final_l0_frac")},
+            "removed": n.get("removed") if v["verdict"] == "confirmed" else None,
             "margin": n.get("margin"), "replicates": n.get("replicates"),
             "fix": _fix_lines(fix["changes"]), "fix_changes": fix["changes"], "fix_arm": arm})
     for r in rows:
@@ -103,11 +111,49 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         # its FVU is not comparable with the base's, so it is not judged a cost
         r["fvu"]["comparable"] = not any(k.startswith("data.") for k in r["fix_changes"])
         r["costs_reconstruction"] = r["fvu"]["comparable"] and costs_reconstruction(r["fvu"])
-    rows.sort(key=lambda r: (VERDICT_ORDER[r["verdict"]], r["costs_reconstruction"], -(r["peak_dead"]["fall"] or 0),
-                             -(r["final_dead"]["fall"] or 0)))
+        r["costs_sparsity"] = costs_sparsity(r["l0"])
+        r["cost"] = cost_sentence(r)
+    # deaths removed first; a fix that keeps latents alive only by learning less or by making the SAE
+    # dense after those that do not; equal falls by what they cost (L0 growth, then FVU)
+    rows.sort(key=lambda r: (VERDICT_ORDER[r["verdict"]], r["costs_reconstruction"] or r["costs_sparsity"],
+                             -round(r["peak_dead"]["fall"] or 0, 9), -round(r["final_dead"]["fall"] or 0, 9),
+                             _ratio(r["l0"]), _ratio(r["fvu"]) if r["fvu"]["comparable"] else 1.0))
     for i, r in enumerate(rows):
         r["tied_with_above"] = i > 0 and _tied(rows[i - 1], r)
     return rows
+
+
+def _ratio(pair: dict[str, Any]) -> float:
+    """with_fix / base (1.0 when either is missing): how much a fix moves L0 or FVU."""
+    b, f = pair.get("base"), pair.get("with_fix")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (b, f)) or b <= 0:
+        return 1.0
+    return f / b
+
+
+def costs_sparsity(l0: dict[str, Any]) -> bool:
+    """Does the fix keep the latents alive only by making the SAE dense? Its final L0 grows by more
+    than L0_COST times the base's and ends above the seed's acceptable L0 fraction (7% of the
+    latents per row): alpha x0.01 took L0 from 7.4 to 110 of 512 latents (21%) where LR x0.3 kept
+    it at 16 (3%). TopK's k x4 stays under 7% on any real dictionary. From a collapsed base (L0 < 1
+    per row: LR 30x too high left 0.98) a larger L0 is the recovery, not a cost."""
+    frac, base = l0.get("with_fix_frac"), l0.get("base")
+    if isinstance(base, (int, float)) and base < 1:  # a collapsed base: any SAE that works has a larger L0
+        return False
+    return _ratio(l0) > L0_COST and isinstance(frac, (int, float)) and frac > L0_RANGE[1]
+
+
+def cost_sentence(r: dict[str, Any]) -> str:
+    """Why a fix ranks after the others, in numbers ("" when it costs nothing)."""
+    parts = []
+    if r.get("costs_sparsity"):
+        lv = r["l0"]
+        parts.append(f"keeps latents alive by making the SAE dense: L0 {lv['base']:.3g} -> {lv['with_fix']:.3g} per row "
+                     f"({100 * lv['with_fix_frac']:.0f}% of the latents)")
+    if r.get("costs_reconstruction"):
+        fv = r["fvu"]
+        parts.append(f"costs reconstruction: final FVU {fv['base']:.3g} with the base, {fv['with_fix']:.3g} with this fix")
+    return "; ".join(parts)
 
 
 def costs_reconstruction(fvu: dict[str, Any]) -> bool:
@@ -122,13 +168,16 @@ def costs_reconstruction(fvu: dict[str, Any]) -> bool:
 
 def _tied(above: dict[str, Any], r: dict[str, Any]) -> bool:
     """Two confirmed causes whose fixes remove as many deaths within twice the standard error of
-    their difference (paired falls, known with several replicates): the order between them is noise."""
-    if above["verdict"] != "confirmed" or r["verdict"] != "confirmed" or above["costs_reconstruction"] != r["costs_reconstruction"]:
+    their difference (paired falls, known with several replicates), or identical falls whatever
+    the number of replicates (one replicate has no spread, but 6.4% -> 0% twice is a tie): the
+    order between them is noise. A fix that costs (``cost``) is never tied with one that does not."""
+    if above["verdict"] != "confirmed" or r["verdict"] != "confirmed" or bool(above.get("cost")) != bool(r.get("cost")):
         return False
     a, b = above["peak_dead"], r["peak_dead"]
-    if "fall_se" not in a or "fall_se" not in b or a.get("fall") is None or b.get("fall") is None:
+    if a.get("fall") is None or b.get("fall") is None:
         return False
-    return abs(a["fall"] - b["fall"]) <= max(SPREAD_FACTOR * math.hypot(a["fall_se"], b["fall_se"]), 1e-9)
+    se = math.hypot(a["fall_se"], b["fall_se"]) if "fall_se" in a and "fall_se" in b else 0.0
+    return abs(a["fall"] - b["fall"]) <= max(SPREAD_FACTOR * se, 1e-9)
 
 
 def fixed_changes(ranked: list[dict[str, Any]], enough: float = MIN_EFFECT) -> dict[str, Any]:
@@ -143,10 +192,8 @@ def fixed_changes(ranked: list[dict[str, Any]], enough: float = MIN_EFFECT) -> d
         if r["verdict"] != "confirmed":
             continue
         ch = r["fix_changes"]
-        if r.get("costs_reconstruction"):
-            fv = r["fvu"]
-            r["combined"], r["why"] = False, (f"costs reconstruction: final FVU {fv['base']:.3g} with the base, "
-                                              f"{fv['with_fix']:.3g} with this fix")
+        if r.get("cost"):
+            r["combined"], r["why"] = False, r["cost"]
             continue
         if left <= enough:
             r["combined"], r["why"] = False, f"not needed: the fixes above already leave {100 * left:.1f}% dead at the peak"

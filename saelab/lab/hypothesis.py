@@ -14,6 +14,7 @@ replicates (paired by seed); nothing is blamed for being near in time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,6 +23,7 @@ from saelab.config import RunConfig
 from saelab.lab.base import Profile, flatten
 from saelab.lab.verdicts import RunsBySeed, peak, pm, stats, tail, verdict
 from saelab.lab.wording import MEANING
+from saelab.training.metrics import COLLAPSE_FVU
 
 Kind = Literal["cause", "remedy", "fact"]  # what "confirmed" means for the researcher: bad, good, bad
 MIN_EFFECT = 0.05  # dead-fraction points: the smallest reduction that counts as removing deaths
@@ -172,6 +174,32 @@ def _plain(v: Any) -> Any:
     return v if isinstance(v, (bool, int, float, str)) or v is None else str(v)
 
 
+def health(run: Any) -> dict[str, float]:
+    """A run's final health (``tail`` medians over the last logs): dead (the lab's count), dense
+    (latents firing on more than a tenth of the held-out rows), FVU in the original space, L0 per
+    row and as a fraction of the latents, collapsed (FVU >= COLLAPSE_FVU or L0 < 1) and the dead count's detection floor. Runs
+    logged before these columns existed get them from fvu / l0 (floor and dense: NaN)."""
+    fvu = tail(run, "fvu_orig")
+    fvu = fvu if math.isfinite(fvu) else tail(run, "fvu")
+    l0 = tail(run, "l0")
+    return {"dead": tail(run, "dead_frac"), "dense": tail(run, "dense_frac"), "fvu": fvu, "l0": l0, "l0_frac": tail(run, "l0_frac"),
+            "collapsed": float(fvu >= COLLAPSE_FVU or l0 < 1), "floor": tail(run, "dead_floor_rate")}
+
+
+def _removes_collapse(pairs: list[tuple[Any, Any]]) -> str:
+    """When the fix does not remove deaths: does it remove the reference's collapse (FVU >=
+    COLLAPSE_FVU or L0 < 1 per row: the SAE reconstructs nothing, a way of dying that leaves no
+    latent silent) in every replicate, without collapsing itself or adding deaths (its final dead
+    fraction at most MIN_EFFECT above the reference's)? Returns a clause with the numbers, or "".
+    Dense latents are not removed this way: no cause here is suspected of making the SAE dense,
+    and a drop in density measured on other rows (a fix that changes the data) is no evidence."""
+    h = [(health(r), health(f)) for r, f in pairs]
+    if not all(r["collapsed"] and not f["collapsed"] and f["dead"] <= r["dead"] + MIN_EFFECT for r, f in h):
+        return ""
+    return (f"removes the collapse: FVU {pm([r['fvu'] for r, _ in h], False)} -> {pm([f['fvu'] for _, f in h], False)}, "
+            f"L0 {pm([r['l0'] for r, _ in h], False)} -> {pm([f['l0'] for _, f in h], False)} per row")
+
+
 def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict[str, Any]:
     """Does arm ``fix`` remove the deaths of arm ``ref``? Per replicate (the same seed gives both
     arms the same data and initialization, so the comparison is paired), the fall of the peak dead
@@ -180,8 +208,15 @@ def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict
     margin — the larger of MIN_EFFECT (5 points) and SPREAD_FACTOR standard errors of the paired
     falls over the replicates — and the final dead fraction falls by the margin too (or the
     reference ends below it: nothing left to remove at the end). It does *not* remove them when the
-    peak falls by no more than MIN_EFFECT in every replicate. Else inconclusive. Returns
-    {"word": confirmed | refuted | inconclusive, "effect", "numbers"}."""
+    peak falls by no more than MIN_EFFECT in every replicate. Else inconclusive.
+
+    Deaths are one way an SAE dies; when the fix does not remove them but removes a collapse (the
+    SAE reconstructs nothing: L1 33x too strong leaves L0 0.5 per row and FVU 1.03 with no latent
+    that never fires) in every replicate, without adding deaths, the cause is confirmed for that
+    (``_removes_collapse``). ``numbers["removed"]`` names what the fix removed: "deaths" or
+    "collapse" (absent when nothing); each arm's final L0, dense share, collapse share and the
+    dead count's floor are in the numbers too. Returns {"word": confirmed |
+    refuted | inconclusive, "effect", "numbers"}."""
     pairs = [(a[ref], a[fix]) for a in runs.values() if ref in a and fix in a]
     if not pairs:
         return {"word": "inconclusive", "effect": f"not testable: arms {ref!r} and {fix!r} were not both trained", "numbers": {}}
@@ -195,20 +230,33 @@ def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict
     se_peak, se_final = stats(d_peak)["sd"] / n ** 0.5, stats(d_final)["sd"] / n ** 0.5  # standard errors of the paired falls
     margin = max(MIN_EFFECT, SPREAD_FACTOR * max(se_peak, se_final))
     mean_peak, mean_final, mean_ref_final = stats(d_peak)["mean"], stats(d_final)["mean"], stats(fr)["mean"]
+    removed, other = None, ""
     if mean_peak > margin and all(d > MIN_EFFECT for d in d_peak) and (mean_final > margin or mean_ref_final < margin):
-        word = "confirmed"
+        word, removed = "confirmed", "deaths"
+    elif other := _removes_collapse(pairs):
+        word, removed = "confirmed", "collapse"
     elif all(d <= MIN_EFFECT for d in d_peak):
         word = "refuted"
     else:
         word = "inconclusive"
     since = f" from step {after}" if after else ""
     effect = (f"peak dead{since}: {ref} {pm(pr)}, {fix} {pm(pf)}; final dead: {ref} {pm(fr)}, {fix} {pm(ff)} "
-              f"(margin {100 * margin:.1f} points over {n} replicate{'s' * (n != 1)})")
+              f"(margin {100 * margin:.1f} points over {n} replicate{'s' * (n != 1)})" + (f"; {other}" if other else ""))
     numbers = {f"{ref}_peak_dead": stats(pr)["mean"], f"{fix}_peak_dead": stats(pf)["mean"],
                f"{ref}_final_dead": stats(fr)["mean"], f"{fix}_final_dead": stats(ff)["mean"],
-               f"{ref}_final_fvu": stats([tail(r, "fvu") for r, _ in pairs])["mean"],
-               f"{fix}_final_fvu": stats([tail(f, "fvu") for _, f in pairs])["mean"],
+               # FVU in the original space: a normalization fix's own normalized FVU is another space
+               f"{ref}_final_fvu": stats([health(r)["fvu"] for r, _ in pairs])["mean"],
+               f"{fix}_final_fvu": stats([health(f)["fvu"] for _, f in pairs])["mean"],
                "peak_reduction": mean_peak, "final_reduction": mean_final, "margin": margin, "replicates": n}
+    hr, hf = [health(r) for r, _ in pairs], [health(f) for _, f in pairs]
+    for name, hs in ((ref, hr), (fix, hf)):
+        numbers |= {f"{name}_final_l0": stats([h["l0"] for h in hs])["mean"],
+                    f"{name}_final_l0_frac": stats([h["l0_frac"] for h in hs])["mean"],
+                    f"{name}_final_dense": stats([h["dense"] for h in hs])["mean"],
+                    f"{name}_collapsed": stats([h["collapsed"] for h in hs])["mean"],
+                    f"{name}_dead_floor_rate": stats([h["floor"] for h in hs])["mean"]}
+    if removed:
+        numbers["removed"] = removed
     if n > 1:  # the spread over the replicates (sample sd; SE of the paired falls), shown beside each mean
         numbers |= {f"{ref}_peak_dead_sd": stats(pr)["sd"], f"{fix}_peak_dead_sd": stats(pf)["sd"],
                     f"{ref}_final_dead_sd": stats(fr)["sd"], f"{fix}_final_dead_sd": stats(ff)["sd"],

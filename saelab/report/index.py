@@ -118,10 +118,14 @@ def answer_section(found: Mapping[str, Any] | None) -> str:
             if isinstance(r.get("margin"), (int, float)) and reps else ""
         combined = "" if r.get("combined", True) or r.get("verdict") != "confirmed" else \
             f'<div class="muted">not in the fixed configuration: {e(r.get("why") or "an earlier fix sets the same field")}</div>'
-        if r.get("costs_reconstruction"):
+        if r.get("cost"):  # why it ranks after the fixes that keep the SAE sparse and reconstructing
+            note += f'<div class="muted">ranked after the fixes that cost nothing: {e(r["cost"])}</div>'
+        elif r.get("costs_reconstruction"):  # an answer.json written before the sparsity cost existed
             fv = r.get("fvu") or {}
             note += (f'<div class="muted">costs reconstruction: final FVU {e(_num(fv.get("base")))} → '
                      f'{e(_num(fv.get("with_fix")))}</div>')
+        if r.get("removed") == "collapse":
+            note += '<div class="muted">removes a collapse (the SAE reconstructed nothing), not deaths</div>'
         tie = ' title="tied with the cause above: the difference is within the spread"' if r.get("tied_with_above") else ""
         rows.append(f"<tr><td{tie}>{'=' if tie else i}</td>"
                     f"<td><b>{e(r.get('id', ''))}</b> {e(str(r.get('cause', '')).split(' · ', 1)[-1])}"

@@ -3,6 +3,8 @@ dimension) before the batch: codes [..., B, S], x [..., B, d]; results have shap
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -31,6 +33,39 @@ def dead_fraction(counts: Tensor) -> Tensor:
     """Fraction of latents that never fired, from fire counts [..., S] over some set of rows
     (the held-out set for the truth; the current batch for the seed's measurement)."""
     return (counts == 0).to(torch.float32).mean(-1)
+
+
+MISS = 0.01  # the detection floor's error: an alive latent called dead with at most this probability
+DENSE_RATE = 0.1  # a latent firing on more than a tenth of the rows is dense (issue 21)
+COLLAPSE_FVU = 0.99  # an SAE that leaves this much of the variance unexplained has learned nothing
+
+
+def detection_floor(observations: int, miss: float = MISS) -> float:
+    """The firing rate below which a latent that is alive would be called dead (silent on every one
+    of ``observations`` independent rows or tokens) with probability above ``miss``:
+    (1 - r)^n > miss <=> r < 1 - miss^(1/n), about ln(1/miss)/n. 1,024 rows: 4.5e-3 (at ``miss``
+    0.01); 131,072 rows: 3.5e-5. ``observations`` < 1 has no floor: 1.0."""
+    return 1.0 - miss ** (1.0 / observations) if observations >= 1 else 1.0
+
+
+def observations_for(rate: float, miss: float = MISS) -> int:
+    """The rows or tokens a dead count needs so that its detection floor is ``rate`` (the inverse
+    of ``detection_floor``): ceil(ln(miss) / ln(1 - rate)). A tenth of the mean rate of TopK k=2 on
+    2,048 latents (9.8e-5) needs 47,150."""
+    if not 0 < rate < 1:
+        raise ValueError(f"rate={rate} must be in (0, 1)")
+    return math.ceil(math.log(miss) / math.log1p(-rate))
+
+
+def dense_fraction(counts: Tensor, rows: int, above: float = DENSE_RATE) -> Tensor:
+    """Fraction of latents firing on more than ``above`` of ``rows`` rows, from fire counts [..., S]."""
+    return (counts.to(torch.float64) / max(rows, 1) > above).to(torch.float32).mean(-1)
+
+
+def collapsed(fvu: Tensor, l0: Tensor) -> Tensor:
+    """An SAE that reconstructs (almost) nothing, FVU >= COLLAPSE_FVU, or whose rows use less than
+    one latent on average: bool [...]."""
+    return (fvu >= COLLAPSE_FVU) | (l0 < 1)
 
 
 def mse(x: Tensor, x_hat: Tensor) -> Tensor:

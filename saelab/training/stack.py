@@ -259,19 +259,35 @@ def evaluate(g: Group, x_eval: Tensor) -> dict[str, Tensor]:
     }
 
 
-def stable_dead(g: Group, cfgs: list[RunConfig], heldout_dead: Tensor) -> Tensor:
+FLOOR_OF_MEAN = 0.1  # the dead count's detection floor: a tenth of the mean firing rate L0 / d_sae (issue 21)
+
+
+def count_window(cfg: RunConfig, l0: float, rows: int) -> int:
+    """Training tokens the dead count looks back over: at least ``tracking.dead_tokens``, and
+    enough that, with the ``rows`` held-out rows, an alive latent firing at FLOOR_OF_MEAN of the
+    mean rate L0 / d_sae (k / d_sae for TopK; L0 taken as at least 1, so a collapsed SAE is held
+    to the floor of one latent per row) is called dead with at most 1% probability. At k=2 of
+    2,048 latents that is 47,150 tokens: 1,024 held-out rows alone put the floor at 4.6x the mean
+    rate. Training rows stream past anyway, so the longer count holds nothing in memory."""
+    mean_rate = max(l0, 1.0) / cfg.sae.d_sae
+    need = metrics.observations_for(min(FLOOR_OF_MEAN * mean_rate, 0.5)) - rows
+    return max(cfg.tracking.dead_tokens, need)
+
+
+def stable_dead(g: Group, cfgs: list[RunConfig], heldout_dead: Tensor, windows: list[int] | None = None) -> Tensor:
     """bool [K, S]: latents dead by a count that does not hinge on how many held-out rows were
     looked at: silent on every held-out row AND on every training row of the last
     ``tracking.dead_tokens`` tokens the latent has lived through (tokens-since-fired counter; a
     latent younger than the window is judged on its whole life, so at step 0 only the held-out
     rows count). With 1,024 held-out rows a latent that fires once per 2,000 rows looks dead about
-    60% of the time; over a window of 100 training batches it does not."""
+    60% of the time; over a window of 100 training batches it does not. ``windows`` (tokens per arm
+    of the group, default ``tracking.dead_tokens``): the window, ``count_window`` for the lab's count."""
     t = g.tracker
     out = heldout_dead.clone()
     for k, arm in enumerate(g.idx):
         cfg = cfgs[arm]
         lived = t.age[k] * cfg.data.batch_size
-        window = lived.clamp(max=cfg.tracking.dead_tokens)
+        window = lived.clamp(max=windows[k] if windows is not None else cfg.tracking.dead_tokens)
         out[k] &= t.tokens_since_fired[k] >= window
     return out
 
@@ -280,7 +296,9 @@ def metric_rows(g: Group, cfgs: list[RunConfig], ev: dict, step: int, truth_dict
     """One metrics row per arm of the group at ``step`` (completed steps)."""
     model, last, S = g.model, g.last, g.model.cfg.d_sae
     truth = ev["fire"] == 0
-    dead = stable_dead(g, cfgs, truth)
+    windows = [count_window(cfgs[arm], float(ev["l0"][k]), int(ev["rows"])) for k, arm in enumerate(g.idx)]
+    dead = stable_dead(g, cfgs, truth, windows)
+    collapsed = metrics.collapsed(ev["fvu_orig"], ev["l0"])
     rate = ev["fire"].to(torch.float64) / ev["rows"]
     rows = []
     pr = {d: precision_recall(g.tracker.dead(d), truth) for d in DETECTORS}
@@ -307,7 +325,12 @@ def metric_rows(g: Group, cfgs: list[RunConfig], ev: dict, step: int, truth_dict
             "nearly_dead_1e-3": float((rate[k] < 1e-3).double().mean()),
             "nearly_dead_1e-5": float((rate[k] < 1e-5).double().mean()),
             "dead_rows": int(ev["rows"]),
-            "dead_window_tokens": int(min(cfg.tracking.dead_tokens, step * cfg.data.batch_size)),
+            "dead_window_tokens": (counted := int(min(windows[k], step * cfg.data.batch_size))),
+            # the firing rate below which an alive latent is called dead with > 1% probability by
+            # this count (held-out rows and training tokens, each a chance to fire)
+            "dead_floor_rate": metrics.detection_floor(int(ev["rows"]) + counted),
+            "dense_frac": float(metrics.dense_fraction(ev["fire"][k], int(ev["rows"]))),
+            "collapsed": float(collapsed[k]),
             "mmcs": float(mmcs[k]) if truth_dict is not None else float("nan"),
             "frac_recovered": float(frac[k]) if truth_dict is not None else float("nan"),
         }
