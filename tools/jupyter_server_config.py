@@ -33,7 +33,10 @@ def refresh_git_index(model: dict[str, Any], os_path: str, contents_manager: Any
     stored = _git(path.parent, "hash-object", "--", path.name)  # the blob git would store: through the filter
     if stored.returncode != 0 or stored.stdout.strip() != staged.stdout.strip():
         return False
-    return _git(path.parent, "add", "--", path.name).returncode == 0
+    done = _git(path.parent, "add", "--", path.name).returncode == 0
+    if done and contents_manager is not None:
+        contents_manager.log.info("saelab: %s changed only in outputs; git's index refreshed (git status stays clean)", path.name)
+    return done
 
 
 if "get_config" in globals():  # read by Jupyter as a config file; imported as a module by the tests
