@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import torch
 
-from saelab import config, stack
-from saelab.data import Source
+from saelab import config
+from saelab.data.sources import Source
+from saelab.training import stack
 
 
 def arms(n: int, base: config.RunConfig | None = None) -> list[config.RunConfig]:

@@ -22,7 +22,7 @@ backward and decoder touch only the k selected latents, so it does far fewer FLO
 step; its GFLOP/s there is dense-equivalent (the work a dense trainer does for the same step).
 
 Each trainer's own step, as its documentation and training loop run it:
-  saelab        saelab.stack.step_group (forward, losses, backward, clipping, Adam, dead-latent
+  saelab        saelab.training.stack.step_group (forward, losses, backward, clipping, Adam, dead-latent
                 trackers), seed L1 (mean over all, alpha 0.003) for a; TopK with AuxK (1/32) for b
   overcomplete  overcomplete.sae.train_sae over the batches (its loop: zero_grad, forward,
                 criterion, DeadCodeTracker, backward, clip_grad_norm_, Adam step), monitoring=0;
@@ -109,8 +109,8 @@ def venv_python(peer: str) -> Path:
 
 
 def _saelab_step(c: dict):
-    from saelab import stack
     from saelab.config import RunConfig
+    from saelab.training import stack
 
     over = {"sae.architecture": c["arch"], "sae.d_in": c["d_in"], "sae.d_sae": c["d_sae"],
             "data.batch_size": c["batch"], "optim.lr": LR, "optim.grad_clip": CLIP,
@@ -320,7 +320,7 @@ def setup(peers: list[str]) -> None:
 
 def activations(c: dict, path: Path) -> None:
     from saelab.config import RunConfig
-    from saelab.data import make_source
+    from saelab.data.sources import make_source
 
     src = make_source(RunConfig().with_overrides({"sae.d_in": c["d_in"]}))
     torch.save(torch.stack([src.batch(s, c["batch"]) for s in range(c["n_batches"])]), path)

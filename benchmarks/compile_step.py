@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/compile_step.py --cases relu-test1 jumprelu-pipeline --arms 8
 
 Each case trains K arms (``--arms``, default 1) of one architecture at one of the seed's shapes,
-through saelab.stack.step_group on in-memory batches: eager and compiled alternate within every
+through saelab.training.stack.step_group on in-memory batches: eager and compiled alternate within every
 round, medians over ``--runs`` timed runs after a warm-up run (the warm-up round includes the
 compilation, whose time is printed separately). Arms differ in LR and L1 coefficient as in
 benchmarks/lockstep.py.
@@ -25,7 +25,7 @@ from _harness import alternate, median  # noqa: E402
 from _stepping import arms, step_runner  # noqa: E402
 
 from saelab import config  # noqa: E402
-from saelab.data import make_source, resolve  # noqa: E402
+from saelab.data.sources import make_source, resolve  # noqa: E402
 
 SHAPES = {"test1": {"sae.d_sae": 256, "data.batch_size": 64},  # the seed's Test 1
           "pipeline": {"sae.d_sae": 2048, "data.batch_size": 128}}  # the seed's failed run

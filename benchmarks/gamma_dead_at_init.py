@@ -16,12 +16,11 @@ import argparse
 import sys
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from saelab.base import load_base  # noqa: E402
-from saelab.data import make_source, resolve  # noqa: E402
-from saelab import datacheck  # noqa: E402
-from saelab.datacheck import check  # noqa: E402
+from saelab.data.sources import make_source, resolve  # noqa: E402
+from saelab.lab import datacheck  # noqa: E402
+from saelab.lab.base import load_base  # noqa: E402
+from saelab.lab.datacheck import check  # noqa: E402
 
 OFFSETS = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 22.0, 30.0)  # std norm ~3.75: gamma ~0 .. 8
 BASES = {"relu (seed-test1)": {}, "topk k=16": {"sae.architecture": "topk", "sae.k": 16, "penalty.form": "none", "penalty.alpha": 0.0}}

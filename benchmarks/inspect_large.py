@@ -52,7 +52,6 @@ def make_inputs(folder: Path, rows: int) -> tuple[Path, Path]:
 
 def one(sae: str, acts: str, rows: int, out: str) -> None:
     from saelab import cli
-
     t0 = time.perf_counter()
     rc = cli.main(["inspect", sae, "--data", f"file:{acts}", "--out", out, "--rows", str(rows)])
     wall = time.perf_counter() - t0

@@ -40,9 +40,9 @@ def lab(out: Path, profile: str, only: str, cluster: str | None) -> tuple[float,
 
 def warm_caches(profile: str) -> None:
     """Build every activation cache a phase's arms read (once; the labs then find them)."""
-    from saelab.causes import PHASES
-    from saelab.data import make_source
-    from saelab.phases import build
+    from saelab.data.sources import make_source
+    from saelab.lab.causes import PHASES
+    from saelab.lab.phases import build
 
     seen = set()
     for stem in PHASES:

@@ -7,7 +7,7 @@ batch 64; preset seed-test1).
 The K arms differ in learning rate and L1 coefficient (so Adam cannot treat them as one, and every
 arm keeps its own numbers); they share the SAE shape and so train as one stacked group. Reported,
 each a median over ``--runs`` timed runs after a warm-up, the two configurations alternating:
-  step   saelab.stack.step_group on in-memory batches: K-arm group vs one-arm group
+  step   saelab.training.stack.step_group on in-memory batches: K-arm group vs one-arm group
   train  train() end to end (data generation, metrics every log_interval=50 steps on 8192 held-out
          rows, run directories) as a marginal rate: the difference of N and 2N steps
   floor  the K arms' five matrix products (torch.bmm) and one fused Adam pass alone, in the same
@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import alternate, median  # noqa: E402
 from _stepping import arms, step_runner  # noqa: E402
 
-from saelab import train as T  # noqa: E402
-from saelab.data import make_source, resolve  # noqa: E402
+from saelab.data.sources import make_source, resolve  # noqa: E402
+from saelab.training import train as T  # noqa: E402
 
 
 def _floor(K: int, B: int, S: int, d: int, steps: int):

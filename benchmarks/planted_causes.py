@@ -1,8 +1,9 @@
 """Planted causes of death: for each, a small base where one cause is planted and a control (the
 same base without it, or with it in a regime where it does not kill: AdamW's default decay, a
-slightly negative b_enc, the sink rows without normalization, documents that share no features). The phase that tests the cause trains its arms (3 replicates, smoke
-widths: d_in 32, 64 latents) and ``saelab.answer.ranking`` ranks the causes; the planted cause must
-come first and be confirmed, and in the control it must not be confirmed.
+slightly negative b_enc, the sink rows without normalization, documents that share no features).
+The phase that tests the cause trains its arms (3 replicates, smoke widths: d_in 32, 64 latents)
+and ``saelab.lab.answer.ranking`` ranks the causes; the planted cause must come first and be
+confirmed, and in the control it must not be confirmed.
 
     .venv/bin/python benchmarks/planted_causes.py [--only NAME ...] [--out DIR]
 
@@ -19,7 +20,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from saelab import answer, phases  # noqa: E402
+from saelab.lab import (
+    answer,
+    phases,  # noqa: E402
+)
 
 SMALL = {"steps": 400, "sae": {"d_sae": 64}, "data": {"mean_offset": 0.0, "batch_size": 64},
          "penalty": {"form": "per_sample_sum", "alpha": 0.01}, "schedule": {"shape": "constant", "warmup_steps": 0},

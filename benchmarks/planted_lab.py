@@ -66,7 +66,10 @@ def main() -> int:
                         f"{' (costs reconstruction)' if r.get('costs_reconstruction') else ''} "
                         f"{pct(r['peak_dead']['base'])} -> {pct(r['peak_dead']['with_fix'])}"
                         for r in ranked[:3]) or "no cause ranked"
-        print(f"{'ok ' if first else 'tied' if tied else 'MISS'} {name:28s} planted {hid}; answer: {top} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"{'ok ' if first else 'tied' if tied else 'MISS'} {name:28s} planted {hid}; answer: {top} ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     return 0 if ok else 1
 
 

@@ -6,8 +6,8 @@
 The file is generated in a temporary folder (deleted at the end). Each measurement runs in a
 fresh child process, and the file is dropped from the page cache first (posix_fadvise
 DONTNEED) unless --warm, so the epoch reads from disk. Modes: ``stream`` pulls batches from
-saelab.data.make_source (data.source=file:<path>) and does one small matmul per batch;
-``train`` runs saelab.train.train (one ReLU SAE arm) on the same source. Peak memory is the
+saelab.data.sources.make_source (data.source=file:<path>) and does one small matmul per batch;
+``train`` runs saelab.training.train.train (one ReLU SAE arm) on the same source. Peak memory is the
 child's ru_maxrss and /proc/self/status VmHWM; the file is generated in another child so the
 parent stays small (Linux carries ru_maxrss across fork+exec). "baseline" is VmRSS after
 importing torch and saelab.config, before the source opens. Results are printed and written to
@@ -88,15 +88,15 @@ def child(args: argparse.Namespace) -> dict:
     ])
     t0 = time.perf_counter()
     if args.mode == "train":
-        from saelab.train import train
+        from saelab.training.train import train
 
         with tempfile.TemporaryDirectory() as out:
             train(cfg, Path(out) / "run", progress=False)
     else:
         try:
-            from saelab.data import make_source
+            from saelab.data.sources import make_source
         except ImportError:
-            from saelab.files import make_file_source as make_source
+            from saelab.data.files import make_file_source as make_source
         source = make_source(cfg)
         w = torch.randn(args.d_in, args.d_sae) / args.d_in**0.5
         total = 0.0
@@ -105,10 +105,17 @@ def child(args: argparse.Namespace) -> dict:
             total += float(torch.relu(x @ w).mean())  # a small matmul per batch, as training would do
     seconds = time.perf_counter() - t0
     return {
-        "mode": args.mode, "format": args.format, "steps": args.steps, "batch_size": args.batch_size, "d_in": args.d_in,
-        "rows_streamed": args.steps * args.batch_size, "seconds": round(seconds, 2),
-        "rows_per_s": round(args.steps * args.batch_size / seconds), "mb_per_s": round(args.steps * args.batch_size * args.d_in * 4 / seconds / 2**20),
-        "baseline_rss_mb": round(baseline), "peak_rss_mb_ru_maxrss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "mode": args.mode,
+        "format": args.format,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "d_in": args.d_in,
+        "rows_streamed": args.steps * args.batch_size,
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(args.steps * args.batch_size / seconds),
+        "mb_per_s": round(args.steps * args.batch_size * args.d_in * 4 / seconds / 2**20),
+        "baseline_rss_mb": round(baseline),
+        "peak_rss_mb_ru_maxrss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "peak_rss_mb_vmhwm": round(status_mb("VmHWM")),
     }
 
@@ -141,9 +148,23 @@ def main() -> None:
         path = Path(tmp) / f"acts.{args.format}"
         t0 = time.perf_counter()
         # in a child too: ru_maxrss survives fork+exec, so a big parent would inflate the children's figure
-        gen = [sys.executable, __file__, "--generate", "--path", str(path), "--gb", str(args.gb), "--d-in", str(args.d_in), "--format", args.format]
+        gen = [
+            sys.executable,
+            __file__,
+            "--generate",
+            "--path",
+            str(path),
+            "--gb",
+            str(args.gb),
+            "--d-in",
+            str(args.d_in),
+            "--format",
+            args.format,
+        ]
         rows = int(subprocess.run(gen, check=True, stdout=subprocess.PIPE, text=True).stdout.split()[-1])
-        print(f"generated {path.stat().st_size / 2**30:.2f} GiB ({rows} x {args.d_in} float32) in {time.perf_counter() - t0:.0f}s", flush=True)
+        print(
+            f"generated {path.stat().st_size / 2**30:.2f} GiB ({rows} x {args.d_in} float32) in {time.perf_counter() - t0:.0f}s", flush=True
+        )
         steps = max(1, int(args.epochs * (rows - 8192) / args.batch_size))
         for mode in (["stream", "train"] if args.mode == "both" else [args.mode]):
             if not args.warm:

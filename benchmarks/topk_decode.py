@@ -5,7 +5,7 @@
 
 dense   codes [B, S] (k non-zeros per row) @ W_dec [S, d] + b_dec: what a TopK SAE does when it
         materializes its codes (overcomplete, SAELens' default)
-sparse  saelab.models.sparse_decode: sum of the k selected decoder rows per row, weighted by their
+sparse  saelab.training.models.sparse_decode: sum of the k selected decoder rows per row, weighted by their
         activations (an embedding bag), the decoder TopKSAE.forward uses in training
 Timed: forward alone, and forward + backward (gradients for the activations and W_dec, as in
 training), each a median over --runs timed runs after a warm-up, the two alternating. The script
@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import alternate, median  # noqa: E402
 
-from saelab.models import sparse_decode  # noqa: E402
-from saelab.optim import retain_freed_memory  # noqa: E402
+from saelab.training.models import sparse_decode  # noqa: E402
+from saelab.training.optim import retain_freed_memory  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    retain_freed_memory()  # as in training (saelab.stack.build_groups), for both paths
+    retain_freed_memory()  # as in training (saelab.training.stack.build_groups), for both paths
     B, d, S, k = args.batch, args.d_in, args.d_sae, args.k
     g = torch.Generator().manual_seed(0)
     W = torch.randn(1, S, d, generator=g).div_(d**0.5).requires_grad_()

@@ -9,7 +9,7 @@ trains one arm exactly as configured (its normalization, L1 form, LR schedule).
 
 Three rates per shape, every one a median over ``--runs`` timed runs after one warm-up run, the
 three measurements alternating within each round:
-  step   saelab.stack.step_group on batches already in memory: forward, losses, backward, Adam,
+  step   saelab.training.stack.step_group on batches already in memory: forward, losses, backward, Adam,
          trackers (what train() does per step besides fetching the batch)
   data   SyntheticSource.batch alone (the synthetic data generation train() does per step)
   train  train() end to end, marginal rate: (N2 - N1) steps / (t(N2) - t(N1)) for two runs of N1
@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import alternate, median, step_flops  # noqa: E402
 from _stepping import step_runner  # noqa: E402
 
-from saelab import config, train as T  # noqa: E402
-from saelab.data import make_source, resolve  # noqa: E402
+from saelab import config
+from saelab.data.sources import make_source, resolve  # noqa: E402
+from saelab.training import train as T  # noqa: E402
 
 SHAPES = {"pipeline": config.seed_pipeline, "test1": config.seed_test1}
 

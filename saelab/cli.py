@@ -7,13 +7,32 @@ import json
 import sys
 from pathlib import Path
 
+from saelab import config
+from saelab.config import PRESETS, preset_summary
+from saelab.data.sources import make_source, resolve
+from saelab.execution.cluster import parse_cluster
+from saelab.fileio import write_json
+from saelab.interop.export import export
+from saelab.interop.foreign import load_checkpoint
+from saelab.interop.inspection import default_chunk_rows, inspect, row_chunks
+from saelab.interop.logs import autopsy_log
+from saelab.lab.base import load_base
+from saelab.lab.datacheck import check, format_check
+from saelab.lab.params import check_parameters
+from saelab.lab.phases import preflight
+from saelab.report.batch import REPO, find_notebooks, rerender, run_lab
+from saelab.report.pages import autopsy_page, inspect_page
+from saelab.training import train
+from saelab.training.diagnose import format_autopsy
+from saelab.training.runs import read_config
+from saelab.training.train import Interrupted
+from saelab.version import describe
+
 SUMMARY_KEYS = ("steps", "l0", "l0_frac", "dead_frac", "dead_frac_batch", "mse", "fvu", "l1_recon_ratio",
                 "mmcs", "frac_recovered", "wall_seconds", "steps_per_second")
 
 
 def _parser() -> argparse.ArgumentParser:
-    from saelab.version import describe
-
     p = argparse.ArgumentParser(prog="saelab", description="Why do SAE latents die? A lab of phases.")
     p.add_argument("--version", action="version", version=describe(), help="the saelab version and git commit")
     sub = p.add_subparsers(dest="command", required=True)
@@ -82,11 +101,6 @@ def _foreign_parsers(sub) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from saelab.foreign import load_checkpoint
-    from saelab.inspection import default_chunk_rows, inspect, row_chunks
-    from saelab.pages import inspect_page
-    from saelab.runs import write_json
-
     ckpt = load_checkpoint(args.checkpoint)
     chunk = args.chunk_rows if args.chunk_rows > 0 else default_chunk_rows(ckpt.d_sae)
     chunks, described = row_chunks(args.data, ckpt.d_in, args.rows, chunk)
@@ -99,10 +113,6 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _autopsy(args: argparse.Namespace) -> int:
-    from saelab.logs import autopsy_log
-    from saelab.pages import autopsy_page
-    from saelab.runs import write_json
-
     columns = {}
     for text in args.column:
         name, sep, role = text.rpartition("=")
@@ -118,8 +128,6 @@ def _autopsy(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from saelab.export import export
-
     out = export(args.run, args.format, args.out)
     print(f"exported {args.run} as {args.format} to {out}")
     return 0
@@ -132,14 +140,10 @@ def _print_summary(runs: dict) -> None:
                                       for k in SUMMARY_KEYS if k in s))
         print(f"  run directory: {run.path}")
         if run.autopsy:
-            from saelab.diagnose import format_autopsy
-
             print("  " + format_autopsy(run.autopsy).replace("\n", "\n  "))
 
 
 def _train(args: argparse.Namespace) -> int:
-    from saelab import config, train
-
     if args.resume:
         if args.overrides or args.config:
             raise ValueError("--resume continues the run with its own config.json; drop --set/--config "
@@ -150,9 +154,7 @@ def _train(args: argparse.Namespace) -> int:
             if not args.config.is_file():
                 raise ValueError(f"--config {args.config}: " + ("is a folder, not a config.json file" if args.config.is_dir()
                                                                  else "no such file"))
-            from saelab.runs import _read_config
-
-            cfg = _read_config(args.config)
+            cfg = read_config(args.config)
         else:
             cfg = config.preset(args.preset)
         cfg = cfg.with_overrides(args.overrides)
@@ -170,8 +172,6 @@ def _parse_param(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise ValueError(f"parameter {text!r} must look like name=value")
     name, raw = text.split("=", 1)
-    from saelab.params import check_parameters
-
     check_parameters({name: raw}, {"-p": None})  # a name is code in papermill's cell: identifiers only
     try:
         return name, json.loads(raw)
@@ -180,10 +180,6 @@ def _parse_param(text: str) -> tuple[str, object]:
 
 
 def _check_data(args: argparse.Namespace) -> int:
-    from saelab.base import load_base
-    from saelab.data import make_source, resolve
-    from saelab.datacheck import check, format_check
-
     if args.rows < 1:
         raise ValueError(f"--rows {args.rows} must be >= 1")
     cfg = load_base(args.base).config.with_overrides(args.overrides).with_overrides({"data.source": args.source})
@@ -199,21 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "presets":
-            from saelab.config import PRESETS, preset_summary
-
             for name in PRESETS:
                 print(f"{name:22s} {preset_summary(name)}")
             return 0
         if args.command == "train":
             return _train(args)
         if args.command == "lab":
-            from saelab.report import run_lab
-
-            from saelab.phases import preflight
-            from saelab.report import REPO, find_notebooks
-
-            from saelab.cluster import parse_cluster
-
             spec = parse_cluster(args.cluster, args.cluster_config) if args.cluster else None
             if args.cluster_config and not args.cluster:
                 raise ValueError("--cluster-config is for --cluster slurm; pass --cluster slurm too")
@@ -232,15 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-data":
             return _check_data(args)
         if args.command == "report":
-            from saelab.report import rerender
-
             return rerender(args.out)
     except (ValueError, RuntimeError, OSError) as e:  # OSError: a folder for a file, no permission, disk full ...
         print(f"saelab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        from saelab.train import Interrupted
-
         if args.command == "lab":  # the lab keeps finished jobs and resumes the interrupted one
             print("saelab: interrupted; completed phases and trained jobs are saved: rerun the same command to continue "
                   "(the interrupted job resumes from its last checkpoint)", file=sys.stderr)

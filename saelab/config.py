@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from saelab.version import provenance as which
+
 Architecture = Literal["relu", "topk", "batchtopk", "jumprelu"]
 PenaltyForm = Literal["none", "mean_all", "per_sample_sum", "per_feature_mean", "sum", "decoder_weighted"]
 RecForm = Literal["mse_mean", "sum_features"]
@@ -354,8 +356,6 @@ class RunConfig(_Section):
         it (under ``"saelab"``, which ``from_json`` skips)."""
         d = self.to_dict()
         if provenance:
-            from saelab.version import provenance as which
-
             d[PROVENANCE_KEY] = which()
         return json.dumps(d, indent=2, sort_keys=True)
 

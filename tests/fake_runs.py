@@ -7,7 +7,7 @@ burst right after warmup in "collapsing" arms, resampling revives some of them, 
 dead count overestimates the held-out truth, and normalization logs Task 5.1 norm ranges.
 
 Nothing here trains anything; it only writes files, and ``fake_arms`` reads them back with
-``saelab.runs.load_arms`` (so the fake is checked against the real loader).
+``saelab.training.runs.load_arms`` (so the fake is checked against the real loader).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pandas as pd
 from safetensors.numpy import save_file
 
 from saelab.config import RunConfig
-from saelab.runs import load_arms
+from saelab.training.runs import load_arms
 
 DETECTORS = ("single_batch", "window", "tokens")
 
@@ -86,7 +86,7 @@ def write_fake_run(
                            "n_detected": int(len(dead_now)), "n_truly_dead": int(len(dead_now)),
                            "dead_frac_before": float(len(dead_now) / d_sae),
                            "dead_frac_after": float((len(dead_now) - len(pick)) / d_sae)})
-    for s in (0, steps // 2):  # Task 5.1 numbers, keys as saelab.normalize.Normalizer.stats
+    for s in (0, steps // 2):  # Task 5.1 numbers, keys as saelab.training.normalize.Normalizer.stats
         lo, hi = float(rng.uniform(1e-4, 0.5)), float(rng.uniform(5.0, 40.0))
         events.append({"step": int(s), "kind": "norm_stats", "where": "held-out set",
                        "mode": "constant_norm_rescale", "n_rows": eval_rows,
@@ -103,7 +103,7 @@ def write_fake_run(
     alive = (log_steps[:, None] < death[None, :]) | (log_steps[:, None] >= revived[None, :])
     fire = rng.binomial(eval_rows, np.broadcast_to(rate, alive.shape)) * alive
     fire_counts = fire.astype(np.int32)
-    # like saelab.train: no "eval_rows" tensor (readers take config.eval_rows)
+    # like saelab.training.train: no "eval_rows" tensor (readers take config.eval_rows)
     save_file({"steps": log_steps, "fire_counts": fire_counts}, str(path / "latents.safetensors"))
 
     dead_frac = (fire_counts == 0).mean(axis=1)
@@ -136,7 +136,7 @@ def write_fake_run(
     summary = {k: float(v) for k, v in metrics.iloc[-1].items()}
     summary.update(arm=path.name, steps=int(steps), wall_seconds=12.5, steps_per_second=steps / 12.5)
     (path / "summary.json").write_text(json.dumps(summary, indent=2))
-    # the shape saelab.diagnose.autopsy writes
+    # the shape saelab.training.diagnose.autopsy writes
     autopsy: dict[str, Any] = {"params": {"dead_rise": 0.2}, "collapses": [], "table": [],
                                "final": {"step": int(steps), "dead_frac": float(dead_frac[-1]), "l0": float(l0[-1])}}
     if collapse:
@@ -192,8 +192,7 @@ from IPython.display import display
 
 sys.path.insert(0, tests_dir)
 from fake_runs import fake_arms
-from saelab import plots
-
+from saelab.report import plots, tables
 pio.renderers.default = "plotly_mimetype+notebook"
 runs = fake_arms(Path(out_dir) / "arms")
 rows = [{"arm": "seed", "metric": "dead (final)", "value": 0.6, "target": "<10%", "range": "<20%", "pass": False}]
@@ -202,7 +201,7 @@ for fig in [plots.training_curves(runs), plots.firing_histogram(runs), plots.dea
             plots.detector_pr(runs), plots.lr_schedules(runs), plots.dead_vs_l0(runs), plots.norm_ranges(runs),
             plots.replicate_spread(spread)]:
     fig.show()
-display(plots.autopsy_table(runs), plots.validation_table(rows))
+display(tables.autopsy_table(runs), tables.validation_table(rows))
 """
 N_FIGURES_IN_FIGURES_NOTEBOOK = 8  # plotly figures; the autopsy and validation tables are HTML tables
 # issue 14: a user string with a backtick and markup, as a data source path, must never run
@@ -215,14 +214,14 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from IPython.display import Markdown, display
 
-from saelab.htmlkit import md_code
-from saelab import plots, verdicts
-
+from saelab.lab.wording import md_code
+from saelab.report import plots, tables
+from saelab.lab import verdicts
 pio.renderers.default = "plotly_mimetype+notebook"
 display(Markdown(f"data {md_code(source)}"))
 print(source)
 go.Figure(go.Bar(x=[source], y=[1], name=source), layout={"title": source}).show()
-display(plots.Table(["arm"], [[source]]))
+display(tables.Table(["arm"], [[source]]))
 found = [{"hypothesis": source, "id": "H1", "phase": "03_hostile", "verdict": "confirmed", "kind": "cause",
           "effect": source, "numbers": {source: 1.0}, "evidence": "x"}]
 display(Markdown(verdicts.narrative(found)))
@@ -234,7 +233,7 @@ Path(out_dir).mkdir(parents=True, exist_ok=True)
 def write_test_notebooks(nb_dir: Path, broken: bool = True, figures: bool = False, hostile: bool = False) -> Path:
     """Phase notebooks for batch tests in ``nb_dir``: ``00_template`` (the template as is),
     ``01_broken`` (the template with a cell that raises before the verdict), ``02_figures``
-    (every saelab.plots builder on fake runs; takes a ``tests_dir`` parameter) and ``03_hostile``
+    (every saelab.report.plots builder on fake runs; takes a ``tests_dir`` parameter) and ``03_hostile``
     (its ``source`` parameter in Markdown, stdout, a figure, a table and verdicts.json)."""
     import nbformat
 

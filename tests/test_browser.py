@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # tests/fake_runs.py, whatever pytest's import mode
 from fake_runs import HOSTILE, N_FIGURES_IN_FIGURES_NOTEBOOK, write_test_notebooks  # noqa: E402
 
-from saelab.report import run_lab  # noqa: E402
+from saelab.report.batch import run_lab  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -36,7 +36,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def served_report(tmp_path_factory):
-    """The template and a page with every saelab.plots figure, run as a batch and served on
+    """The template and a page with every saelab.report.plots figure, run as a batch and served on
     127.0.0.1; yields the base URL."""
     root = tmp_path_factory.mktemp("browser")
     nbs = write_test_notebooks(root / "notebooks", broken=False, figures=True, hostile=True)

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from saelab import runs, train
 from saelab.cli import main
 from saelab.config import PRESETS, preset
+from saelab.training import runs, train
 
 SMALL = ["--set", "steps=20", "--set", "sae.d_sae=32", "--set", "eval_rows=256", "--set", "log_interval=10"]
 

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from saelab import cli, cluster, jobs
 from test_jobs import same_runs, smoke_jobs
+
+from saelab import cli
+from saelab.execution import cluster, jobs
 
 distributed = pytest.importorskip("distributed")
 

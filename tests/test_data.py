@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saelab import data
 from saelab.config import DataConfig, RunConfig
-from saelab.data import SyntheticSource, TensorSource, make_source, resolve
-
+from saelab.data import sources as data
+from saelab.data.sources import SyntheticSource, TensorSource, make_source, resolve
 
 
 def _src(seed: int = 0, d_in: int = 16, **kw) -> SyntheticSource:
@@ -121,12 +120,9 @@ def test_make_source_dispatch(monkeypatch):
     assert isinstance(src, SyntheticSource) and src.d_in == data.SYNTHETIC_D_IN == 768
     assert make_source(cfg.replace(sae={"d_in": 24})).d_in == 24
 
-    import saelab.files
-    import saelab.transformer
-
-    calls = []
-    monkeypatch.setattr(saelab.transformer, "make_transformer_source", lambda c: calls.append(("transformer", c.data.source)) or "T")
-    monkeypatch.setattr(saelab.files, "make_file_source", lambda c: calls.append(("file", c.data.source)) or "F")
+    calls = []  # the dispatch's own names for the two makers (sources imports them at its top)
+    monkeypatch.setattr(data, "make_transformer_source", lambda c: calls.append(("transformer", c.data.source)) or "T")
+    monkeypatch.setattr(data, "make_file_source", lambda c: calls.append(("file", c.data.source)) or "F")
     assert make_source(cfg.replace(data={"source": "minilm"})) == "T"
     assert make_source(cfg.replace(data={"source": "hf:some/model"})) == "T"
     assert make_source(cfg.replace(data={"source": "file:acts.safetensors"})) == "F"

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from saelab import datacheck, phases
-from saelab.causes import PHASES
 from saelab.cli import main
+from saelab.lab import datacheck, phases
+from saelab.lab.causes import PHASES
 
 SMALL = ["--set", "sae.d_in=64", "--set", "data.n_features=256", "--set", "sae.d_sae=128", "--rows", "8192"]
 KEYS = {"rows", "d_in", "gamma", "norm_median", "norm_max_over_median", "dead_at_init_predicted", "dead_at_init_measured"}

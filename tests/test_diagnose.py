@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from saelab.diagnose import (
+from saelab.training.diagnose import (
     attribute,
     autopsy,
     detect_collapses,
@@ -144,7 +144,12 @@ def test_attribution_positions_ties_and_no_suspect():
     [b] = attribute([collapse], [{"step": 5050, "kind": "lr_change"}], lookback_steps=10)
     assert b["events"][0]["position"] == "at_onset" and b["coincides_with"] == "lr_change" and b["coincides_distance"] == 50
     [n] = attribute([collapse], [{"step": 1000, "kind": "resample"}, {"step": 5300, "kind": "resample"}], 1000)
-    assert n["coincides_with"] == "none" and n["attribution"] == "none" and n["coincides_step"] is None and [e["step"] for e in n["events"]] == [5300]
+    assert (
+        n["coincides_with"] == "none"
+        and n["attribution"] == "none"
+        and n["coincides_step"] is None
+        and [e["step"] for e in n["events"]] == [5300]
+    )
 
 
 def test_format_autopsy_without_suspect():

@@ -15,11 +15,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saelab import losses, stack
 from saelab.config import RunConfig, SAEConfig
-from saelab.data import SyntheticSource, _active_pairs, _SkipPlan
-from saelab.models import build, sparse_decode
-from saelab.optim import StackedAdam
+from saelab.data.sources import SyntheticSource, _active_pairs, _SkipPlan
+from saelab.training import losses, stack
+from saelab.training.models import build, sparse_decode
+from saelab.training.optim import StackedAdam
 
 D_IN, D_SAE, B = 12, 40, 9
 

@@ -12,7 +12,7 @@ from safetensors.numpy import save_file
 from safetensors.torch import save_file as save_torch
 
 from saelab.config import RunConfig
-from saelab.files import make_file_source
+from saelab.data.files import make_file_source
 
 ROWS, D, EVAL = 300, 8, 20
 
@@ -73,7 +73,7 @@ def test_ordered_serves_the_training_rows_in_file_order_every_epoch(npy):
 
 
 def test_drop_norm_above_drops_a_files_high_norm_rows(tmp_path):
-    from saelab.data import make_source
+    from saelab.data.sources import make_source
 
     x = _data()
     x[::25] *= 1000  # rows 0, 25, ..., 275: 12 sink rows, all among the 280 training rows
@@ -156,8 +156,7 @@ def test_nan_row_is_named_by_file_and_row_before_training(tmp_path):
 
 def test_the_check_streams_in_bounded_blocks(tmp_path, monkeypatch):
     """The up-front check reads at most MAX_CHUNK_BYTES of rows at a time, whatever the file size."""
-    from saelab import files
-
+    from saelab.data import files
     monkeypatch.setattr(files, "MAX_CHUNK_BYTES", 40 * 4 * D)  # 40 rows per block
     reads = []
     real = files.Segment.read
@@ -186,8 +185,7 @@ def test_skip_nonfinite_trains_without_the_bad_rows_and_counts_them(tmp_path):
     # in a run, the count is an event of every arm
     cfg = _cfg(tmp_path / "some.npy", steps=4, log_interval=2).replace(
         data={"skip_nonfinite": True, "batch_size": 16}, sae={"d_sae": 8})
-    from saelab import train
-
+    from saelab.training import train
     run = train.train(cfg, tmp_path / "run", progress=False)["run"]
     assert [e for e in run.events if e["kind"] == "skipped_rows"][0]["rows"] == 7
 
@@ -220,7 +218,9 @@ def test_truncated_files(tmp_path):
     for name in ("x.npy", "x.safetensors"):
         path = tmp_path / name
         path.write_bytes(path.read_bytes()[:-100])
-        with pytest.raises(ValueError, match=rf"{name}: is truncated: the header says the data ends at byte \d+ but the file has \d+ bytes"):
+        with pytest.raises(
+            ValueError, match=rf"{name}: is truncated: the header says the data ends at byte \d+ but the file has \d+ bytes"
+        ):
             _source(path)
     (tmp_path / "h.safetensors").write_bytes((1000).to_bytes(8, "little") + b"{}")
     with pytest.raises(ValueError, match="h.safetensors: is truncated"):

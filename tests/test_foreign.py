@@ -1,6 +1,6 @@
-"""Loading other libraries' SAEs (saelab.foreign) and inspecting them (saelab.inspection).
+"""Loading other libraries' SAEs (saelab.interop.foreign) and inspecting them (saelab.interop.inspection).
 
-Each fixture is written in the library's documented on-disk layout (see saelab/foreign.py for the
+Each fixture is written in the library's documented on-disk layout (see saelab/interop/foreign.py for the
 sources), and each library's forward pass is written out here as a formula, independently of
 saelab's models. The planted SAE has known dead latents, one group per reason."""
 
@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from saelab import inspection
-from saelab.foreign import load_checkpoint
+from saelab.interop import inspection
+from saelab.interop.foreign import load_checkpoint
 
 D, S = 16, 32
 TOL = 1e-6  # relative to the largest reference value: float32 rounding of sums of 16-32 products
@@ -211,8 +211,8 @@ def test_dictionary_learning_topk_batchtopk_jumprelu(tmp_path):
 
 
 def test_saelab_run_round_trip(tmp_path):
-    from saelab import config, train
-
+    from saelab import config
+    from saelab.training import train
     cfg = config.RunConfig().with_overrides({"sae.d_in": 12, "sae.d_sae": 24, "data.n_features": 48, "data.mean_active": 3.0,
                                              "steps": 20, "log_interval": 10, "eval_rows": 128,
                                              "normalize.mode": "dataset_scalar"})

@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from saelab import jobs, train
-from saelab.report import plan_jobs, run_lab
+from saelab.execution import jobs
+from saelab.report.batch import plan_jobs, run_lab
+from saelab.training import train
 
 PHASE = "02_lr_warmup"
 
@@ -89,7 +90,7 @@ def test_the_in_process_lab_resumes_a_half_finished_phase_instead_of_retraining_
 
 
 def test_a_failing_job_is_reported_by_name_and_the_others_go_on(tmp_path, capsys):
-    from saelab.cluster import InProcess
+    from saelab.execution.cluster import InProcess
 
     good, bad = smoke_jobs(tmp_path / "runs", seeds=(0, 1))
     bad = jobs.Job(bad.name, bad.arms, tmp_path / "a-file", bad.factor, bad.threads)
@@ -104,12 +105,12 @@ def test_a_failing_job_is_reported_by_name_and_the_others_go_on(tmp_path, capsys
 
 
 def test_a_lab_whose_job_fails_fails_that_phase_without_running_its_notebook(tmp_path, monkeypatch, capsys):
-    import saelab.cluster
+    import saelab.execution.cluster
 
     def boom(job):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(saelab.cluster, "run_job", boom)
+    monkeypatch.setattr(saelab.execution.cluster, "run_job", boom)
     out = tmp_path / "lab"
     assert run_lab(profile="smoke", out=out, only=["02"], progress=True) == 1
     assert f"job {PHASE}/seed0 failed: RuntimeError: boom" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""saelab.logs (autopsy of a foreign training log), saelab.export and the three CLI commands."""
+"""saelab.interop.logs (autopsy of a foreign training log), saelab.interop.export and the three CLI commands."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from saelab import cli, logs
+from saelab import cli
+from saelab.interop import logs
 
 
 def saelens_wandb_csv(path: Path) -> Path:
@@ -83,8 +84,8 @@ def test_lr_events():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from saelab import config, train
-
+    from saelab import config
+    from saelab.training import train
     base = config.RunConfig().with_overrides({
         "sae.d_in": 12, "sae.d_sae": 24, "data.n_features": 48, "data.mean_active": 3.0, "data.mean_offset": 3.0,
         "steps": 30, "log_interval": 10, "eval_rows": 128, "normalize.mode": "dataset_scalar"})
@@ -97,7 +98,7 @@ def runs(tmp_path_factory):
 
 
 def test_export_saelens_takes_raw_activations(runs, tmp_path):
-    from saelab.foreign import load_checkpoint
+    from saelab.interop.foreign import load_checkpoint
 
     assert cli.main(["export", str(runs / "relu"), "--format", "saelens", str(tmp_path / "sl")]) == 0
     cfg = json.loads((tmp_path / "sl" / "cfg.json").read_text())
@@ -113,7 +114,7 @@ def test_export_saelens_takes_raw_activations(runs, tmp_path):
 
 
 def test_export_sparsify_documented_format(runs, tmp_path):
-    from saelab.foreign import load_checkpoint
+    from saelab.interop.foreign import load_checkpoint
 
     assert cli.main(["export", str(runs / "topk"), "--format", "sparsify", str(tmp_path / "sp")]) == 0
     cfg = json.loads((tmp_path / "sp" / "cfg.json").read_text())

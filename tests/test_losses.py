@@ -7,12 +7,11 @@ import itertools
 import pytest
 import torch
 
-from saelab.metrics import l0_fraction
-from saelab.models import build
-
-from saelab import losses
 from saelab.config import SAEConfig
-from saelab.losses import L1_FORMS, auxk, convert_alpha, l1_breakdown, l1_penalty, reanimation, reconstruction
+from saelab.training import losses
+from saelab.training.losses import L1_FORMS, auxk, convert_alpha, l1_breakdown, l1_penalty, reanimation, reconstruction
+from saelab.training.metrics import l0_fraction
+from saelab.training.models import build
 
 # |Z| = [[1, 2, 0, 3],
 #        [0, 4, 1, 0]]      sum 11 over 2 rows x 4 latents

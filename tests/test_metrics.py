@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saelab import metrics as M
+from saelab.training import metrics as M
 
 # codes: 2 rows x 4 latents
 CODES = torch.tensor([[0.0, 2.0, 0.0, 1.0], [3.0, 0.0, 0.0, 0.0]])

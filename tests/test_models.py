@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from saelab import runs
 from saelab.config import AuxConfig, RunConfig, SAEConfig
-from saelab.models import MODELS, build
+from saelab.training import runs
+from saelab.training.models import MODELS, build
 
 D_IN, D_SAE, B = 16, 32, 8
 

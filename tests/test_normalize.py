@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from saelab.config import NormalizeConfig
-from saelab.normalize import Normalizer, NormInfo, make_normalizer
+from saelab.training.normalize import Normalizer, NormInfo, make_normalizer
 
 MODES = ["none", "constant_norm_rescale", "constant_norm_rescale_clamped", "dataset_scalar", "layer_norm"]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from saelab import phases
-from saelab.causes import PHASES
+from saelab.lab import phases
+from saelab.lab.causes import PHASES
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/checkout.py, whatever pytest's import mode
 from checkout import make_checkout, status, stored  # noqa: E402
@@ -93,7 +93,7 @@ def test_the_kernel_is_this_python():
 
 # set threads to 2 first, so that a profile's 1 (smoke) would show if it leaked out of training
 PROBE_FIRST = "import torch as _torch\n_torch.set_num_threads(2)\n_threads_at_start = _torch.get_num_threads()"
-PROBE_LAST = ("import json as _json\nfrom saelab import optim as _optim\n"
+PROBE_LAST = ("import json as _json\nfrom saelab.training import optim as _optim\n"
               "print('KERNEL', _json.dumps({'threads': [_threads_at_start, _torch.get_num_threads()], "
               "'retain_memory': bool(_optim._RETAIN.get('active'))}))")
 
@@ -130,7 +130,7 @@ def test_runs_in_the_smoke_profile_and_writes_verdicts(executed, stem):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs) >= 4
-    assert any("saelab-table" in "".join(o.get("data", {}).get("text/html", "")) for o in outputs)  # plots.Table, e.g. the autopsy
+    assert any("saelab-table" in "".join(o.get("data", {}).get("text/html", "")) for o in outputs)  # tables.Table, e.g. the autopsy
     assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]  # bars cleared
     anchors = "".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert all(f'id="{v["evidence"]}"' in anchors for v in found), "a verdict links to a missing anchor"

@@ -110,7 +110,7 @@ def test_pyproject_metadata() -> None:
     assert project["requires-python"] == ">=3.11"
     assert project["scripts"] == {"saelab": "saelab.cli:main"}
     # flat package; notebooks/, tests/ and data/ are not part of it
-    assert data["tool"]["setuptools"]["packages"] == ["saelab"]
+    assert data["tool"]["setuptools"]["packages"]["find"]["include"] == ["saelab", "saelab.*"]  # the package and its subpackages
     assert data["build-system"]["build-backend"] == "setuptools.build_meta"
 
 
@@ -121,7 +121,7 @@ def test_dependency_groups() -> None:
     assert set(reqs["real"]) == {"transformers", "tokenizers"}
     assert reqs["lab"] == reqs["notebooks"] | reqs["real"] | reqs["jupyter"]  # what `make lab` installs
     assert set(reqs["jupyter"]) == {"jupyterlab", "nbstripout"}
-    assert set(reqs["dev"]) == {"pytest", "pytest-timeout", "playwright"}
+    assert set(reqs["dev"]) == {"pytest", "pytest-timeout", "playwright", "ruff"}
     assert set(reqs["slurm"]) == {"dask-jobqueue"}
     extras = {k: v for k, v in reqs.items() if k not in ("core", "all", "lab")}
     assert set(extras) == {"notebooks", "real", "jupyter", "dev", "slurm"}
@@ -136,7 +136,7 @@ def test_every_dependency_is_imported_by_saelab_or_named_for_a_tool() -> None:
     module = {"pyarrow": None, "safetensors": "safetensors", "ipywidgets": "ipywidgets", "ipykernel": None,
               "papermill": "papermill", "nbconvert": "nbconvert", "nbformat": "nbformat", "transformers": "transformers",
               "tokenizers": None, "tqdm": "tqdm", "torch": "torch", "numpy": "numpy", "pandas": "pandas", "plotly": "plotly",
-              "dask": "distributed",  # dask[distributed]: saelab.cluster imports distributed
+              "dask": "distributed",  # dask[distributed]: saelab.execution.cluster imports distributed
               "jupyterlab": None, "nbstripout": None}  # tools: `make notebooks`, the git filter
     reqs = pyproject_requirements()
     for name in (*reqs["core"], *reqs["lab"]):
@@ -166,7 +166,8 @@ def test_no_torchvision_anywhere() -> None:
 
 
 def test_environment_parser_on_a_small_example() -> None:
-    text = "name: x  # c\nchannels:\n  - conda-forge\ndependencies:\n  - python=3.11\n  - pip:\n      # a\n      - numpy>=1\n      - -e .\n  - pip\n"
+    text = ("name: x  # c\nchannels:\n  - conda-forge\ndependencies:\n  - python=3.11\n  - pip:\n"
+            "      # a\n      - numpy>=1\n      - -e .\n  - pip\n")
     assert parse_environment(text) == {
         "name": "x",
         "channels": ["conda-forge"],

@@ -1,4 +1,4 @@
-"""Notebook parameters from outside the kernel (saelab.params): strict booleans, parameter names
+"""Notebook parameters from outside the kernel (saelab.lab.params): strict booleans, parameter names
 checked before papermill writes them into a cell, and a run folder that is never a report's."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ from datetime import datetime
 
 import pytest
 
-from saelab import params, phases
 from saelab.cli import main
-from saelab.causes import PHASES
-from saelab.phases import mirrors
+from saelab.lab import params, phases
+from saelab.lab.causes import PHASES
+from saelab.lab.phases import mirrors
 
 
 @pytest.mark.parametrize("value, want", [(True, True), (False, False), ("false", False), ("False", False),

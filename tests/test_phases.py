@@ -4,20 +4,19 @@ and the live explorer's pure parts."""
 from __future__ import annotations
 
 import html
-import re
-
 import json
+import re
 
 import pytest
 
-from saelab import explorer, phases
-from saelab.config import field_paths
-from saelab.losses import convert_alpha
-from saelab.base import load_base, sized
-from saelab.causes import PHASES
-from saelab.config import PRESETS
-from saelab.hypothesis import diff
-from saelab.train import SHARED_FIELDS
+from saelab.config import PRESETS, field_paths
+from saelab.lab import phases
+from saelab.lab.base import load_base, sized
+from saelab.lab.causes import PHASES
+from saelab.lab.hypothesis import diff
+from saelab.report import explorer
+from saelab.training.losses import convert_alpha
+from saelab.training.train import SHARED_FIELDS
 
 BASES = [*PRESETS, "topk", "jumprelu", "no_penalty", "causes_on", "topk_causes_on"]
 # every cause option of issue 11 set at once (weight decay, negative b_enc, ordered stream, sink rows)
@@ -29,11 +28,17 @@ def base_for(name: str, tmp_path) -> str:
     """A preset name, or a partial saelab config written for a TopK, a JumpReLU and a no-penalty base."""
     if name in PRESETS:
         return name
-    partial = {"topk": {"sae": {"architecture": "topk", "k": 8}, "penalty": {"form": "none", "alpha": 0.0}},
-               "jumprelu": {"sae": {"architecture": "jumprelu", "jumprelu_threshold": 0.01}, "penalty": {"form": "per_sample_sum", "alpha": 1e-3}},
-               "no_penalty": {"penalty": {"form": "none", "alpha": 0.0}}, "causes_on": CAUSES_ON,
-               "topk_causes_on": {**CAUSES_ON, "sae": {"architecture": "topk", "k": 8, "b_enc_init": -0.2},
-                                  "penalty": {"form": "none", "alpha": 0.0}}}[name]
+    partial = {
+        "topk": {"sae": {"architecture": "topk", "k": 8}, "penalty": {"form": "none", "alpha": 0.0}},
+        "jumprelu": {"sae": {"architecture": "jumprelu", "jumprelu_threshold": 0.01}, "penalty": {"form": "per_sample_sum", "alpha": 1e-3}},
+        "no_penalty": {"penalty": {"form": "none", "alpha": 0.0}},
+        "causes_on": CAUSES_ON,
+        "topk_causes_on": {
+            **CAUSES_ON,
+            "sae": {"architecture": "topk", "k": 8, "b_enc_init": -0.2},
+            "penalty": {"form": "none", "alpha": 0.0},
+        },
+    }[name]
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(partial))
     return str(path)
@@ -59,7 +64,12 @@ def test_the_default_base_keeps_the_seed_test1_proportions():
     # Test 1: warmup 500 and resampling every 2,500 of 10,000 steps; the seed's L1 and resampling
     assert cfg.schedule.warmup_steps / cfg.steps == pytest.approx(0.05)
     assert cfg.resample.interval / cfg.steps == pytest.approx(0.25)
-    assert (cfg.penalty.form, cfg.penalty.alpha, cfg.resample.strategy, cfg.resample.detector) == ("mean_all", 0.003, "seed", "single_batch")
+    assert (cfg.penalty.form, cfg.penalty.alpha, cfg.resample.strategy, cfg.resample.detector) == (
+        "mean_all",
+        0.003,
+        "seed",
+        "single_batch",
+    )
     assert cfg.normalize.mode == "constant_norm_rescale" and cfg.seed == 3
     assert profile_set["steps"] == 1000 and profile_set["sae.d_sae"] == 256
 
@@ -250,7 +260,7 @@ def test_the_explorer_shows_only_this_executions_runs_labelled_by_profile_and_se
 
     from fake_runs import write_fake_arms
 
-    from saelab.runs import load_arms
+    from saelab.training.runs import load_arms
 
     write_fake_arms(tmp_path / "seed0", steps=400, log_interval=20, warmup=100)  # an earlier execution's
     new = load_arms(write_fake_arms(tmp_path / "seed1", steps=400, log_interval=20, warmup=100))
@@ -272,7 +282,10 @@ def test_the_cause_options_get_their_single_factor_arms_and_the_default_base_get
     default = {stem: phases.build(stem, "smoke", 0, None).plan for stem in ("02_lr_warmup", "04_normalization")}
     assert "weight decay" in default["02_lr_warmup"].not_applicable["H20"]
     assert {"H21", "H22", "H23"} <= set(default["04_normalization"].not_applicable)
-    assert not {"no_weight_decay", "b_enc_zero", "shuffled", "drop_sinks"} & {*default["02_lr_warmup"].arms, *default["04_normalization"].arms}
+    assert not {"no_weight_decay", "b_enc_zero", "shuffled", "drop_sinks"} & {
+        *default["02_lr_warmup"].arms,
+        *default["04_normalization"].arms,
+    }
     dropping = tmp_path / "dropping.json"
     dropping.write_text(json.dumps({"data": {"outlier_fraction": 0.02, "drop_norm_above": 5.0}}))
     assert "already drops" in phases.build("04_normalization", "smoke", 0, str(dropping)).plan.not_applicable["H23"]

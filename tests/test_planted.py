@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saelab import phases
+from saelab.lab import phases
 
 SEEDS = [0, 1, 2]
 
@@ -76,7 +76,7 @@ def test_an_uncentered_offset_is_confirmed_and_its_control_is_not(offset_runs):
 def test_verdicts_do_not_flip_between_1024_and_4096_held_out_rows(offset_runs):
     found, _, _, tmp = offset_runs
     assert {h: v["verdict"] for h, v in found[1024].items()} == {h: v["verdict"] for h, v in found[4096].items()}
-    from saelab.runs import load_arms
+    from saelab.training.runs import load_arms
 
     a, b = load_arms(tmp / "rows1024" / "seed0"), load_arms(tmp / "rows4096" / "seed0")
     d1, d4 = a["base"].metrics["dead_frac"].to_numpy(), b["base"].metrics["dead_frac"].to_numpy()
@@ -91,7 +91,7 @@ def test_nothing_is_blamed_for_being_near_in_time(offset_runs):
     _, _, reproduce, tmp = offset_runs
     h0 = reproduce["H0"]
     assert "dead before any update" in h0["effect"] and "suspect" not in json.dumps(reproduce)
-    from saelab.runs import load_arms
+    from saelab.training.runs import load_arms
 
     autopsy = load_arms(tmp / "reproduce" / "seed0")["base"].autopsy
     assert autopsy["at_init"]["dead_frac"] > 0 and "suspect" not in json.dumps(autopsy)
@@ -157,7 +157,7 @@ def test_sink_rows_under_a_dataset_scalar_are_confirmed_and_without_normalizatio
     assert h23["fix"] == {"arm": "drop_sinks", "changes": {"data.drop_norm_above": 10.0}}
     assert 0.01 < h23["numbers"]["dropped_training_rows"] / (300 * 64) < 0.03
     assert control["H23"]["verdict"] == "refuted", control["H23"]["effect"]
-    from saelab.runs import load_run
+    from saelab.training.runs import load_run
 
     (arm,) = (tmp_path / "s" / "seed0").glob("group*/drop_sinks")
     events = [e for e in load_run(arm).events if e["kind"] == "dropped_rows"]

@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # tests/fake_runs.py, whatever pytest's import mode
 from fake_runs import fake_arms  # noqa: E402
 
-from saelab import plots  # noqa: E402
+from saelab.report import plots, tables  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,9 @@ def test_training_curves_dropdown_switches_metric_and_keeps_events(runs):
     dead = _button(fig, "dead fraction")
     shown = [t for t, v in zip(fig.data, dead["args"][0]["visible"]) if v and t.meta != "events"]
     # per arm: held-out truth solid and the seed's single-batch count dashed
-    assert sorted(t.name for t in shown) == sorted(f"{a} · {s}" for a in runs for s in ("held-out truth", "single batch (the seed's count)"))
+    assert sorted(t.name for t in shown) == sorted(
+        f"{a} · {s}" for a in runs for s in ("held-out truth", "single batch (the seed's count)")
+    )
     assert {t.line.dash for t in shown if "single batch" in t.name} == {"dash"}
     assert dead["args"][1]["yaxis.title.text"].startswith("dead latents")
     assert _button(fig, "loss")["args"][1]["yaxis.type"] == "log"
@@ -113,7 +115,7 @@ def test_death_heatmap_downsamples_latents_and_marks_events(tmp_path):
 
 def test_autopsy_table_lists_collapses_with_attribution(runs):
     collapse = runs["seed"].autopsy["collapses"][0]
-    table = plots.autopsy_table(runs)
+    table = tables.autopsy_table(runs)
     seed = [r for r in table.rows if r[0] == "seed"]
     assert len(seed) == 1 and seed[0][1] == collapse["onset_step"] and seed[0][3] == "dead_rise+l0_drop"
     assert seed[0][6] == f"warmup_end at step {collapse['coincides_step']} ({collapse['coincides_distance']} steps before onset)"
@@ -125,7 +127,7 @@ def test_autopsy_table_lists_collapses_with_attribution(runs):
 def test_table_escapes_formats_and_never_cuts_names():
     long = "reanimation_coef_0.01_annealed_<b>x</b>"
     df = pd.DataFrame({"arm": [long, "base"], "dead": [0.123456, float("nan")], "n": [3, 4]}).set_index("arm")
-    html = plots.Table.from_frame(df, "t").to_html()
+    html = tables.Table.from_frame(df, "t").to_html()
     assert "reanimation_coef_0.01_annealed_&lt;b&gt;x&lt;/b&gt;" in html and "<b>x" not in html  # whole, escaped
     assert ">0.1235<" in html and ">—<" in html  # 4 significant digits; NaN as a dash
     cells = re.findall(r'<td style="([^"]*)">', html)
@@ -187,7 +189,7 @@ def test_norm_stats_null_means_infinite():
 
 
 def test_validation_table_is_an_arms_by_metrics_grid_shaded_by_pass_and_fail():
-    t = plots.validation_table([
+    t = tables.validation_table([
         {"arm": "seed", "metric": "dead", "value": 0.6, "target": "<10%", "range": "<20%", "pass": False},
         {"arm": "seed", "metric": "L1/recon", "value": float("nan"), "target": "0.1", "range": "0.01-0.5", "pass": None},
         {"arm": "fixed", "metric": "dead", "value": 0.05, "target": "<10%", "range": "<20%", "pass": True},

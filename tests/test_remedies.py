@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from saelab.remedies import resample
+from saelab.training.remedies import resample
 
 K, S, D = 3, 10, 6
 ARM = 1
@@ -232,7 +232,7 @@ def test_invalid_inputs_are_rejected():
 
 
 def test_works_on_the_real_stacked_model():
-    models = pytest.importorskip("saelab.models")
+    models = pytest.importorskip("saelab.training.models")
     from saelab.config import SAEConfig
 
     model = models.build(SAEConfig(d_in=D, d_sae=S, k=4), n_arms=2, seed=0)

@@ -15,8 +15,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # tests/fake_runs.py, whatever pytest's import mode
 from fake_runs import TEMPLATE, write_test_notebooks  # noqa: E402
 
-from saelab import report  # noqa: E402
-from saelab.report import PhaseResult, build_index, find_notebooks, make_offline, render_notebook, run_lab  # noqa: E402
+from saelab.report import batch as report  # noqa: E402
+from saelab.report.batch import PhaseResult, build_index, find_notebooks, make_offline, render_notebook, run_lab  # noqa: E402
 
 REMOTE_SCRIPT = re.compile(r"""<script[^>]*\bsrc\s*=\s*["']?(https?:)?//""", re.IGNORECASE)
 
@@ -228,7 +228,8 @@ def test_build_index_renders_verdicts_and_the_validation_table_escaped(tmp_path)
 
 def test_verdict_colours_follow_what_the_verdict_means_not_its_word():
     """A confirmed remedy is good news, a refuted one bad; a confirmed cause bad news (issue 15)."""
-    from saelab.htmlkit import meaning_of, verdict_badge
+    from saelab.lab.wording import meaning_of
+    from saelab.report.html import verdict_badge
 
     remedy = {"verdict": "confirmed", "kind": "remedy", "meaning": "good", "id": "R1"}
     validation = {"verdict": "refuted", "kind": "remedy", "id": "V-base"}  # no meaning: read from the kind
@@ -252,7 +253,7 @@ ANSWER = {"base": "seed-test1", "ranking": [
 def test_the_index_opens_on_the_answer_with_the_fix_and_the_command_to_train_it(tmp_path):
     """Issue 11: the first section says what kills the latents, ranked, with each fix as --set
     lines, a summary figure and the fixed configuration; run_lab's copies sit at the root."""
-    from saelab.index import copy_answer
+    from saelab.report.index import copy_answer
 
     src = tmp_path / "runs" / "06_validation"
     src.mkdir(parents=True)
@@ -334,7 +335,7 @@ def test_an_existing_report_is_refused_without_force_and_a_failing_rerun_keeps_t
 def test_a_batch_killed_mid_phase_gets_the_previous_runs_back(tmp_path):
     """run_phase moves the previous runs aside while a phase runs; a kill -9 leaves them there and
     the next batch restores them before it starts (here it fails at once: no such kernel)."""
-    from saelab.report import run_phase
+    from saelab.report.batch import run_phase
 
     runs_dir = tmp_path / "out" / "runs" / "00_x"
     aside = runs_dir.with_name(".00_x.previous")
@@ -362,7 +363,7 @@ def test_a_phase_page_opens_on_its_verdicts_what_they_mean_and_the_glossary(lab)
 
 
 def test_the_answer_marks_ties_and_fixes_that_cost_reconstruction(tmp_path):
-    from saelab.index import answer_section
+    from saelab.report.index import answer_section
 
     tied = {**ANSWER["ranking"][0], "id": "H8", "cause": "H8 · uncentered b_dec", "tied_with_above": True}
     costly = {**ANSWER["ranking"][0], "id": "H9", "cause": "H9 · lr too high", "costs_reconstruction": True,

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from saelab import runs
+from saelab import fileio
 from saelab.config import RunConfig, seed_test1
+from saelab.training import runs
 
 
 def _run(path: Path) -> runs.Run:
@@ -84,11 +85,11 @@ def test_writes_are_atomic_and_leave_no_temporary_files(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        runs._atomic(target, crash)
+        fileio.write_via(target, crash)
     assert target.read_bytes() == before  # the old file is untouched
     assert not [f for f in (tmp_path / "arm").iterdir() if f.name.startswith(".")]  # no temp left behind
     with pytest.raises(TypeError):
-        runs.write_json(target, {"x": object()})
+        fileio.write_json(target, {"x": object()})
     assert target.read_bytes() == before
     assert not [f for f in (tmp_path / "arm").iterdir() if f.name.startswith(".")]
 
@@ -113,7 +114,7 @@ def test_a_minimal_run_loads_with_empty_parts(tmp_path):
 def test_load_arms_keeps_the_order_of_arms_json(tmp_path):
     for name in ("b", "a"):
         _run(tmp_path / name).save()
-    runs.write_json(tmp_path / "arms.json", {"arms": ["b", "a"], "factor": "penalty.form"})
+    fileio.write_json(tmp_path / "arms.json", {"arms": ["b", "a"], "factor": "penalty.form"})
     arms = runs.load_arms(tmp_path)
     assert list(arms) == ["b", "a"] and arms["a"].name == "a"
     single = runs.load_arms(tmp_path / "a")  # a single arm's directory loads as one arm
@@ -121,16 +122,16 @@ def test_load_arms_keeps_the_order_of_arms_json(tmp_path):
 
 
 def test_json_takes_numpy_and_torch_values(tmp_path):
-    runs.write_json(tmp_path / "a.json", {
+    fileio.write_json(tmp_path / "a.json", {
         "np_nan": np.float32("nan"), "np_int": np.int64(3), "t_scalar": torch.tensor(2.5),
         "t_vec": torch.tensor([1, 2]), "arr": np.array([0.5, np.inf]), "flag": np.bool_(True),
     })
     text = (tmp_path / "a.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
-    assert runs.read_json(tmp_path / "a.json") == {
+    assert fileio.read_json(tmp_path / "a.json") == {
         "np_nan": None, "np_int": 3, "t_scalar": 2.5, "t_vec": [1, 2], "arr": [0.5, None], "flag": True}
-    runs.write_jsonl(tmp_path / "e.jsonl", [{"step": np.int64(5), "x": np.float64("nan")}])
-    assert runs.read_jsonl(tmp_path / "e.jsonl") == [{"step": 5, "x": None}]
+    fileio.write_jsonl(tmp_path / "e.jsonl", [{"step": np.int64(5), "x": np.float64("nan")}])
+    assert fileio.read_jsonl(tmp_path / "e.jsonl") == [{"step": 5, "x": None}]
 
 
 def test_saved_files_are_readable_by_others_and_respect_the_umask(tmp_path):
@@ -160,7 +161,7 @@ def test_config_and_summary_record_which_saelab_wrote_them_and_loading_ignores_i
     raw = json.loads((tmp_path / "a" / "config.json").read_text())
     assert raw["saelab"] == {"version": __version__, "commit": commit()}
     assert runs.load_run(tmp_path / "a").config == run.config  # the provenance key is not a field
-    from saelab.base import load_base
+    from saelab.lab.base import load_base
 
     base = load_base(str(tmp_path / "a"))
     assert base.config == run.config and not any(f.startswith("saelab") for f in base.pinned)

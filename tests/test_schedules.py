@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from saelab import schedules as S
 from saelab.config import AuxConfig, PenaltyConfig, RunConfig, ScheduleConfig, seed_pipeline
+from saelab.training import schedules as S
 
 
 def _seed_lr_lambda(warmup_steps):

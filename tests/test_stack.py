@@ -1,4 +1,4 @@
-"""saelab.stack: building groups of stacked arms (the step itself is compared against plain paths
+"""saelab.training.stack: building groups of stacked arms (the step itself is compared against plain paths
 in tests/test_fastpaths.py and trained end to end in tests/test_train.py)."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saelab import metrics, stack
 from saelab.config import RunConfig
-from saelab.data import SyntheticSource
+from saelab.data.sources import SyntheticSource
+from saelab.training import metrics, stack
 
 BASE = RunConfig().with_overrides({
     "sae.d_in": 16, "sae.d_sae": 24, "data.n_features": 40, "data.batch_size": 32, "data.mean_offset": 6.0,

@@ -7,7 +7,7 @@ import math
 import torch
 
 from saelab.config import TrackingConfig
-from saelab.tracking import DETECTORS, DeadTracker, precision_recall
+from saelab.training.tracking import DETECTORS, DeadTracker, precision_recall
 
 S = 5
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import saelab
-from saelab import metrics, runs, stack, train
 from saelab.config import RunConfig
-from saelab.data import make_source, resolve
-from saelab.models import build
+from saelab.data.sources import make_source, resolve
+from saelab.training import metrics, runs, stack, train
+from saelab.training.models import build
 
 BASE = RunConfig().with_overrides({
     "sae.d_in": 16, "sae.d_sae": 32, "data.n_features": 48, "data.mean_active": 3.0, "data.batch_size": 32,
@@ -313,7 +313,7 @@ def test_sigterm_mid_run_checkpoints_names_the_resume_command_and_resumes_exactl
 
 KILL9 = """
 import os, signal, sys
-from saelab import train
+from saelab.training import train
 from saelab.config import RunConfig
 cfg = RunConfig.from_json(open(sys.argv[1]).read())
 train.train(cfg, sys.argv[2], progress=False,

@@ -12,10 +12,10 @@ import torch
 pytest.importorskip("transformers")
 from transformers import BertConfig, BertModel, BertTokenizerFast  # noqa: E402
 
-from saelab import transformer  # noqa: E402
 from saelab.config import RunConfig  # noqa: E402
-from saelab.corpus import load_corpus, paragraphs, stdlib_corpus  # noqa: E402
-from saelab.transformer import make_transformer_source, read_manifest  # noqa: E402
+from saelab.data import transformer  # noqa: E402
+from saelab.data.corpus import load_corpus, paragraphs, stdlib_corpus  # noqa: E402
+from saelab.data.transformer import make_transformer_source, read_manifest  # noqa: E402
 
 # the test text is shorter than max_tokens on purpose (every token used); one test checks the warning
 pytestmark = pytest.mark.filterwarnings("ignore:data.text=.*has only:UserWarning")

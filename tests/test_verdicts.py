@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from saelab import phases, verdicts
-from saelab.hypothesis import removes_deaths
-from saelab.phases import get_phase
 from saelab.config import seed_test1
-from saelab.train import train
+from saelab.lab import phases, verdicts
+from saelab.lab.hypothesis import removes_deaths
+from saelab.lab.phases import get_phase
+from saelab.training.train import train
 
 STEPS = np.arange(0, 1001, 50)
 RESAMPLE = {"step": 250, "kind": "resample"}
@@ -93,7 +93,11 @@ def test_h3_flips_with_the_dead_jump_after_resampling():
     v = judge("03_resampling", "H3", by_seed(base=collapsed, resample_off=off))[0]
     assert v["verdict"] == "confirmed" and v["meaning"] == "bad" and v["compared"][0]["changes"] == {"resample.strategy": "off"}
     assert judge("03_resampling", "H3", by_seed(base=healthy, resample_off=off))[0]["verdict"] == "refuted"
-    mixed = {0: {"base": collapsed, "resample_off": off}, 1: {"base": healthy, "resample_off": off}, 2: {"base": collapsed, "resample_off": off}}
+    mixed = {
+        0: {"base": collapsed, "resample_off": off},
+        1: {"base": healthy, "resample_off": off},
+        2: {"base": collapsed, "resample_off": off},
+    }
     assert judge("03_resampling", "H3", mixed)[0]["verdict"] == "inconclusive"
 
 

@@ -71,13 +71,13 @@ def main() -> int:
         if py is not None and not py.exists():
             print(f"roundtrip: error: {fmt} client {py} does not exist", file=sys.stderr)
             return 2
-    import torch
     from safetensors.torch import load_file, save_file
 
-    from saelab import config, train
-    from saelab.data import make_source, resolve
-    from saelab.export import export
-    from saelab.foreign import load_checkpoint
+    from saelab import config
+    from saelab.data.sources import make_source, resolve
+    from saelab.interop.export import export
+    from saelab.interop.foreign import load_checkpoint
+    from saelab.training import train
 
     base = config.RunConfig().with_overrides({
         "sae.d_in": 48, "sae.d_sae": 96, "data.n_features": 192, "data.mean_active": 6.0, "data.mean_offset": 4.0,

@@ -1,0 +1,304 @@
+"""Phase 04: does input normalization, or an uncentered input, kill latents? (seeds/004 Bug #4; lab H8.)
+Also the encoder's initialization (H11, H21) and the data's order and sink rows (H22, H23)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from saelab.config import RunConfig
+from saelab.data.sources import MEDIAN_ROWS, make_source
+from saelab.lab.hypothesis import Arm, Context, Hypothesis, Phase, best_fix, compared, judged, removes_deaths
+from saelab.lab.verdicts import RunsBySeed, at_step, per_seed, pm, rule, stats, tail
+
+STEM = "04_normalization"
+MODES = ("none", "constant_norm_rescale", "constant_norm_rescale_clamped", "dataset_scalar", "layer_norm")
+CENTER = ("sae.b_dec_init", "sae.apply_b_dec_to_input")
+
+
+def fvu_guard(runs: RunsBySeed, ref: str, fix: str, result: dict[str, Any]) -> dict[str, Any]:
+    """A fix that spares latents by reconstructing worse is no fix: a confirmed result becomes
+    inconclusive when the fix's final FVU in the original activation space (comparable across
+    normalizations) is higher than the reference's in some replicate."""
+    worse = [tail(a[fix], "fvu_orig") > tail(a[ref], "fvu_orig") for a in runs.values() if ref in a and fix in a]
+    fv = {arm: per_seed(runs, arm, lambda r: tail(r, "fvu_orig")) for arm in (ref, fix)}
+    result = dict(result)
+    result["effect"] += f"; final FVU (original space): {ref} {pm(fv[ref], False)}, {fix} {pm(fv[fix], False)}"
+    result["numbers"] = result["numbers"] | {f"{ref}_fvu_orig": stats(fv[ref])["mean"], f"{fix}_fvu_orig": stats(fv[fix])["mean"]}
+    if result["word"] == "confirmed" and any(worse):
+        result["word"] = "inconclusive"
+        result["effect"] += " (fewer deaths, but worse reconstruction)"
+    return result
+
+
+SEED_ROW_FRACTION = 0.01  # tiny and huge rows each, for the seed's Bug #4 in the lab's first case
+
+
+def _shared(base: Any, params: Mapping[str, Any], default_case: bool) -> dict[str, Any]:
+    """Tiny- and huge-norm rows for the seed's Bug #4 (synthetic sources only): every arm of the
+    phase sees the same rows, the base included. By default (None) only in the lab's first case
+    (the seed's Test 1): on the user's own base the phase tests their data as it is, so that its
+    base is the same setup the other phases judge (1% rows at 1e3 would change the
+    dataset-scalar constant, and with it the deaths, of a base with sink rows)."""
+    if base.data.source != "synthetic":
+        return {}
+    out = {}
+    for name, path in (("data_tiny_row_fraction", "data.tiny_row_fraction"), ("data_huge_row_fraction", "data.huge_row_fraction")):
+        value = params[name]
+        if value is None:
+            value = SEED_ROW_FRACTION if default_case else None
+        if value is not None:
+            out[path] = value
+    return out
+
+
+def _mode_arms(ctx: Context) -> list[Arm]:
+    modes = ctx.params["normalize_mode"]
+    if not isinstance(modes, (list, tuple)) or any(m not in MODES for m in modes):
+        raise ValueError(f"normalize_mode={modes!r}: a list of modes from {list(MODES)}")
+    clamp = ctx.params["normalize_clamp_min"]
+    out = []
+    for m in modes:
+        if m == ctx.base.normalize.mode:
+            continue
+        ch: dict[str, Any] = {"normalize.mode": m}
+        if m == "constant_norm_rescale_clamped" and clamp != ctx.base.normalize.clamp_min:
+            ch["normalize.clamp_min"] = clamp
+        out.append(Arm("clamped" if m.endswith("clamped") else m, ch))
+    return out
+
+
+def _judge_mode(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H4 · the base's normalization kills latents: the best other mode vs the base by
+    ``hypothesis.removes_deaths``, with ``fvu_guard`` (the original-space FVU must not get worse)."""
+    name, r = best_fix(runs, "base", [a.name for a in arms])
+    r = fvu_guard(runs, "base", name, r)
+    rest = [a.name for a in arms if a.name != name]
+    effect = f"best other mode {name}: {r['effect']}" + "".join(
+        f"; {a}: " + removes_deaths(runs, "base", a)["effect"].split("; final")[0] for a in rest)
+    return judged(H4, STEM, r["word"], effect, r["numbers"] | {"best": name}, compared({a.name: dict(a.changes) for a in arms},
+                  *[a.name for a in arms]), claim=f"the base's input normalization ({ctx.base.normalize.mode}) kills latents", fix=name)
+
+
+def _rescales(ctx: Context) -> str | None:
+    mode = ctx.base.normalize.mode
+    return None if mode == "constant_norm_rescale" else (
+        f"the base does not divide each row by its own norm without a clamp (normalize.mode={mode})")
+
+
+def _judge_small_norms(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H4a · dividing by small norms creates huge values (seed Hypothesis 4a). From the base's
+    Task 5.1 numbers (norm_* columns, training batches): confirmed when some normalized row is
+    non-finite or longer than 2 sqrt(d_in) in any replicate; refuted when, in every replicate,
+    every normalized row has norm within 1% of sqrt(d_in) and none is non-finite."""
+    rows = []
+    for a in runs.values():
+        r, d = a["base"], a["base"].config.sae.d_in
+        m = r.metrics
+        get = lambda c, f: float(f(m[c].to_numpy(np.float64))) if c in m else float("nan")  # noqa: E731
+        rows.append({"out_max": get("norm_out_norm_max", np.nanmax) / d ** 0.5, "out_min": get("norm_out_norm_min", np.nanmin) / d ** 0.5,
+                     "nonfinite": get("norm_n_nonfinite", np.nansum), "x_min": get("norm_x_norm_min", np.nanmin),
+                     "coef_max": get("norm_coef_max", np.nanmax)})
+    bad = [x["nonfinite"] > 0 or x["out_max"] > 2 for x in rows]
+    word = "confirmed" if any(bad) else rule([], [x["nonfinite"] == 0 and abs(x["out_max"] - 1) <= 0.01 and
+                                                  abs(x["out_min"] - 1) <= 0.01 for x in rows])
+    effect = (f"smallest ||x|| {min(x['x_min'] for x in rows):.3g} got coefficient up to {max(x['coef_max'] for x in rows):.3g}; "
+              f"normalized norms / sqrt(d_in) in [{min(x['out_min'] for x in rows):.4f}, {max(x['out_max'] for x in rows):.4f}]; "
+              f"non-finite rows {sum(x['nonfinite'] for x in rows):.0f}")
+    return judged(H4A, STEM, word, effect, {"min_x_norm": min(x["x_min"] for x in rows), "max_coef": max(x["coef_max"] for x in rows),
+                                            "max_out_over_sqrt_d": max(x["out_max"] for x in rows),
+                                            "nonfinite_rows": sum(x["nonfinite"] for x in rows)})
+
+
+def _uncentered(ctx: Context) -> str | None:
+    s = ctx.base.sae
+    if s.b_dec_init != "zeros" and s.apply_b_dec_to_input:
+        return f"the base already starts b_dec at the data's {s.b_dec_init} and subtracts it before the encoder"
+    center = ctx.params["sae_b_dec_init"]
+    if center not in (None, "mean", "geometric_median"):
+        raise ValueError(f"sae_b_dec_init={center!r}: choose mean, geometric_median, or None for no centered arm")
+    return None if center else "not asked for (sae_b_dec_init=None)"
+
+
+def _judge_center(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H8 · an uncentered input kills latents from the start: with a shared offset in the data and
+    b_dec at zero, the offset pushes many latents' pre-activations below 0 on every row. The
+    ``centered`` arm starts b_dec at the data's center and subtracts it before the encoder
+    (Bricken 2023); base vs centered by ``removes_deaths`` with ``fvu_guard``. Also reports the
+    dead fraction before any update."""
+    r = fvu_guard(runs, "base", "centered", removes_deaths(runs, "base", "centered"))
+    start = {a: per_seed(runs, a, lambda x: at_step(x, "dead_frac", 0)) for a in ("base", "centered")}
+    effect = f"dead before any update: base {pm(start['base'])}, centered {pm(start['centered'])}; " + r["effect"]
+    return judged(H8, STEM, r["word"], effect, r["numbers"] | {"base_dead_step0": stats(start["base"])["mean"],
+                                                              "centered_dead_step0": stats(start["centered"])["mean"]},
+                  compared({a.name: dict(a.changes) for a in arms}, "centered"), fix="centered")
+
+
+def _judge_init(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H11 · the encoder's initialization kills latents: base vs the other init (``tied``: the
+    encoder starts as the decoder's transpose, Gao 2024 / Conerly 2024, which they report leaves
+    fewer dead latents; or ``kaiming``, independent rows) by ``removes_deaths``."""
+    name = arms[0].name
+    r = removes_deaths(runs, "base", name)
+    return judged(H11, STEM, r["word"], r["effect"], r["numbers"], compared({a.name: dict(a.changes) for a in arms}, name),
+                  fix=name, claim=f"the encoder init ({ctx.base.sae.init}) kills latents")
+
+
+def _negative_b_enc(ctx: Context) -> str | None:
+    b = ctx.base.sae.b_enc_init
+    return None if b < 0 else f"the base's encoder bias does not start negative (sae.b_enc_init={b:g})"
+
+
+def _judge_b_enc(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H21 · a negative encoder bias init kills latents at init: a latent whose w.x + b_enc starts
+    below zero on every row never fires, and a ReLU latent that never fires gets no gradient, so it
+    never recovers. Base vs b_enc started at 0 (nn.Linear-style; Bricken 2023, Gao 2024) by
+    ``removes_deaths``; also reports the dead fraction before any update."""
+    r = removes_deaths(runs, "base", "b_enc_zero")
+    start = {a: per_seed(runs, a, lambda x: at_step(x, "dead_frac", 0)) for a in ("base", "b_enc_zero")}
+    effect = f"dead before any update: base {pm(start['base'])}, b_enc_zero {pm(start['b_enc_zero'])}; " + r["effect"]
+    return judged(H21, STEM, r["word"], effect, r["numbers"] | {"base_dead_step0": stats(start["base"])["mean"],
+                                                               "b_enc_zero_dead_step0": stats(start["b_enc_zero"])["mean"]},
+                  compared({a.name: dict(a.changes) for a in arms}, "b_enc_zero"), fix="b_enc_zero",
+                  claim=f"the negative encoder bias init (sae.b_enc_init={ctx.base.sae.b_enc_init:g}) kills latents at init")
+
+
+def _ordered(ctx: Context) -> str | None:
+    return None if ctx.base.data.order == "ordered" else "the base's training stream is already shuffled (data.order=shuffled)"
+
+
+def _judge_order(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H22 · an unshuffled stream kills latents: consecutive batches from one document (or one
+    stretch of a file) drift, so the SAE keeps re-fitting to the current stretch and latents of
+    what is absent there are pushed below zero for thousands of rows at a time. Base vs the same
+    rows shuffled (data.order=shuffled; synthetic: the same mixture of documents, the same held-out
+    set) by ``removes_deaths``."""
+    r = removes_deaths(runs, "base", "shuffled")
+    return judged(H22, STEM, r["word"], r["effect"], r["numbers"], compared({a.name: dict(a.changes) for a in arms}, "shuffled"),
+                  fix="shuffled")
+
+
+SINK_FACTOR = 10.0  # rows above this multiple of the median norm count as high-norm (datacheck.check's 10x)
+
+
+@functools.lru_cache(maxsize=8)
+def _rows_above(data: Any, d_in: int, eval_rows: int, factor: float) -> tuple[int, int, float]:
+    """(rows above ``factor`` x the median norm, rows looked at, max / median) among the first
+    MEDIAN_ROWS training rows of a non-synthetic source (read once per source, cached)."""
+    cfg = RunConfig(data=dataclasses.replace(data, drop_norm_above=0.0)).with_overrides({"sae.d_in": d_in, "eval_rows": eval_rows})
+    source = make_source(cfg)
+    x = torch.cat([source.batch(s, data.batch_size) for s in range(-(-MEDIAN_ROWS // data.batch_size))])
+    norms = x.norm(dim=-1)
+    med = float(norms.median())
+    return int((norms > factor * med).sum()), int(norms.numel()), float(norms.max()) / med if med > 0 else float("inf")
+
+
+def _has_sinks(ctx: Context) -> str | None:
+    d = ctx.base.data
+    if 0 < d.drop_norm_above <= SINK_FACTOR:
+        return f"the base already drops rows above {d.drop_norm_above:g}x the median norm (data.drop_norm_above)"
+    if d.source == "synthetic":
+        return None if d.outlier_fraction > 0 else "the base's synthetic data plants no sink rows (data.outlier_fraction=0)"
+    above, seen, ratio = _rows_above(d, ctx.base.sae.d_in, ctx.base.eval_rows, SINK_FACTOR)
+    return None if above else (f"no row of the first {seen} training rows has a norm above {SINK_FACTOR:g}x the median "
+                               f"(the largest is {ratio:.3g}x)")
+
+
+def _judge_sinks(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H23 · high-norm sink rows kill latents: a few rows at tens to hundreds of times the median
+    norm (attention sinks, BOS positions) dominate the reconstruction loss of their batch, so the
+    update serves them and pushes the other latents' pre-activations down. Base vs the same data
+    without rows above 10x the median norm (data.drop_norm_above=10; each arm's held-out set loses
+    those rows too) by ``removes_deaths``. No FVU guard: the two arms' held-out rows differ.
+    Measured on planted sink rows (tests/test_planted.py, benchmarks/planted_causes.py): under a
+    dataset-wide scalar (normalize.mode=dataset_scalar) 2% of rows at 1000x the median inflate
+    E||x|| about 20x, every other row shrinks as much, and 40% of the latents die (2% without the
+    rows); with no normalization, or 2% at 100x under the scalar, the same kind of rows kill none."""
+    r = removes_deaths(runs, "base", "drop_sinks")
+    dropped = per_seed(runs, "drop_sinks", lambda x: float(sum(e.get("rows", 0) for e in x.events if e.get("kind") == "dropped_rows"
+                                                              and e.get("where") == "training batches")))
+    effect = r["effect"] + f"; training rows dropped per run: {pm(dropped, False)}"
+    return judged(H23, STEM, r["word"], effect, r["numbers"] | {"dropped_training_rows": stats(dropped)["mean"]},
+                  compared({a.name: dict(a.changes) for a in arms}, "drop_sinks"), fix="drop_sinks")
+
+
+H21 = Hypothesis("H21", "a negative encoder bias init kills latents at init", "cause", ("sae.b_enc_init",), _negative_b_enc,
+                 lambda ctx: [Arm("b_enc_zero", {"sae.b_enc_init": 0.0})], _judge_b_enc,
+                 source="lab; Bricken 2023 and Gao 2024 start b_enc at 0")
+H22 = Hypothesis("H22", "an unshuffled training stream kills latents", "cause", ("data.order",), _ordered,
+                 lambda ctx: [Arm("shuffled", {"data.order": "shuffled"})], _judge_order,
+                 source="lab; SAELens and sparsify mix activations in a shuffle buffer before training")
+H23 = Hypothesis("H23", "high-norm sink rows (attention sinks, BOS) kill latents", "cause", ("data.drop_norm_above",), _has_sinks,
+                 lambda ctx: [Arm("drop_sinks", {"data.drop_norm_above": SINK_FACTOR})], _judge_sinks,
+                 source="dictionary_learning PR 52 (25%+ dead early from rows with norm > 100x the median); "
+                        "Xiao et al. 2023 (attention sinks)")
+
+H11 = Hypothesis("H11", "the encoder's initialization kills latents", "cause", ("sae.init",), lambda ctx: None,
+                 lambda ctx: [Arm("init_kaiming" if ctx.base.sae.init == "tied" else "init_tied",
+                                  {"sae.init": "kaiming" if ctx.base.sae.init == "tied" else "tied"})], _judge_init,
+                 source="Gao et al. 2024; Conerly et al. 2024 (encoder = decoder transpose)")
+
+H4 = Hypothesis("H4", "the input normalization kills latents", "cause", ("normalize.mode", "normalize.clamp_min"),
+                lambda ctx: None, _mode_arms, _judge_mode, source="seeds/004 Bug #4")
+H4A = Hypothesis("H4a", "dividing by small norms creates huge values", "fact", (), _rescales, lambda ctx: [], _judge_small_norms,
+                 source="seeds/004 Hypothesis 4a, Task 5.1")
+H8 = Hypothesis("H8", "an uncentered input (b_dec at zero, not subtracted) kills latents from the start", "cause", CENTER, _uncentered,
+                lambda ctx: [Arm("centered", {"sae.b_dec_init": ctx.params["sae_b_dec_init"], "sae.apply_b_dec_to_input": True})],
+                _judge_center, source="lab; Bricken 2023; Simon, Adams & Zou 2026 (outlier severity predicts dead-at-init)")
+
+INTRO = """The seed's Bug #4: `x * sqrt(d_in) / ||x||` with no clamp could divide by near-zero norms. On synthetic
+data every arm here sees the same rows scaled by 1e-6 and by 1e3 (the base included); the arms change only
+the base's normalization: none, the seed's rescale, the same with the Task 5.1 clamp, a dataset-wide scalar,
+layer norm (the base's own mode is not trained twice).
+
+One more arm tests what the lab found (H8): with a shared offset in the data and a decoder bias that starts at
+zero, the offset pushes many latents' pre-activations below zero on every row before training begins. The
+`centered` arm is the base with `b_dec` started at the data's center and subtracted before the encoder
+(Bricken 2023), nothing else changed. A last arm starts the encoder the other way (tied to the decoder's
+transpose, or independent).
+
+Where the base has them, three more single-factor arms: the encoder bias started at 0 instead of below it
+(H21), the same stream shuffled instead of in document or file order (H22), and the same data without the
+rows above 10x the median norm, the sink rows of attention sinks and BOS positions (H23)."""
+
+PHASE = Phase(
+    STEM,
+    "Input normalization, centering and initialization",
+    "Do the input's normalization, its offset or the encoder's initialization kill latents?",
+    INTRO,
+    (H4, H4A, H8, H11, H21, H22, H23),
+    {
+        "data_tiny_row_fraction": (
+            "data.tiny_row_fraction",
+            None,
+            "fraction of rows scaled by 1e-6, in every arm (synthetic "
+            "sources only); None: 1% in the lab's first case (the seed's Test 1), your base's otherwise",
+        ),
+        "data_huge_row_fraction": (
+            "data.huge_row_fraction",
+            None,
+            "fraction of rows scaled by 1e3, in every arm (synthetic "
+            "sources only); None: 1% in the lab's first case (the seed's Test 1), your base's otherwise",
+        ),
+        "normalize_mode": ("normalize.mode", list(MODES), "modes besides the base's"),
+        "normalize_clamp_min": ("normalize.clamp_min", 1e-6, "the Task 5.1 clamp on ||x|| of the clamped arm"),
+        "sae_b_dec_init": (
+            "sae.b_dec_init",
+            "geometric_median",
+            "b_dec_init of the centered arm (H8): mean | geometric_median; None: no such arm",
+        ),
+    },
+    (
+        "The seed's Task 5.1 norm ranges; the centered decoder bias against the base",
+        (
+            "plots.norm_ranges(run.first())",
+            'plots.training_curves({arm: r for arm, r in run.first().items() if arm in ("base", "centered")}, first="dead fraction")',
+        ),
+    ),
+    shared=_shared,
+)

@@ -1,0 +1,140 @@
+"""Phase 06: does a fixed recipe meet the seed's validation table? (seeds/004, Validation Metrics.)
+
+Each arm is the base with a whole recipe applied, judged against the table on its own (no two arms
+are compared): the base itself, the seed's "Expected Fixes" (when the base is the seed's kind of
+SAE), and this lab's recipe; on synthetic bases also on real activations (MiniLM by default).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from saelab.lab import answer
+from saelab.lab.hypothesis import Arm, Context, Hypothesis, Phase, judged
+from saelab.lab.verdicts import RunsBySeed, validation_verdicts
+from saelab.lab.wording import md_code, md_text
+
+STEM = "06_validation"
+LAB_ALPHA = 0.006  # per_sample_sum alpha of the lab recipe (with the seed's mse_mean reconstruction); calibrated on
+LAB_LR = 2e-3  # the quick profile's synthetic data for a final L0 near 5% (measured, seed 0: 6.0%, dead 0%, peak dead
+# 0.4%; without the centered b_dec: 6.8%, dead 14%, peak 63%)
+
+
+def seed_fixed(ctx: Context) -> dict[str, Any] | None:
+    """All of the seed's "Expected Fixes" (``config.seed_fixed``): per-sample-sum L1 with alpha x d_sae
+    (Fix #1, #2), warmup 2% of training (Fix #3), windowed detection with the Task 4.2 re-init
+    (Fix #4), the Task 5.1 clamp. Only for the seed's kind of SAE (ReLU, mean-over-all L1)."""
+    b = ctx.base
+    if b.sae.architecture != "relu" or b.penalty.form != "mean_all":
+        return None
+    return {"penalty.form": "per_sample_sum", "penalty.alpha": b.penalty.alpha * b.sae.d_sae,
+            "schedule.warmup_steps": max(1, b.steps // 50), "resample.strategy": "seed-fix", "resample.detector": "window",
+            "normalize.mode": "constant_norm_rescale_clamped"}
+
+
+def lab_fixed(ctx: Context) -> dict[str, Any]:
+    """This lab's recipe, from what phases 01-05 measure on the seed's case: no resampling but seed
+    000's reanimation term at 1e-2 (03, 05), dataset-wide scalar normalization, b_dec started at the
+    data's geometric median and subtracted before the encoder (04, H8); for an L1 SAE also the
+    per-sample-sum L1 at a calibrated alpha, a unit-norm decoder and a larger LR (01)."""
+    ch: dict[str, Any] = {"resample.strategy": "off", "aux.reanimation_coef": 1e-2, "normalize.mode": "dataset_scalar",
+                          "sae.b_dec_init": "geometric_median", "sae.apply_b_dec_to_input": True}
+    if ctx.base.sae.architecture in ("relu", "jumprelu"):
+        ch |= {"penalty.form": "per_sample_sum", "penalty.alpha": LAB_ALPHA, "sae.decoder_constraint": "unit_norm", "optim.lr": LAB_LR}
+    return ch
+
+
+def fixed(ctx: Context) -> dict[str, Any] | None:
+    """The fixed configuration: the confirmed fixes of the other phases combined, most harmful
+    cause first (``saelab.lab.answer``); None when no phase has confirmed a cause (or none ran)."""
+    return answer.fixed_changes(answer.ranking(ctx.prior_verdicts)) or None
+
+
+RECIPES = {"fixed": fixed, "seed-fixed": seed_fixed, "lab-fixed": lab_fixed}
+
+
+def _arms(ctx: Context) -> list[Arm]:
+    recipes = ctx.params["recipes"]
+    if not isinstance(recipes, (list, tuple)) or any(r not in RECIPES for r in recipes):
+        raise ValueError(f"recipes={recipes!r}: a list from {list(RECIPES)}")
+    real = ctx.params["data_source_real"]
+    sources = [None] + ([real] if real and ctx.base.data.source == "synthetic" and real != "synthetic" else [])
+    tokens = ctx.params["data_max_tokens"] or ctx.base.data.max_tokens
+    out = []
+    for src in sources:
+        on = {} if src is None else {"data.source": src, "sae.d_in": 0, "data.max_tokens": tokens}
+        if src is not None and ctx.base.data.outlier_fraction > 0:  # sink rows are planted in synthetic data only
+            on["data.outlier_fraction"] = 0.0
+        tag = "" if src is None else "_" + src.replace(":", "-").replace("/", "-")
+        if src is not None:
+            out.append(Arm(f"base{tag}", on, against=None))
+        for name in recipes:
+            ch = RECIPES[name](ctx)
+            if ch is not None and ctx.base.with_overrides(ch) != ctx.base:
+                out.append(Arm(f"{name}{tag}", on | ch, against=None))
+    return out
+
+
+def _judge(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> list[dict]:
+    """V · each arm meets the seed's validation table (``verdicts.validation_verdicts``)."""
+    return [judged(V, STEM, v["verdict"], v["effect"], v["numbers"], hid=v["id"], claim=v["hypothesis"].split(" · ", 1)[1])
+            for v in validation_verdicts(runs)]
+
+
+V = Hypothesis("V", "the recipe meets the seed's validation table", "remedy", (), lambda ctx: None, _arms, _judge,
+               source="seeds/004, Validation Metrics")
+
+INTRO = """The seed's Validation Metrics table: final L0 4-7% of latents (target 5%), dead < 20% (target < 10%),
+L1/reconstruction ratio 0.01-0.5, reconstruction loss < 0.10 (target < 0.05), no collapse. The base and each
+recipe applied to it are judged against the table on their own; on a synthetic base also on real
+activations (MiniLM hidden states; the first run builds the cache)."""
+
+PHASE = Phase(
+    STEM, "Validation", "Does a fixed recipe meet the seed's validation table?", INTRO, (V,),
+    {"data_source_real": ("data.source", "minilm", "real-activation source trained beside a synthetic base ('' to skip)"),
+     "data_max_tokens": ("data.max_tokens", None, "tokens of text for the real source; None: the profile's (its cache is built once)"),
+     "recipes": (None, list(RECIPES), "recipes applied to the base: fixed (the other phases' confirmed fixes combined), "
+                                      "seed-fixed (the seed's Expected Fixes), lab-fixed (this lab's)")},
+    ("The seed's Validation Metrics table", ("rows = verdicts.validation_rows(runs)\ntables.validation_table(rows)",)),
+    reads_prior=True)
+
+
+def write_answer(run: Any) -> dict[str, Any]:
+    """After training phase 06: rank the other phases' causes, save ``answer.json`` and (when a cause
+    was confirmed) ``fixed_config.json`` at the user's own scale in ``run.out_dir``; returns the
+    answer (``saelab.lab.answer.write``)."""
+    built = run.built[run.seeds[0]]
+    ranked = answer.ranking(built.ctx.prior_verdicts)
+    changes = answer.fixed_changes(ranked)
+    user = answer.at_base_scale(changes, run.base, built.ctx.base) if changes else {}
+    fixed_cfg = run.base.config.with_overrides(user) if user else None
+    path = answer.write(run.out_dir, ranked, fixed_cfg, run.base, user)
+    return json.loads(path.read_text())
+
+
+def answer_markdown(found: dict[str, Any]) -> str:
+    """The answer as Markdown: the causes ranked, each with its verdict and fix, then the fixed config
+    (every string escaped: a fix's value may come from the user's base)."""
+    if not found["ranking"]:
+        return "No phase of this lab tested a cause with an arm that removes it (run phases 00-05 first)."
+    lines = ["| cause | verdict | peak dead: base -> with fix | final dead: base -> with fix | fix |", "|---|---|---|---|---|"]
+    def pct(d: dict[str, Any], key: str) -> str:  # mean over the replicates, ± their sd when known
+        v, sd = d.get(key), d.get(f"{key}_sd")
+        return "?" if v is None else f"{100 * v:.1f}%" + (f" ± {100 * sd:.1f}" if sd is not None else "")
+
+    for r in found["ranking"]:
+        p, f = r["peak_dead"], r["final_dead"]
+        lines.append(f"| {md_text(r['id'])} · {md_text(r['cause'].split(' · ', 1)[-1])} | **{r['verdict']}** "
+                     f"| {pct(p, 'base')} -> {pct(p, 'with_fix')} | {pct(f, 'base')} -> {pct(f, 'with_fix')} "
+                     f"| {' '.join(md_code(f'--set {x}') for x in r['fix'])}"
+                     + (f" (not in the fixed configuration: {md_text(r['why'])})" if r.get("combined") is False else "")
+                     + (" (tied with the cause above within the spread)" if r.get("tied_with_above") else "") + " |")
+    if found["fixed_config"]:
+        lines += ["", "Fixed configuration (the smallest set of confirmed fixes, most harmful cause first, that leaves no more "
+                  "than 5% of the latents dead by their own arms; at your base's own scale): "
+                  + " ".join(md_code(f"--set {x}") for x in found["fixed_changes"]) + "; saved as `fixed_config.json` "
+                  "(train it with `saelab train --config fixed_config.json`)."]
+    else:
+        lines += ["", "No cause was confirmed, so there is no fixed configuration to train."]
+    return "\n".join(lines)
