@@ -81,7 +81,8 @@ def test_parameters_mirror_the_config_fields_phases_claims(path):
     assert phases.check_mirrors(phase) == []
     for name, (field, default, _) in phase.params.items():
         assert values[name] == default, f"{path.name}: {name} default {values[name]!r} != phases.py {default!r}"
-    assert values["out_dir"] is None and values["explorer"] is False  # None: a new dated folder (params.default_run_dir)
+    assert values["out_dir"] is None  # None: a new dated folder (params.default_run_dir)
+    assert values["profile"] == "explore" and values["explorer"] is True  # opened in JupyterLab, it runs as it is (issue 23)
 
 
 def test_the_kernel_is_this_python():
@@ -131,7 +132,9 @@ def test_runs_in_the_smoke_profile_and_writes_verdicts(executed, stem):
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs) >= 4
     assert any("saelab-table" in "".join(o.get("data", {}).get("text/html", "")) for o in outputs)  # tables.Table, e.g. the autopsy
-    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]  # bars cleared
+    widgets = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "code" for o in c.outputs
+               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert widgets == ["if run.explorer:"], widgets  # progress bars cleared; the explorer is on by default (issue 23)
     anchors = "".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert all(f'id="{v["evidence"]}"' in anchors for v in found), "a verdict links to a missing anchor"
     state = json.loads(next(o.text for o in outputs if o.get("name") == "stdout" and o.text.startswith("KERNEL")).split(" ", 1)[1])

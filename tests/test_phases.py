@@ -51,7 +51,8 @@ def namespace(stem: str, **given) -> dict:
 
 
 def test_profiles_scale_and_replicates():
-    assert set(phases.PROFILES) == {"smoke", "quick", "full"}
+    assert set(phases.PROFILES) == {"smoke", "explore", "quick", "full"}
+    assert phases.PROFILES["explore"].seeds == (0,) and phases.PROFILES["explore"].d_sae == phases.PROFILES["quick"].d_sae
     assert len(phases.PROFILES["quick"].seeds) >= 3 and len(phases.PROFILES["full"].seeds) >= 3
     assert phases.PROFILES["full"].d_sae == 2048 and phases.PROFILES["full"].steps >= 10_000
     smoke, quick = phases.PROFILES["smoke"], phases.PROFILES["quick"]

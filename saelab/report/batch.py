@@ -265,7 +265,9 @@ def run_lab(
     runner = clusters.start(cluster, progress)  # an unreachable cluster is refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
     merged = {r.stem: r for r in _previous_results(out)}
-    params_of = {nb.stem: {"profile": profile, "out_dir": str(out / "runs" / nb.stem), **(parameters or {})} for nb in notebooks}
+    # the explorer is off in a report (ipywidgets need a kernel); on in a notebook opened by hand
+    params_of = {nb.stem: {"profile": profile, "out_dir": str(out / "runs" / nb.stem),
+                           **({"explorer": False} if nb.stem in PHASES else {}), **(parameters or {})} for nb in notebooks}
     later = [nb for nb in notebooks if _reads_prior(nb.stem)]
     waves = [[nb for nb in notebooks if nb not in later], later]
     results: list[PhaseResult] = []
