@@ -25,7 +25,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # tests/checkout.py, whatever pytest's import mode
 from checkout import ROOT, git, make_checkout, status  # noqa: E402
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 STEM = "05_reanimation"  # the most arms (its explorer must list every one) and the dead-vs-L0 scatter
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -34,7 +34,11 @@ STATUS = "Array.from(document.querySelectorAll('.jp-StatusBar-TextItem')).map(e 
 ALL_RAN = """() => { const p = Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'))
     .map(e => e.textContent); return p.length > 0 && p.every(t => /\\[\\d+\\]/.test(t)); }"""
 DRAWN = "document.querySelectorAll('.jp-Notebook .js-plotly-plot .main-svg').length"
-EXPLORER = "document.querySelector('.jp-Notebook .widget-output .js-plotly-plot, .jp-Notebook .jupyter-widgets-output-area .js-plotly-plot')"
+EXPLORER = ("document.querySelector('.jp-Notebook .widget-output .js-plotly-plot, "
+            ".jp-Notebook .jupyter-widgets-output-area .js-plotly-plot')")
+# per figure in the notebook: drawn (plotly's SVG is there) and the number of traces it drew
+FIGURES = ("Array.from(document.querySelectorAll('.jp-Notebook .js-plotly-plot'))"
+           ".map(d => !!d.querySelector('.main-svg') && (d._fullData || []).length)")
 
 
 def smallest(text: str) -> str:
@@ -124,14 +128,14 @@ def test_run_all_in_jupyterlab_draws_every_figure_and_the_explorer_redraws(lab, 
             # every plotly figure drawn: each figure output of the notebook, and the explorer's
             page.get_by_role("menuitem", name="File", exact=True).click()
             page.get_by_role("menuitem", name=re.compile(r"^Save( Notebook)?\b")).first.click()
-            saved = wait_for(lambda: _saved(repo, committed), "the save", 400)
+            saved = wait_for(lambda: _saved(repo, committed), "the save", 900)
             figures = sum("application/vnd.plotly.v1+json" in o.get("data", {}) for c in saved.cells if c.cell_type == "code"
                           for o in c.outputs)
             assert not [o for c in saved.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
             assert figures >= 5
             page.wait_for_function(f"document.querySelectorAll('.jp-Notebook .js-plotly-plot').length === {figures + 1}", timeout=60_000)
             page.wait_for_function(f"{DRAWN} >= {figures + 1}", timeout=60_000)
-            plots = page.evaluate("Array.from(document.querySelectorAll('.jp-Notebook .js-plotly-plot')).map(d => !!d.querySelector('.main-svg') && (d._fullData || []).length)")
+            plots = page.evaluate(FIGURES)
             assert len(plots) == figures + 1 and all(plots), plots  # each drawn, with traces
 
             # the explorer redraws when a control changes: pick another metric, its figure follows

@@ -158,9 +158,10 @@ def explore(root: Any, metric: str = DEFAULT_METRIC) -> Any:
     cols = metric_columns(runs)
     last = max(int(r.metrics["step"].max()) for r in runs.values())
     arms, reps = arms_of(runs), replicates_of(runs)
-    fit = w.Layout(width=f"{max(len(a) for a in arms) + 4}ch")  # long arm names whole
+    # long arm names whole: the list as wide as the longest, beside its label (ipywidgets' label width)
+    fit = w.Layout(width=f"calc({max(len(a) for a in arms) + 4}ch + var(--jp-widgets-inline-label-width, 80px))")
     pick_arms = w.SelectMultiple(options=arms, value=tuple(arms), rows=min(14, len(arms)), description="arms", layout=fit)
-    pick_reps = w.SelectMultiple(options=reps, value=reps[:1], rows=min(6, len(reps)), description="replicates")
+    pick_reps = w.SelectMultiple(options=reps, value=reps[:1], rows=max(2, min(6, len(reps))), description="replicates")
     start = metric if metric in cols else cols[0]
     what = w.Dropdown(options=[(metric_name(c), c) for c in cols], value=start, description="metric",
                       tooltip=metric_tooltip(start), layout=w.Layout(width="32em"))
