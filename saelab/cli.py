@@ -19,8 +19,7 @@ from saelab.interop.logs import autopsy_log
 from saelab.lab.base import PROFILES, load_base
 from saelab.lab.datacheck import check, format_check
 from saelab.lab.params import check_parameters
-from saelab.lab.phases import preflight
-from saelab.report.batch import REPO, find_notebooks, rerender, run_lab
+from saelab.report.batch import rerender, run_lab
 from saelab.report.pages import autopsy_page, inspect_page
 from saelab.training import train
 from saelab.training.diagnose import format_autopsy
@@ -210,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 params["base"] = args.base
             if args.data:
                 params["source"] = args.data
-            # before anything is trained or written: the base, every phase's arms, the data
-            preflight(args.profile, params, [p.stem for p in find_notebooks(REPO / "notebooks", only)])
+            # run_lab plans every phase (base, arms, data) before anything is trained or written
             return run_lab(profile=args.profile, out=args.out, only=only, parameters=params or None, force=args.force,
                            cluster=spec)
         if args.command in ("inspect", "autopsy", "export"):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from saelab.config import seed_test1
-from saelab.lab import phases, verdicts, wording
+from saelab.lab import answer, phases, verdicts, wording
 from saelab.lab.hypothesis import removes_deaths
 from saelab.lab.phases import get_phase
 from saelab.training.train import train
@@ -163,17 +163,17 @@ def test_validation_rows_and_verdicts():
     good = fake(0.05, l0_frac=0.05, l1_recon_ratio=0.1, mse=0.04)
     bad = fake(0.5, l0_frac=0.3, l1_recon_ratio=0.001, mse=0.3)
     runs = by_seed(good=good, bad=bad)
-    rows = verdicts.validation_rows(runs)
+    rows = answer.validation_rows(runs)
     assert len(rows) == 10 and {r["arm"] for r in rows} == {"good", "bad"}
     assert all(r["pass"] for r in rows if r["arm"] == "good")
     assert not any(r["pass"] for r in rows if r["arm"] == "bad" and "stability" not in r["metric"])
-    words = {v["id"]: v["verdict"] for v in verdicts.validation_verdicts(runs)}
+    words = {v["id"]: v["verdict"] for v in answer.validation_verdicts(runs)}
     assert words == {"V-good": "confirmed", "V-bad": "refuted"}
     no_l1 = seed_test1().with_overrides({"sae.architecture": "topk", "penalty.form": "none", "penalty.alpha": 0.0})
     topk = fake(0.05, l0_frac=0.05, cfg=no_l1, l1_recon_ratio=0.0, mse=0.04)
-    ratio = [r for r in verdicts.validation_rows(by_seed(topk=topk)) if r["metric"].startswith("L1/recon")]
+    ratio = [r for r in answer.validation_rows(by_seed(topk=topk)) if r["metric"].startswith("L1/recon")]
     assert ratio[0]["pass"] is None  # not applicable without an L1 penalty
-    assert verdicts.validation_verdicts(by_seed(topk=topk))[0]["verdict"] == "confirmed"
+    assert answer.validation_verdicts(by_seed(topk=topk))[0]["verdict"] == "confirmed"
 
 
 def test_phase_verdicts_and_write(tmp_path):
@@ -255,5 +255,5 @@ def test_stability_ignores_the_initial_sparsification():
     late = fake(lambda s: np.where(s < 500, 0.02, 0.6), cfg=cfg)  # dead fraction jumps mid-training
     assert verdicts.collapses(early) == [] and verdicts.late_collapses(early) == []  # the autopsy reports it apart
     assert [c["onset_step"] for c in verdicts.late_collapses(late)] == [500]
-    stability = [r for r in verdicts.validation_rows(by_seed(early=early, late=late)) if "stability" in r["metric"]]
+    stability = [r for r in answer.validation_rows(by_seed(early=early, late=late)) if "stability" in r["metric"]]
     assert [(r["arm"], r["pass"]) for r in stability] == [("early", True), ("late", False)]

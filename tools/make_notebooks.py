@@ -46,14 +46,14 @@ def notebook(stem: str) -> nbformat.NotebookNode:
                              "many deaths their fix removes (peak, then final dead fraction; mean over replicates), each with "
                              "its verdict and the change that fixes it; then the fixed configuration, trained below as the "
                              "`fixed` arm and checked against the validation table."),
-           new_code_cell("from saelab.lab.causes import validation\n\nanswer = validation.write_answer(run)\n"
-                         "display(Markdown(validation.answer_markdown(answer)))\nplots.answer_bars(answer)")]
+           new_code_cell("from saelab.lab import answer\n\nfound_answer = answer.write_answer(run)\n"
+                         "display(Markdown(answer.markdown(found_answer)))\nplots.answer_bars(found_answer)")]
           if stem == "06_validation" else []),
         new_markdown_cell("## Verdicts\n\nEach applicable hypothesis judged by its rule; *confirmed* for a cause means it kills "
                           "latents in this setup, for a remedy that it works. Dead = never fired on the held-out rows nor in "
                           "the latest training window (`dead_frac`)."),
         new_code_cell("found = run.verdicts()\n"
-                      f'verdicts.write(run.out_dir, found{", verdicts.validation_rows(runs)" if stem == "06_validation" else ""})\n'
+                      f'verdicts.write(run.out_dir, found{", answer.validation_rows(runs)" if stem == "06_validation" else ""})\n'
                       "display(Markdown(verdicts.narrative(found)))"),
         new_markdown_cell("## Training curves\n\nPick the metric in the dropdown. Dead fraction: solid = dead by the "
                           "held-out rows and the training window, dashed = a single batch (as the seed counted). Markers: "

@@ -320,9 +320,3 @@ def resolve(cfg: RunConfig, source: Source) -> RunConfig:
             f"set sae.d_in={source.d_in} or 0 (take it from the source)"
         )
     return dataclasses.replace(cfg, sae=dataclasses.replace(cfg.sae, d_in=source.d_in))
-
-
-def norm_summary(x: Tensor) -> dict[str, float]:
-    """Row-norm statistics of a sample, for logs."""
-    n = x.norm(dim=-1)
-    return {"min": float(n.min()), "median": float(n.median()), "max": float(n.max()), "sqrt_d_in": math.sqrt(x.shape[-1])}

@@ -6,14 +6,19 @@ changed) and the intervention numbers of ``hypothesis.removes_deaths``. ``rankin
 how many deaths their fix removes (peak, then final dead fraction); ``fixed_changes`` takes the
 smallest set of confirmed fixes, most harmful cause first, that leaves no more than MIN_EFFECT of
 the latents dead by their own arms, a later fix never overriding a field an earlier one set;
-``write`` saves ``answer.json`` and the fixed configuration.
+``write`` saves ``answer.json`` and the fixed configuration; ``write_answer`` does all of it for
+phase 06 and ``markdown`` states it. The seed's Validation Metrics table (``validation_rows``,
+``validation_verdicts``) is the check the fixed configuration's arm must pass.
+
+This module owns the answer; the report only draws it (report/index.py, tables.validation_table,
+plots.answer_bars).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,20 @@ from saelab.config import RunConfig
 from saelab.fileio import write_json
 from saelab.lab.base import STEP_FIELDS, Base
 from saelab.lab.hypothesis import MIN_EFFECT, SPREAD_FACTOR
+from saelab.lab.verdicts import (
+    DEAD_MAX,
+    L0_RANGE,
+    RATIO_RANGE,
+    RECON_MAX,
+    RunsBySeed,
+    late_collapses,
+    per_seed,
+    rule,
+    stats,
+    tail,
+    verdict,
+)
+from saelab.lab.wording import md_code, md_text
 
 VERDICT_ORDER = {"confirmed": 0, "inconclusive": 1, "refuted": 2}
 FVU_COST = 0.02  # final FVU points a fix may add before it counts as keeping latents alive by learning less
@@ -167,3 +186,100 @@ def write(out_dir: Path, ranked: list[dict[str, Any]], fixed: RunConfig | None, 
     if fixed is not None:
         (out_dir / "fixed_config.json").write_text(fixed.to_json() + "\n")
     return out_dir / "answer.json"
+
+
+def write_answer(run: Any) -> dict[str, Any]:
+    """After training phase 06: rank the other phases' causes, save ``answer.json`` and (when a cause
+    was confirmed) ``fixed_config.json`` at the user's own scale in ``run.out_dir``; returns the
+    answer (``saelab.lab.answer.write``)."""
+    built = run.built[run.seeds[0]]
+    ranked = ranking(built.ctx.prior_verdicts)
+    changes = fixed_changes(ranked)
+    user = at_base_scale(changes, run.base, built.ctx.base) if changes else {}
+    fixed_cfg = run.base.config.with_overrides(user) if user else None
+    path = write(run.out_dir, ranked, fixed_cfg, run.base, user)
+    return json.loads(path.read_text())
+
+
+def markdown(found: dict[str, Any]) -> str:
+    """The answer as Markdown: the causes ranked, each with its verdict and fix, then the fixed config
+    (every string escaped: a fix's value may come from the user's base)."""
+    if not found["ranking"]:
+        return "No phase of this lab tested a cause with an arm that removes it (run phases 00-05 first)."
+    lines = ["| cause | verdict | peak dead: base -> with fix | final dead: base -> with fix | fix |", "|---|---|---|---|---|"]
+    def pct(d: dict[str, Any], key: str) -> str:  # mean over the replicates, ± their sd when known
+        v, sd = d.get(key), d.get(f"{key}_sd")
+        return "?" if v is None else f"{100 * v:.1f}%" + (f" ± {100 * sd:.1f}" if sd is not None else "")
+
+    for r in found["ranking"]:
+        p, f = r["peak_dead"], r["final_dead"]
+        lines.append(f"| {md_text(r['id'])} · {md_text(r['cause'].split(' · ', 1)[-1])} | **{r['verdict']}** "
+                     f"| {pct(p, 'base')} -> {pct(p, 'with_fix')} | {pct(f, 'base')} -> {pct(f, 'with_fix')} "
+                     f"| {' '.join(md_code(f'--set {x}') for x in r['fix'])}"
+                     + (f" (not in the fixed configuration: {md_text(r['why'])})" if r.get("combined") is False else "")
+                     + (" (tied with the cause above within the spread)" if r.get("tied_with_above") else "") + " |")
+    if found["fixed_config"]:
+        lines += ["", "Fixed configuration (the smallest set of confirmed fixes, most harmful cause first, that leaves no more "
+                  "than 5% of the latents dead by their own arms; at your base's own scale): "
+                  + " ".join(md_code(f"--set {x}") for x in found["fixed_changes"]) + "; saved as `fixed_config.json` "
+                  "(train it with `saelab train --config fixed_config.json`)."]
+    else:
+        lines += ["", "No cause was confirmed, so there is no fixed configuration to train."]
+    return "\n".join(lines)
+
+
+# ----- the seed's Validation Metrics table (phase 06) -----------------------------------------
+
+def _has_l1(run: Any) -> bool:
+    return run.config.penalty.form != "none" and run.config.penalty.alpha > 0
+
+
+# (metric, how to read it from a run, target, acceptable range, pass test; None = not applicable)
+VALIDATION: list[tuple[str, Callable[[Any], float], str, str, Callable[[float], bool | None]]] = [
+    ("L0 sparsity (final)", lambda r: tail(r, "l0_frac"), "5%", "4%-7%", lambda v: L0_RANGE[0] <= v <= L0_RANGE[1]),
+    ("dead latents (final)", lambda r: tail(r, "dead_frac"), "<10%", "<20%", lambda v: v < DEAD_MAX),
+    ("L1/recon loss ratio", lambda r: tail(r, "l1_recon_ratio") if _has_l1(r) else float("nan"), "0.1", "0.01-0.5",
+     lambda v: None if not math.isfinite(v) else RATIO_RANGE[0] <= v <= RATIO_RANGE[1]),
+    ("reconstruction loss (MSE, normalized space)", lambda r: tail(r, "mse"), "<0.05", "<0.10", lambda v: v < RECON_MAX),
+    ("training stability (autopsy collapses after warmup)", lambda r: float(len(late_collapses(r))), "no collapse",
+     "smooth L0 curve", lambda v: v == 0),
+]
+
+
+def validation_rows(runs: RunsBySeed) -> list[dict[str, Any]]:
+    """The seed's Validation Metrics table per arm: {arm, metric, value (mean over replicates),
+    target, range, pass (True only if every replicate passes; None: not applicable, i.e. the L1
+    ratio of an SAE without an L1 penalty), per_seed}. Final values are ``tail`` medians;
+    reconstruction loss is the MSE in the normalized space (the seed's loss_reconstruction);
+    stability counts ``late_collapses``."""
+    arms = list(dict.fromkeys(a for r in runs.values() for a in r))
+    rows = []
+    for arm in arms:
+        for metric, read, target, ok_range, test in VALIDATION:
+            vals = per_seed(runs, arm, read)
+            checks = [test(v) for v in vals]
+            ok = None if any(c is None for c in checks) else all(checks)
+            rows.append({"arm": arm, "metric": metric, "value": stats(vals)["mean"], "target": target, "range": ok_range,
+                         "pass": ok, "per_seed": [round(v, 5) for v in vals]})
+    return rows
+
+
+def validation_verdicts(runs: RunsBySeed) -> list[dict[str, Any]]:
+    """V · an arm meets the seed's validation table: confirmed when every applicable metric passes
+    in every replicate; refuted when some metric fails in every replicate; else inconclusive."""
+    out, rows = [], validation_rows(runs)
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        mine = [r for r in rows if r["arm"] == arm]
+        seeds = max(len(r["per_seed"]) for r in mine)
+        fails = {r["metric"]: [not VALIDATION[i][4](v) for v in r["per_seed"]] for i, r in enumerate(mine) if r["pass"] is not None}
+        per_rep_ok = [not any(f[i] for f in fails.values()) for i in range(seeds)]
+        always = [m for m, f in fails.items() if f and all(f)]
+        word = rule(per_rep_ok, [bool(always)] * seeds)
+        passed = sum(r["pass"] is True for r in mine)
+        effect = f"{passed}/{sum(r['pass'] is not None for r in mine)} metrics pass in every replicate" + (
+            f"; always failing: {', '.join(always)}" if always else "") + "; " + ", ".join(
+            f"{r['metric'].split(' (')[0]} {r['value']:.3g}" for r in mine)
+        out.append(verdict(f"V-{arm}", f"{arm} meets the seed's validation table", "06_validation", word, effect,
+                           {r["metric"].split(" (")[0]: r["value"] for r in mine}))
+        out[-1]["evidence"] = "evidence-validation"
+    return out

@@ -13,26 +13,32 @@ from __future__ import annotations
 
 import ast
 import difflib
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from saelab.config import RunConfig, field_paths
 from saelab.data.sources import make_source, resolve
 from saelab.execution.jobs import Job, job_state, load_job, run_job
-from saelab.fileio import write_json
+from saelab.fileio import read_json, write_json
 from saelab.lab.answer import load_phase_verdicts
 from saelab.lab.base import DEFAULT_BASE, PROFILES, Base, Profile, get_profile, load_base, sized  # noqa: F401 (re-exported)
 from saelab.lab.causes import PHASES
 from saelab.lab.datacheck import CHECK_ROWS, check
-from saelab.lab.hypothesis import Context, Phase, Plan, build_arms, diff, not_applicable
-from saelab.lab.params import default_run_dir, mirrors, parse_bool
+from saelab.lab.hypothesis import Arm, Context, Phase, Plan, build_arms, diff, not_applicable
+from saelab.lab.params import default_run_dir, defaults, mirrors, parse_bool
 from saelab.lab.wording import MIN_REPLICATES, shown
 from saelab.lab.wording import md_code as _code
 from saelab.lab.wording import md_text as _md
 from saelab.training.train import SHARED_FIELDS
+from saelab.version import provenance
+
+PLAN_FILE = "plan.json"  # a phase's plan, in its out_dir (saelab.lab.plan writes it)
 
 # ----- the parameter contract -----------------------------------------------------------------
 
@@ -135,6 +141,7 @@ class PhaseRun:
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> arm -> saelab.training.runs.Run
     wall_seconds: float = 0.0
     explorer: bool = False  # the parameter, parsed strictly (papermill's "false" is False); issue 14
+    parameters: dict[str, Any] = field(default_factory=dict)  # every notebook parameter, validated (``validate``)
 
     @property
     def arms(self) -> dict[int, dict[str, RunConfig]]:
@@ -260,6 +267,83 @@ class PhaseRun:
         return "\n".join(lines)
 
 
+    # ----- the plan on disk: what the lab planned, read back by the phase's notebook ----------
+
+    def record(self) -> dict[str, Any]:
+        """The phase as planned, as JSON: its validated parameters, the base, and per replicate the
+        context, the fields the profile set, every arm's config, what each hypothesis tests and why
+        the others cannot act, and the jobs. ``PhaseRun.restore`` rebuilds this PhaseRun from it
+        exactly, without reading the base again (``saelab.lab.plan`` writes it; ``prepare`` reads it)."""
+        replicates = {}
+        for seed, b in self.built.items():
+            replicates[str(seed)] = {
+                "context": {"base": b.ctx.base.to_dict(), "params": dict(b.ctx.params), "default_case": b.ctx.default_case,
+                            "steps_explicit": b.ctx.steps_explicit, "prior_verdicts": list(b.ctx.prior_verdicts)},
+                "profile_set": b.profile_set,
+                "arms": {name: cfg.to_dict() for name, cfg in b.plan.arms.items()},
+                "tested": {hid: [{"name": a.name, "changes": dict(a.changes), "against": a.against} for a in arms]
+                           for hid, arms in b.plan.tested.items()},
+                "not_applicable": b.plan.not_applicable,
+                "changes": b.plan.changes,
+            }
+        return {"stem": self.phase.stem, "saelab": provenance(), "parameters": _jsonable(self.parameters),
+                "base_stamp": base_stamp(self.parameters.get("base")),
+                "base": {"config": self.base.config.to_dict(), "pinned": sorted(self.base.pinned), "name": self.base.name,
+                         "origin": self.base.origin},
+                "profile": self.profile.name, "seeds": list(self.seeds), "out_dir": str(self.out_dir), "params": self.params,
+                "overrides": self.overrides, "explorer": self.explorer, "replicates": replicates,
+                "jobs": [{"name": j.name, "out": str(j.out), "arms": list(j.arms), "factor": j.factor} for j in self.jobs()]}
+
+    @classmethod
+    def restore(cls, rec: Mapping[str, Any]) -> PhaseRun:
+        """The PhaseRun that ``record`` wrote (ValueError naming what is missing or malformed)."""
+        try:
+            phase, profile = get_phase(rec["stem"]), get_profile(rec["profile"])
+            built = {}
+            for seed, r in rec["replicates"].items():
+                c = r["context"]
+                ctx = Context(RunConfig.from_dict(c["base"]), profile, c["params"], c["default_case"], c["steps_explicit"],
+                              tuple(c["prior_verdicts"]))
+                plan = Plan({name: RunConfig.from_dict(d) for name, d in r["arms"].items()},
+                            {hid: [Arm(a["name"], a["changes"], a["against"]) for a in arms] for hid, arms in r["tested"].items()},
+                            dict(r["not_applicable"]), {k: dict(v) for k, v in r["changes"].items()})
+                built[int(seed)] = Built(ctx, plan, dict(r["profile_set"]))
+            b = rec["base"]
+            base = Base(RunConfig.from_dict(b["config"]), frozenset(b["pinned"]), b["name"], b["origin"])
+            return cls(phase, profile, tuple(rec["seeds"]), Path(rec["out_dir"]), dict(rec["params"]), built, base,
+                       dict(rec["overrides"]), explorer=bool(rec["explorer"]), parameters=dict(rec["parameters"]))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"the phase's plan is malformed ({type(e).__name__}: {e})") from None
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples as lists, paths as strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def base_stamp(base: Any) -> list | None:
+    """What says that a base file is unchanged: the size and modification time of the file (or of
+    each file directly in a base folder); None for a preset or no base."""
+    if not isinstance(base, str) or not Path(base).exists():
+        return None
+    path = Path(base)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def read_plan(stem: str, parameters: Mapping[str, Any]) -> PhaseRun | None:
+    """The PhaseRun the lab planned for ``stem`` in ``parameters["out_dir"]``, when its plan.json was
+    made by this saelab from these very parameters and base; else None (the caller plans itself)."""
+    path = Path(parameters["out_dir"]) / PLAN_FILE
+    if not path.is_file():
+        return None
+    rec = read_json(path)
+    if (not isinstance(rec, dict) or rec.get("stem") != stem or rec.get("saelab") != provenance()
+            or rec.get("parameters") != _jsonable(dict(parameters)) or rec.get("base_stamp") != base_stamp(parameters.get("base"))):
+        return None
+    return PhaseRun.restore(rec)
+
+
 def _in_notebook() -> bool:
     try:
         from IPython import get_ipython
@@ -301,12 +385,14 @@ def parameter_names(history: list[str]) -> list[str]:
 
 
 def prepare(stem: str, namespace: Mapping[str, Any], history: list[str] | None = None) -> PhaseRun:
-    """Validate a notebook's parameters and build its arms for every replicate.
+    """What a notebook's second cell calls: validate its parameters and return its PhaseRun.
 
     ``namespace`` holds the parameter values (a notebook passes ``globals()``); ``history`` the
     sources of the cells run before (a notebook's ``In``), from which assigned names are read:
     any name there that is not a parameter of this phase raises ValueError, as does any invalid
-    value (the message names the parameter and what is allowed)."""
+    value (the message names the parameter and what is allowed). When ``saelab lab`` planned this
+    phase with these parameters, its plan is read back (``read_plan``: the base is not parsed
+    again); a notebook opened alone plans itself (``plan_phase``)."""
     phase = get_phase(stem)
     allowed = list(mirrors(phase))
     given = parameter_names(history if history is not None else list(namespace.get("In", [])))
@@ -316,7 +402,20 @@ def prepare(stem: str, namespace: Mapping[str, Any], history: list[str] | None =
     missing = [n for n in allowed if n not in namespace]
     if missing:
         raise ValueError(f"{stem}: parameter {missing[0]!r} is not set; the parameters cell must define {allowed}")
-    p = {n: namespace[n] for n in allowed}
+    p = validate(stem, {n: namespace[n] for n in allowed})
+    return read_plan(stem, p) or plan_phase(stem, p)
+
+
+def validate(stem: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Phase ``stem``'s notebook parameters checked and completed: the missing ones at their
+    defaults (``saelab.lab.params``), the flags parsed strictly, ``out_dir`` set (a new dated folder
+    when None). Raises ValueError naming the parameter and what is allowed."""
+    phase = get_phase(stem)
+    allowed = list(mirrors(phase))
+    unknown = [n for n in values if n not in allowed]
+    if unknown:
+        raise ValueError(f"{stem}: unknown parameter {unknown[0]!r}{_suggest(unknown[0], allowed)}")
+    p = {**defaults(phase), **values}
     # issue 14 hooks (saelab.lab.params): papermill's `-p flag false` arrives as the string "false",
     # which reads as true; and with no out_dir a notebook writes a new dated folder, never a report's
     p["explorer"] = parse_bool("explorer", p["explorer"])
@@ -338,47 +437,46 @@ def prepare(stem: str, namespace: Mapping[str, Any], history: list[str] | None =
         raise ValueError(f"{stem}: steps={p['steps']!r} must be an integer >= 1 (or None: the profile's)")
     if not isinstance(p["overrides"], Mapping):
         raise ValueError(f"{stem}: overrides={p['overrides']!r} must be a dict of dotted config paths to values")
-    if not isinstance(p["explorer"], bool):
-        raise ValueError(f"{stem}: explorer={p['explorer']!r} must be True or False")
     if not isinstance(p["out_dir"], (str, Path)) or not str(p["out_dir"]):
         raise ValueError(f"{stem}: out_dir={p['out_dir']!r} must be a folder path")
     if p["base"] is not None and not isinstance(p["base"], str):
         raise ValueError(f"{stem}: base={p['base']!r} must be a preset name or a path (or None: {DEFAULT_BASE})")
     if p["source"] is not None and not isinstance(p["source"], str):
         raise ValueError(f"{stem}: source={p['source']!r} must be synthetic | minilm | hf:<model> | file:<path> (or None: the base's)")
-    base = load_base(p["base"])
+    p["out_dir"] = str(p["out_dir"])
+    return p
+
+
+def plan_phase(stem: str, p: Mapping[str, Any], base: Base | None = None) -> PhaseRun:
+    """Phase ``stem``'s arms for every replicate under the validated parameters ``p`` (``validate``)
+    on ``base`` (default: ``load_base(p["base"])``; the lab passes the one it loaded). A phase that
+    reads the other phases' verdicts (06) reads them beside its ``out_dir``. ValueError naming the
+    problem."""
+    phase = get_phase(stem)
+    profile = get_profile(p["profile"])
+    seeds = tuple(profile.seeds if p["seeds"] is None else p["seeds"])
+    base = load_base(p["base"]) if base is None else base
     own = {n: p[n] for n in phase.params}
     prior: tuple[dict, ...] = ()
     if phase.reads_prior:  # the other phases of this lab write their verdicts beside this phase's folder
         prior = tuple(load_phase_verdicts(Path(p["out_dir"]).parent, skip=stem))
     built = {s: build(stem, p["profile"], s, base, p["source"], p["steps"], p["data_mean_offset"], dict(p["overrides"]),
                       prior, **own) for s in seeds}
-    return PhaseRun(phase, profile, seeds, Path(p["out_dir"]), own, built, base, dict(p["overrides"]), explorer=p["explorer"])
+    return PhaseRun(phase, profile, seeds, Path(p["out_dir"]), own, built, base, dict(p["overrides"]), explorer=p["explorer"],
+                    parameters=dict(p))
 
 
-def preflight(profile: str, parameters: Mapping[str, Any], stems: list[str]) -> None:
-    """Everything ``saelab lab`` can check before it trains or writes anything: the base reads,
-    every phase in ``stems`` builds its arms from it with these notebook ``parameters`` (phase
-    parameters go to the phases that have them), and the data fits the base (width, at least one
-    batch of training rows, finite held-out rows). Raises ValueError naming the problem."""
-    base = load_base(parameters.get("base"))
-    common = {k: parameters[k] for k in ("source", "steps", "data_mean_offset", "overrides") if k in parameters}
-    seeds = parameters.get("seeds") or get_profile(profile).seeds
-    built = None
-    for stem in stems:
-        own = {k: v for k, v in parameters.items() if k in get_phase(stem).params}
-        built = build(stem, profile, seeds[0], base, common.get("source"), common.get("steps"), common.get("data_mean_offset"),
-                      common.get("overrides") or {}, **own)
-    if built is None or not built.ctx.base.data.source.startswith("file:"):
-        return  # synthetic data is generated; a transformer source is checked when its cache is built
-    cfg = built.ctx.base
+def check_data(cfg: RunConfig) -> None:
+    """What can be checked of a file source before anything trains: at least one batch of training
+    rows and finite held-out rows (ValueError naming the file). Synthetic data is generated; a
+    transformer source is checked when its cache is built."""
+    if not cfg.data.source.startswith("file:"):
+        return
     source = make_source(cfg)
     cfg = resolve(cfg, source)
     rows = getattr(source, "train_rows", None)
     if rows is not None and rows < cfg.data.batch_size:
         raise ValueError(f"data.source {cfg.data.source}: {rows} training rows, fewer than one batch of {cfg.data.batch_size}")
-    import torch
-
     x = source.eval_set(cfg.eval_rows)
     bad = int((~torch.isfinite(x)).any(dim=-1).sum())
     if bad:

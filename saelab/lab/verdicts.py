@@ -33,8 +33,6 @@ from saelab.training.diagnose import autopsy
 
 RunsBySeed = Mapping[int, Mapping[str, Any]]  # seed -> arm -> saelab.training.runs.Run (or an object with its fields)
 
-CLEAR = 0.10  # dead-fraction points: a difference this large is an effect
-SAME = 0.05  # ... and one this small is no effect
 L0_TARGET, L0_RANGE = 0.05, (0.04, 0.07)  # the seed's Validation Metrics table
 DEAD_TARGET, DEAD_MAX = 0.10, 0.20
 RATIO_TARGET, RATIO_RANGE = 0.1, (0.01, 0.5)
@@ -165,63 +163,6 @@ def verdict(hid: str, title: str, phase: str, word: str, effect: str, numbers: d
 def paired(runs: RunsBySeed, a: str, b: str, fn: Callable[[Any], float]) -> list[tuple[float, float]]:
     """(fn(a), fn(b)) per seed that trained both arms."""
     return [(float(fn(arms[a])), float(fn(arms[b]))) for arms in runs.values() if a in arms and b in arms]
-
-
-# ----- the seed's Validation Metrics table (phase 06) -----------------------------------------
-
-def _has_l1(run: Any) -> bool:
-    return run.config.penalty.form != "none" and run.config.penalty.alpha > 0
-
-
-# (metric, how to read it from a run, target, acceptable range, pass test; None = not applicable)
-VALIDATION: list[tuple[str, Callable[[Any], float], str, str, Callable[[float], bool | None]]] = [
-    ("L0 sparsity (final)", lambda r: tail(r, "l0_frac"), "5%", "4%-7%", lambda v: L0_RANGE[0] <= v <= L0_RANGE[1]),
-    ("dead latents (final)", lambda r: tail(r, "dead_frac"), "<10%", "<20%", lambda v: v < DEAD_MAX),
-    ("L1/recon loss ratio", lambda r: tail(r, "l1_recon_ratio") if _has_l1(r) else float("nan"), "0.1", "0.01-0.5",
-     lambda v: None if not math.isfinite(v) else RATIO_RANGE[0] <= v <= RATIO_RANGE[1]),
-    ("reconstruction loss (MSE, normalized space)", lambda r: tail(r, "mse"), "<0.05", "<0.10", lambda v: v < RECON_MAX),
-    ("training stability (autopsy collapses after warmup)", lambda r: float(len(late_collapses(r))), "no collapse",
-     "smooth L0 curve", lambda v: v == 0),
-]
-
-
-def validation_rows(runs: RunsBySeed) -> list[dict[str, Any]]:
-    """The seed's Validation Metrics table per arm: {arm, metric, value (mean over replicates),
-    target, range, pass (True only if every replicate passes; None: not applicable, i.e. the L1
-    ratio of an SAE without an L1 penalty), per_seed}. Final values are ``tail`` medians;
-    reconstruction loss is the MSE in the normalized space (the seed's loss_reconstruction);
-    stability counts ``late_collapses``."""
-    arms = list(dict.fromkeys(a for r in runs.values() for a in r))
-    rows = []
-    for arm in arms:
-        for metric, read, target, ok_range, test in VALIDATION:
-            vals = per_seed(runs, arm, read)
-            checks = [test(v) for v in vals]
-            ok = None if any(c is None for c in checks) else all(checks)
-            rows.append({"arm": arm, "metric": metric, "value": stats(vals)["mean"], "target": target, "range": ok_range,
-                         "pass": ok, "per_seed": [round(v, 5) for v in vals]})
-    return rows
-
-
-def validation_verdicts(runs: RunsBySeed) -> list[dict[str, Any]]:
-    """V · an arm meets the seed's validation table: confirmed when every applicable metric passes
-    in every replicate; refuted when some metric fails in every replicate; else inconclusive."""
-    out, rows = [], validation_rows(runs)
-    for arm in dict.fromkeys(r["arm"] for r in rows):
-        mine = [r for r in rows if r["arm"] == arm]
-        seeds = max(len(r["per_seed"]) for r in mine)
-        fails = {r["metric"]: [not VALIDATION[i][4](v) for v in r["per_seed"]] for i, r in enumerate(mine) if r["pass"] is not None}
-        per_rep_ok = [not any(f[i] for f in fails.values()) for i in range(seeds)]
-        always = [m for m, f in fails.items() if f and all(f)]
-        word = rule(per_rep_ok, [bool(always)] * seeds)
-        passed = sum(r["pass"] is True for r in mine)
-        effect = f"{passed}/{sum(r['pass'] is not None for r in mine)} metrics pass in every replicate" + (
-            f"; always failing: {', '.join(always)}" if always else "") + "; " + ", ".join(
-            f"{r['metric'].split(' (')[0]} {r['value']:.3g}" for r in mine)
-        out.append(verdict(f"V-{arm}", f"{arm} meets the seed's validation table", "06_validation", word, effect,
-                           {r["metric"].split(" (")[0]: r["value"] for r in mine}))
-        out[-1]["evidence"] = "evidence-validation"
-    return out
 
 
 # ----- writing --------------------------------------------------------------------------------

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from saelab.execution import cluster as clusters
-from saelab.execution.jobs import phase_dir_state
+from saelab.execution.jobs import Job, phase_dir_state
 from saelab.fileio import write_atomic
-from saelab.lab import verdicts
 from saelab.lab.causes import PHASES
-from saelab.lab.params import check_parameters
-from saelab.lab.phases import mirrors, prepare
+from saelab.lab.params import check_parameters, mirrors
+from saelab.lab.phases import plan_phase, validate
+from saelab.lab.plan import LabPlan, plan_lab
 from saelab.lab.wording import indication_note, shown, summary_sentence, what_it_means
 from saelab.report.html import (  # noqa: F401 (re-exported)
     CSS,
@@ -262,111 +262,101 @@ def run_lab(
     if not force and _holds_report(out):
         raise ValueError(f"{out} already holds a report; pass --force to rerun phases into it (a phase that fails "
                          f"keeps its previous result), or choose another --out")
+    plan = plan_lab(profile, [nb.stem for nb in notebooks], parameters or {}, out)  # ValueError before anything is written
     runner = clusters.start(cluster, progress)  # an unreachable cluster is refused before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    merged = {r.stem: r for r in _previous_results(out)}
-    # the explorer is off in a report (ipywidgets need a kernel); on in a notebook opened by hand
-    params_of = {nb.stem: {"profile": profile, "out_dir": str(out / "runs" / nb.stem),
-                           **({"explorer": False} if nb.stem in PHASES else {}), **(parameters or {})} for nb in notebooks}
-    later = [nb for nb in notebooks if _reads_prior(nb.stem)]
-    waves = [[nb for nb in notebooks if nb not in later], later]
-    results: list[PhaseResult] = []
-    say = runner.write if progress else (lambda line: None)
-    say(f"training jobs run {clusters.describe(cluster)}")
-    planned: dict[str, list] = {}
-
-    def submit(wave: list[Path]) -> None:
-        for nb in wave:
-            planned[nb.stem] = plan_jobs(nb.stem, params_of[nb.stem])
-            set_aside(Path(params_of[nb.stem]["out_dir"]), planned[nb.stem])  # before any job trains into it
-        runner.submit([j for nb in wave for j in planned[nb.stem]])
-
-    def plan_later(executed: set[str]) -> None:
-        """Once every first-wave job is done, plan and submit the phases that read the others'
-        verdicts, computing here the verdicts of the phases whose notebooks have not run yet (the
-        same function their notebooks call; they write the same file again), so that those jobs
-        train while the last notebooks execute."""
-        if not later or later[0].stem in planned:
-            return
-        if not runner.all_done(j.name for nb in waves[0] for j in planned[nb.stem]):
-            return
-        for nb in waves[0]:
-            if nb.stem not in executed and planned[nb.stem] and all(runner.outcome[j.name] is None for j in planned[nb.stem]):
-                try:
-                    write_phase_verdicts(nb.stem, params_of[nb.stem])
-                except Exception:  # noqa: BLE001 - then plan after that notebook ran (it reports the problem)
-                    return
-        submit(later)
-
-    executed: set[str] = set()
+    batch = _Batch(plan, notebooks, runner, progress, cluster)
     try:
-        submit(waves[0])
-        for wave in waves:
-            for nb in wave:
-                if nb.stem not in planned:  # a later phase: every first-wave notebook has run by now
-                    plan_later(executed)
-                i = notebooks.index(nb) + 1
-                jobs = planned[nb.stem]
-                failed = {n: e for n, e in runner.wait(j.name for j in jobs).items() if e}
-                plan_later(executed)
-                error = (f"training job {next(iter(failed))} failed: {next(iter(failed.values()))}"
-                         + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "")) if failed else ""
-                say(f"[{i}/{len(notebooks)}] {nb.stem} (profile {profile})")
-                before = merged.get(nb.stem)
-                r = run_phase(nb, out, params_of[nb.stem], False, keep_previous=before is not None and before.status == "ok",
-                              jobs=jobs, error=error)
-                executed.add(nb.stem)
-                results.append(r)
-                if r.kept_previous:  # the index keeps the good result and says that a rerun failed
-                    merged[r.stem] = replace(before, error=f"a rerun ({r.finished[:16].replace('T', ' ')} UTC) failed and this "
-                                                           f"previous result was kept; see {r.stem}.failed.html: {r.error}")
-                else:
-                    merged[r.stem] = r
-                everything = [merged[k] for k in sorted(merged)]
-                copy_answer(out)
-                # after every phase, so an interrupted batch still has an index of what finished
-                write_atomic(out / "results.json", json.dumps([asdict(x) for x in everything], indent=2, default=str))
-                build_index(out, everything)
-                tail = f": {r.error}" if r.error else ""
-                say(f"[{i}/{len(notebooks)}] {nb.stem} {r.status} in {r.wall_s:.1f} s{tail}")
+        batch.run()
     finally:
         runner.close()
     if progress:
         print(clusters.summary(runner), file=sys.stderr, flush=True)
         print(f"report: {out / 'index.html'}", file=sys.stderr, flush=True)
-    return 0 if all(r.status == "ok" for r in results) else 1
+    return 0 if all(r.status == "ok" for r in batch.results) else 1
 
 
-def _reads_prior(stem: str) -> bool:
-    return stem in PHASES and PHASES[stem].reads_prior
+class _Batch:
+    """One ``run_lab``: the plan's jobs submitted to the runner wave by wave, and each phase's
+    notebook executed as soon as its jobs are done; the index rewritten after every phase."""
+
+    def __init__(self, plan: LabPlan, notebooks: list[Path], runner: Any, progress: bool, cluster: Any) -> None:
+        self.plan, self.notebooks, self.runner, self.cluster = plan, notebooks, runner, cluster
+        self.say = runner.write if progress else (lambda line: None)
+        self.submitted: set[str] = set()
+        self.executed: set[str] = set()
+        self.results: list[PhaseResult] = []
+        self.merged = {r.stem: r for r in _previous_results(plan.out)}
+
+    def run(self) -> None:
+        self.plan.out.mkdir(parents=True, exist_ok=True)
+        self.plan.write()
+        self.say(f"training jobs run {clusters.describe(self.cluster)}")
+        self.submit(self.plan.first)
+        for nb in sorted(self.notebooks, key=lambda nb: nb.stem in self.plan.later):  # the first wave, then the late phases
+            if nb.stem not in self.submitted:  # a late phase: every first-wave notebook has run by now
+                self.plan_later()
+            self.execute(nb)
+
+    def submit(self, stems: list[str]) -> None:
+        for stem in stems:
+            set_aside(self.plan.run_dir(stem), self.plan.jobs(stem))  # before any job trains into it
+        self.plan.write()  # set_aside may have moved an older plan aside with the folder
+        self.runner.submit([j for stem in stems for j in self.plan.jobs(stem)])
+        self.submitted |= set(stems)
+
+    def plan_later(self) -> None:
+        """Once every first-wave job is done, judge the first-wave phases whose notebooks have not
+        run yet (their notebooks write the same verdicts again), then plan and submit the phases
+        that read those verdicts, so that their jobs train while the last notebooks execute."""
+        late = [s for s in self.plan.later if s not in self.submitted]
+        first_jobs = [j.name for s in self.plan.first for j in self.plan.jobs(s)]
+        if not late or not self.runner.all_done(first_jobs):
+            return
+        for stem in self.plan.first:
+            jobs = self.plan.jobs(stem)
+            if stem not in self.executed and jobs and all(self.runner.outcome[j.name] is None for j in jobs):
+                try:
+                    self.plan.judge(stem)
+                except Exception:  # noqa: BLE001 - then plan after that notebook ran (it reports the problem)
+                    return
+        for stem in late:
+            self.plan.plan_later(stem)
+        self.submit(late)
+
+    def execute(self, nb: Path) -> None:
+        """Wait for the phase's jobs, run its notebook, and rewrite results.json and the index."""
+        i, n = self.notebooks.index(nb) + 1, len(self.notebooks)
+        jobs = self.plan.jobs(nb.stem)
+        failed = {name: e for name, e in self.runner.wait(j.name for j in jobs).items() if e}
+        self.plan_later()
+        error = (f"training job {next(iter(failed))} failed: {next(iter(failed.values()))}"
+                 + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "")) if failed else ""
+        self.say(f"[{i}/{n}] {nb.stem} (profile {self.plan.profile})")
+        before = self.merged.get(nb.stem)
+        r = run_phase(nb, self.plan.out, self.plan.passed(nb.stem), False,
+                      keep_previous=before is not None and before.status == "ok", jobs=jobs, error=error)
+        self.executed.add(nb.stem)
+        self.results.append(r)
+        if r.kept_previous:  # the index keeps the good result and says that a rerun failed
+            self.merged[r.stem] = replace(before, error=f"a rerun ({r.finished[:16].replace('T', ' ')} UTC) failed and this "
+                                                        f"previous result was kept; see {r.stem}.failed.html: {r.error}")
+        else:
+            self.merged[r.stem] = r
+        everything = [self.merged[k] for k in sorted(self.merged)]
+        copy_answer(self.plan.out)
+        # after every phase, so an interrupted batch still has an index of what finished
+        write_atomic(self.plan.out / "results.json", json.dumps([asdict(x) for x in everything], indent=2, default=str))
+        build_index(self.plan.out, everything)
+        tail = f": {r.error}" if r.error else ""
+        self.say(f"[{i}/{n}] {nb.stem} {r.status} in {r.wall_s:.1f} s{tail}")
 
 
-def _phase_run(stem: str, parameters: dict[str, Any]) -> Any:
-    """saelab.lab.phases.prepare for phase ``stem`` as its notebook runs it with ``parameters``."""
-    namespace = {"seeds": None, "base": None, "source": None, "steps": None, "data_mean_offset": None, "overrides": {},
-                 "explorer": False, **PHASES[stem].defaults(), **parameters}
-    return prepare(stem, namespace, history=[])
-
-
-def write_phase_verdicts(stem: str, parameters: dict[str, Any]) -> None:
-    """Judge phase ``stem`` on its trained runs and write its verdicts.json, as its notebook's
-    verdict cell does."""
-    run = _phase_run(stem, parameters)
-    run.load()
-    verdicts.write(run.out_dir, run.verdicts())
-
-
-def plan_jobs(stem: str, parameters: dict[str, Any]) -> list:
-    """The training jobs of phase ``stem`` under the notebook parameters ``parameters`` (what its
-    notebook would train, saelab.lab.phases.prepare with every other parameter at the notebook's
-    default). [] for a notebook that is not a phase, or parameters the notebook will refuse (it
-    then fails with the message itself)."""
+def plan_jobs(stem: str, parameters: dict[str, Any]) -> list[Job]:
+    """The training jobs of phase ``stem`` under the notebook ``parameters`` (the rest at their
+    defaults): what its notebook would train. [] for a notebook that is not a phase."""
     if stem not in PHASES:
         return []
-    try:
-        return _phase_run(stem, parameters).jobs()
-    except ValueError:
-        return []
+    return plan_phase(stem, validate(stem, parameters)).jobs()
 
 
 def _holds_report(out: Path) -> bool:

@@ -7,13 +7,11 @@ SAE), and this lab's recipe; on synthetic bases also on real activations (MiniLM
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from saelab.lab import answer
 from saelab.lab.hypothesis import Arm, Context, Hypothesis, Phase, judged
-from saelab.lab.verdicts import RunsBySeed, validation_verdicts
-from saelab.lab.wording import md_code, md_text
+from saelab.lab.verdicts import RunsBySeed
 
 STEM = "06_validation"
 LAB_ALPHA = 0.006  # per_sample_sum alpha of the lab recipe (with the seed's mse_mean reconstruction); calibrated on
@@ -77,9 +75,9 @@ def _arms(ctx: Context) -> list[Arm]:
 
 
 def _judge(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> list[dict]:
-    """V · each arm meets the seed's validation table (``verdicts.validation_verdicts``)."""
+    """V · each arm meets the seed's validation table (``answer.validation_verdicts``)."""
     return [judged(V, STEM, v["verdict"], v["effect"], v["numbers"], hid=v["id"], claim=v["hypothesis"].split(" · ", 1)[1])
-            for v in validation_verdicts(runs)]
+            for v in answer.validation_verdicts(runs)]
 
 
 V = Hypothesis("V", "the recipe meets the seed's validation table", "remedy", (), lambda ctx: None, _arms, _judge,
@@ -96,45 +94,5 @@ PHASE = Phase(
      "data_max_tokens": ("data.max_tokens", None, "tokens of text for the real source; None: the profile's (its cache is built once)"),
      "recipes": (None, list(RECIPES), "recipes applied to the base: fixed (the other phases' confirmed fixes combined), "
                                       "seed-fixed (the seed's Expected Fixes), lab-fixed (this lab's)")},
-    ("The seed's Validation Metrics table", ("rows = verdicts.validation_rows(runs)\ntables.validation_table(rows)",)),
+    ("The seed's Validation Metrics table", ("rows = answer.validation_rows(runs)\ntables.validation_table(rows)",)),
     reads_prior=True)
-
-
-def write_answer(run: Any) -> dict[str, Any]:
-    """After training phase 06: rank the other phases' causes, save ``answer.json`` and (when a cause
-    was confirmed) ``fixed_config.json`` at the user's own scale in ``run.out_dir``; returns the
-    answer (``saelab.lab.answer.write``)."""
-    built = run.built[run.seeds[0]]
-    ranked = answer.ranking(built.ctx.prior_verdicts)
-    changes = answer.fixed_changes(ranked)
-    user = answer.at_base_scale(changes, run.base, built.ctx.base) if changes else {}
-    fixed_cfg = run.base.config.with_overrides(user) if user else None
-    path = answer.write(run.out_dir, ranked, fixed_cfg, run.base, user)
-    return json.loads(path.read_text())
-
-
-def answer_markdown(found: dict[str, Any]) -> str:
-    """The answer as Markdown: the causes ranked, each with its verdict and fix, then the fixed config
-    (every string escaped: a fix's value may come from the user's base)."""
-    if not found["ranking"]:
-        return "No phase of this lab tested a cause with an arm that removes it (run phases 00-05 first)."
-    lines = ["| cause | verdict | peak dead: base -> with fix | final dead: base -> with fix | fix |", "|---|---|---|---|---|"]
-    def pct(d: dict[str, Any], key: str) -> str:  # mean over the replicates, ± their sd when known
-        v, sd = d.get(key), d.get(f"{key}_sd")
-        return "?" if v is None else f"{100 * v:.1f}%" + (f" ± {100 * sd:.1f}" if sd is not None else "")
-
-    for r in found["ranking"]:
-        p, f = r["peak_dead"], r["final_dead"]
-        lines.append(f"| {md_text(r['id'])} · {md_text(r['cause'].split(' · ', 1)[-1])} | **{r['verdict']}** "
-                     f"| {pct(p, 'base')} -> {pct(p, 'with_fix')} | {pct(f, 'base')} -> {pct(f, 'with_fix')} "
-                     f"| {' '.join(md_code(f'--set {x}') for x in r['fix'])}"
-                     + (f" (not in the fixed configuration: {md_text(r['why'])})" if r.get("combined") is False else "")
-                     + (" (tied with the cause above within the spread)" if r.get("tied_with_above") else "") + " |")
-    if found["fixed_config"]:
-        lines += ["", "Fixed configuration (the smallest set of confirmed fixes, most harmful cause first, that leaves no more "
-                  "than 5% of the latents dead by their own arms; at your base's own scale): "
-                  + " ".join(md_code(f"--set {x}") for x in found["fixed_changes"]) + "; saved as `fixed_config.json` "
-                  "(train it with `saelab train --config fixed_config.json`)."]
-    else:
-        lines += ["", "No cause was confirmed, so there is no fixed configuration to train."]
-    return "\n".join(lines)
