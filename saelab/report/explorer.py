@@ -150,7 +150,6 @@ def explore(root: Any, metric: str = DEFAULT_METRIC) -> Any:
     log y; the figure redraws on every change. Returns the panel; ``panel.figure`` is the figure on
     display (``panel.figure.write_html(path)`` keeps it)."""
     import ipywidgets as w
-    from IPython.display import display
 
     runs = phase_runs(root) if hasattr(root, "runs") else find_runs(root)
     if not runs:
@@ -174,9 +173,11 @@ def explore(root: Any, metric: str = DEFAULT_METRIC) -> Any:
     def redraw(*_: Any) -> None:
         what.tooltip = metric_tooltip(what.value)
         panel.figure = figure(runs, list(pick_arms.value), list(pick_reps.value), what.value, span.value, log.value)
-        out.clear_output(wait=True)
-        with out:
-            display(panel.figure)
+        # the figure goes into the Output widget's state, not through its capture of displayed
+        # output (``with out: display(...)``), which left papermill's client waiting forever at the
+        # explore profile (issue 23)
+        out.outputs = ()
+        out.append_display_data(panel.figure)
 
     for widget in (pick_arms, pick_reps, what, span, log):
         widget.observe(redraw, names="value")
