@@ -47,10 +47,12 @@ def test_every_arm_of_the_phase_is_offered_and_picked_the_first_replicate_only(t
     panel = explorer.explore(run)
     arms, reps, metric, log, span, out = panel_parts(panel)
     assert list(arms.options) == list(MANY) and list(arms.value) == list(MANY)
-    assert arms.layout.width.startswith(f"calc({len('arm_with_a_long_name_10') + 4}ch + ")  # names whole
+    assert arms.layout.width == f"{len('arm_with_a_long_name_10') + 16}ch"  # names whole, beside the label
     assert list(reps.options) == ["seed0", "seed1"] and list(reps.value) == ["seed0"]
     fig = panel.figure
     assert len(fig.data) == 12 and {t.legendgroup for t in fig.data} == set(MANY)
+    (shown,) = out.outputs  # the figure in the Output widget's state, as plotly's JSON mimetype
+    assert len(shown["data"]["application/vnd.plotly.v1+json"]["data"]) == 12
 
 
 def test_metrics_by_glossary_name_with_the_column_as_tooltip_and_a_change_redraws(tmp_path):

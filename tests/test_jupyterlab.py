@@ -25,7 +25,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # tests/checkout.py, whatever pytest's import mode
 from checkout import ROOT, git, make_checkout, status  # noqa: E402
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
 STEM = "05_reanimation"  # the most arms (its explorer must list every one) and the dead-vs-L0 scatter
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -128,7 +128,9 @@ def test_run_all_in_jupyterlab_draws_every_figure_and_the_explorer_redraws(lab, 
             # every plotly figure drawn: each figure output of the notebook, and the explorer's
             page.get_by_role("menuitem", name="File", exact=True).click()
             page.get_by_role("menuitem", name=re.compile(r"^Save( Notebook)?\b")).first.click()
-            saved = wait_for(lambda: _saved(repo, committed), "the save", 900)
+            # wait inside playwright: its sync API serves the route handler above (which passes the save's
+            # request on) only while a playwright call is running, never during a time.sleep
+            saved = wait_for(lambda: _saved(repo, committed), "the save", 300, pause=lambda s: page.wait_for_timeout(1000 * s))
             figures = sum("application/vnd.plotly.v1+json" in o.get("data", {}) for c in saved.cells if c.cell_type == "code"
                           for o in c.outputs)
             assert not [o for c in saved.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
@@ -167,7 +169,7 @@ def _saved(repo: Path, committed: str):
     return nbformat.reads(text, as_version=4) if text != committed and '"output_type"' in text else None
 
 
-def wait_for(check, what: str, seconds: float = 60.0):
+def wait_for(check, what: str, seconds: float = 60.0, pause=time.sleep):
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -177,4 +179,4 @@ def wait_for(check, what: str, seconds: float = 60.0):
         if got:
             return got
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
+        pause(0.5)

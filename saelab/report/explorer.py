@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from saelab.report.html import GLOSSARY
 from saelab.report.plots import color
@@ -157,8 +158,8 @@ def explore(root: Any, metric: str = DEFAULT_METRIC) -> Any:
     cols = metric_columns(runs)
     last = max(int(r.metrics["step"].max()) for r in runs.values())
     arms, reps = arms_of(runs), replicates_of(runs)
-    # long arm names whole: the list as wide as the longest, beside its label (ipywidgets' label width)
-    fit = w.Layout(width=f"calc({max(len(a) for a in arms) + 4}ch + var(--jp-widgets-inline-label-width, 80px))")
+    # long arm names whole: the list as wide as the longest name plus its label (about 12 characters)
+    fit = w.Layout(width=f"{max(len(a) for a in arms) + 16}ch")
     pick_arms = w.SelectMultiple(options=arms, value=tuple(arms), rows=min(14, len(arms)), description="arms", layout=fit)
     pick_reps = w.SelectMultiple(options=reps, value=reps[:1], rows=max(2, min(6, len(reps))), description="replicates")
     start = metric if metric in cols else cols[0]
@@ -173,11 +174,12 @@ def explore(root: Any, metric: str = DEFAULT_METRIC) -> Any:
     def redraw(*_: Any) -> None:
         what.tooltip = metric_tooltip(what.value)
         panel.figure = figure(runs, list(pick_arms.value), list(pick_reps.value), what.value, span.value, log.value)
-        # the figure goes into the Output widget's state, not through its capture of displayed
-        # output (``with out: display(...)``), which left papermill's client waiting forever at the
-        # explore profile (issue 23)
-        out.outputs = ()
-        out.append_display_data(panel.figure)
+        # the figure as plotly's JSON mimetype (what JupyterLab's plotly extension draws) goes into
+        # the Output widget's state, not through its capture of displayed output (``with out:
+        # display(...)``), which left papermill's client waiting forever at the explore profile
+        # (issue 23); not append_display_data either: a plotly figure displays itself into the cell
+        bundle = pio.renderers["plotly_mimetype"].to_mimebundle(panel.figure.to_dict())
+        out.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
 
     for widget in (pick_arms, pick_reps, what, span, log):
         widget.observe(redraw, names="value")
