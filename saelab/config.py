@@ -513,19 +513,19 @@ def seed_test1() -> RunConfig:
     )
 
 
-def seed_fixed() -> RunConfig:
-    """All of the seed's "Expected Fixes" applied to Test 1.
+def seed_fix_changes(base: RunConfig) -> dict[str, Any]:
+    """All of the seed's "Expected Fixes" as changes to ``base`` (dotted fields): per-sample-sum L1
+    (Fix #1) with alpha rescaled by d_sae (Fix #2), warmup cut to 2% of training (Fix #3), windowed
+    dead detection (Fix #4) with the Task 4.2 re-init, and the Task 5.1 clamp on the normalization."""
+    return {"penalty.form": "per_sample_sum", "penalty.alpha": base.penalty.alpha * base.sae.d_sae,
+            "schedule.warmup_steps": max(1, base.steps // 50), "resample.strategy": "seed-fix", "resample.detector": "window",
+            "normalize.mode": "constant_norm_rescale_clamped"}
 
-    Per-sample-sum L1 (Fix #1) with alpha
-    rescaled by d_sae (Fix #2: 0.003 * 256), warmup cut to 2% of training (Fix #3), windowed dead
-    detection (Fix #4) with the Task 4.2 re-init, and the Task 5.1 clamp on the normalization."""
+
+def seed_fixed() -> RunConfig:
+    """All of the seed's "Expected Fixes" applied to Test 1 (``seed_fix_changes``)."""
     base = seed_test1()
-    return base.replace(
-        penalty={"form": "per_sample_sum", "alpha": 0.003 * base.sae.d_sae},
-        schedule={"warmup_steps": base.steps // 50},
-        resample={"strategy": "seed-fix", "detector": "window"},
-        normalize={"mode": "constant_norm_rescale_clamped"},
-    )
+    return base.with_overrides(seed_fix_changes(base))
 
 
 def anthropic_2023() -> RunConfig:

@@ -174,13 +174,13 @@ def test_sigterm_prints_the_real_path_and_resume_command_then_resume_finishes(tm
     import os
     import signal
 
-    real = train._train
+    real = train._run
 
     def terminated(*args, **kwargs):  # a SIGTERM arrives after step 7
         kwargs["on_step"] = lambda done: os.kill(os.getpid(), signal.SIGTERM) if done == 7 else None
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train, "_train", terminated)
+    monkeypatch.setattr(train, "_run", terminated)
     out = tmp_path / "my run"
     assert main(["train", *SMALL, "--out", str(out), "--quiet"]) == 128 + signal.SIGTERM
     err = capsys.readouterr().err.strip()

@@ -363,7 +363,7 @@ def run_weights(path: Path) -> tuple[Any, dict[str, Tensor]]:
 
 def dataset_scalar(path: Path) -> float:
     """The fitted dataset_scalar coefficient sqrt(d_in)/E||x|| of a saelab run, from its step-0
-    norm_stats event (coef_min = coef_max = the scalar; train._initial writes it)."""
+    norm_stats event (coef_min = coef_max = the scalar; train._Lockstep.initial writes it)."""
     for e in read_jsonl(path / "events.jsonl"):
         if e.get("kind") == "norm_stats" and e.get("mode") == "dataset_scalar" and e.get("coef_min"):
             return float(e["coef_min"])

@@ -39,6 +39,7 @@ from saelab.lab.phases import plan_phase, validate
 from saelab.lab.plan import LabPlan, plan_lab
 from saelab.lab.wording import indication_note, shown, summary_sentence, what_it_means
 from saelab.report.html import (  # noqa: F401 (re-exported)
+    BADGE_CSS,
     CSS,
     PLOTLY_JS,
     csp_meta,
@@ -491,9 +492,7 @@ def _banner(nb: Any, error: str = "", verdicts: list[dict[str, Any]] | None = No
                    "amber = not settled, grey = not applicable. The numbers and figures behind each verdict follow.</div></div>"
                    if found else "")
     return (f'<div style="{font};padding:10px 16px;background:#f4f6fa;border-bottom:1px solid #d0d7e2">'
-            f'<style>.badge{{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;'
-            f"background:#eaeef2}}.badge.bad{{background:#ffd8d3;color:#82071e}}.badge.good{{background:#d3f3da;color:#0a5c26}}"
-            f".badge.unclear{{background:#fff1c2;color:#6e4b00}}.badge.na{{color:#57606a}}</style>"
+            f"<style>{BADGE_CSS}</style>"
             f'<a href="index.html">&larr; lab index</a> · {escape(provenance_line())}'
             f"{' · parameters: ' + escape(params) if params else ''}{escape(when)}"
             + (f'<div style="color:#b42318;font-weight:600">failed: {escape(error)}</div>' if error else "")

@@ -26,6 +26,12 @@ from saelab.version import describe
 
 PLOTLY_JS = "plotly.min.js"  # written once beside the pages; every page loads it from its own folder
 
+BADGE_CSS = """.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;background:#eaeef2;
+white-space:nowrap}
+.badge.bad,.badge.fail,.badge.failed{background:#ffd8d3;color:#82071e}
+.badge.good,.badge.pass,.badge.ok{background:#d3f3da;color:#0a5c26}.badge.unclear{background:#fff1c2;color:#6e4b00}
+.badge.na{background:#eaeef2;color:#57606a}"""  # verdict pills, also in the notebooks' page header (report/batch.py)
+
 CSS = """
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1f2328;max-width:1180px;margin:0 auto;padding:24px}
 h1{margin:0 0 4px}h2{margin-top:32px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
@@ -34,10 +40,7 @@ table{border-collapse:collapse;width:100%;font-size:14px}th,td{border-bottom:1px
 text-align:left;vertical-align:top}th{background:#f3f5f8}td.num{font-family:ui-monospace,monospace;font-size:12px}
 code{font-family:ui-monospace,monospace;font-size:13px;background:#f3f5f8;padding:1px 4px;border-radius:4px}
 pre.cmd{background:#f3f5f8;padding:8px 12px;border-radius:6px;white-space:pre-wrap;font-size:13px}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;background:#eaeef2;white-space:nowrap}
-.badge.bad,.badge.fail,.badge.failed{background:#ffd8d3;color:#82071e}
-.badge.good,.badge.pass,.badge.ok{background:#d3f3da;color:#0a5c26}.badge.unclear{background:#fff1c2;color:#6e4b00}
-.badge.na{background:#eaeef2;color:#57606a}
+""" + BADGE_CSS + """
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:14px}
 .card{border:1px solid #d0d7de;border-radius:8px;padding:10px 14px;background:#fff}.card.failed{border-color:#cf222e}
 .card h3{margin:4px 0}.card .title{margin:0;font-weight:600}.card ul{padding-left:18px;margin:6px 0}

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -93,70 +94,6 @@ def _config_hash(cfg: RunConfig) -> str:
     return hashlib.sha256(cfg.to_json().encode()).hexdigest()[:16]
 
 
-def _checkpoint(out: Path, groups: list[stack.Group], gens: list[torch.Generator], step: int, state: _State,
-                dirs: dict[str, Path], names: list[str], cfgs: list[RunConfig]) -> None:
-    """Save everything resume needs. The arms' files go first and the checkpoint file last: its
-    rename is the commit point. A kill in between leaves files ahead of the previous checkpoint,
-    which resume cuts back to that checkpoint's step."""
-    for name in names:
-        _flush(dirs[name], name, state, names)
-    tensors: dict[str, Tensor] = {}
-    meta = {"format": 1, "step": step, "wall": state.wall, "arms": names, "configs": [_config_hash(c) for c in cfgs],
-            "last_log": state.fire_steps[-1] if state.fire_steps else None, "normalizers": [], "dropped_rows": state.dropped}
-    for i, g in enumerate(groups):
-        tensors |= {f"g{i}.model.{k}": v for k, v in g.model.state_dict().items()}
-        tensors |= {f"g{i}.adam.{k}": v for k, v in g.adam.state_dict().items()}
-        tensors |= {f"g{i}.tracker.{k}": v for k, v in g.tracker.state_dict().items()}
-        meta["normalizers"].append([n.state_dict() for n in g.normalizers])
-    tensors |= {f"gen{i}": gen.get_state() for i, gen in enumerate(gens)}
-    text = json.dumps(fileio.clean_json(meta), allow_nan=False)
-    runs.write_tensors(checkpoint_path(out), tensors, metadata={"saelab": text})
-
-
-def _restore(out: Path, groups: list[stack.Group], gens: list[torch.Generator], names: list[str],
-             cfgs: list[RunConfig], dirs: dict[str, Path]) -> tuple[int, float]:
-    """Load the checkpoint into the groups and generators after checking that it belongs to this
-    run and agrees with itself (arm names, configs, the Adam step counts of every group); refuse
-    rather than continue from a state that differs from the one the step claims."""
-    path = checkpoint_path(out)
-    if not path.exists():
-        finished = all((dirs[n] / "summary.json").exists() for n in names)
-        if finished:
-            raise ValueError(f"cannot resume {out}: the run is finished and its checkpoint was dropped "
-                             f"(train with --keep-checkpoint to keep one)")
-        raise ValueError(f"cannot resume {out}: no checkpoint at {path}")
-    meta = read_checkpoint_meta(out)
-    tensors = runs.read_tensors(path)
-
-    def refuse(why: str) -> ValueError:
-        return ValueError(f"cannot resume {out}: the checkpoint {path.name} {why}; refusing to continue from an "
-                          f"inconsistent state")
-
-    if meta.get("arms") != names:
-        raise refuse(f"is for arms {meta.get('arms')}, the run has {names}")
-    if meta.get("configs") != [_config_hash(c) for c in cfgs]:
-        raise refuse("was written for other configs than the run's config.json files (edited since?)")
-    step = meta.get("step")
-    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= cfgs[0].steps:
-        raise refuse(f"has step {step!r}, not in 0..{cfgs[0].steps}")
-    try:
-        for i, g in enumerate(groups):
-            pick = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
-            g.model.load_state_dict(pick(f"g{i}.model."))
-            g.adam.load_state_dict(pick(f"g{i}.adam."))
-            g.tracker.load_state_dict(pick(f"g{i}.tracker."))
-            for n, st in zip(g.normalizers, meta["normalizers"][i], strict=True):
-                n.load_state_dict(st)
-        for i, gen in enumerate(gens):
-            gen.set_state(tensors[f"gen{i}"])
-    except (RuntimeError, KeyError, IndexError, TypeError, ValueError) as e:
-        raise refuse(f"does not fit the run's arms ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    for i, g in enumerate(groups):  # one Adam update per step: the counts must equal the checkpoint's step
-        if g.adam.step_count != step:
-            raise refuse(f"says step {step} but group {i}'s Adam state has taken {g.adam.step_count} steps")
-    return step, float(meta["wall"])
-
-
 def _flush(path: Path, name: str, state: _State, names: list[str]) -> None:
     """Write the arm's metrics, events and latent history so far (atomic files)."""
     runs.write_metrics(path / "metrics.parquet", state.rows[name])
@@ -217,57 +154,24 @@ def train(
     with runs.locked(out):  # from here on files are written: one writer per run directory
         for d in {out, *dirs.values()}:
             runs.remove_stale_temps(d)
-        return _train(cfgs, names, dirs, out, single, source, device, progress=progress, resume=resume,
-                      stop_at=stop_at, factor=factor, keep_checkpoint=keep_checkpoint, on_step=on_step)
+        ls = _Lockstep.build(cfgs, names, dirs, out, source, device)
+        return _run(ls, single=single, progress=progress, resume=resume, stop_at=stop_at, factor=factor,
+                    keep_checkpoint=keep_checkpoint, on_step=on_step)
 
 
-def _train(cfgs: list[RunConfig], names: list[str], dirs: dict[str, Path], out: Path, single: bool, source: Source,
-           device: torch.device, *, progress: bool, resume: bool, stop_at: int | None, factor: str | None,
-           keep_checkpoint: bool, on_step: Callable[[int], None] | None) -> dict[str, runs.Run]:
-    first = cfgs[0]
-    dtype = stack.dtype_of(first.dtype)
-    torch.manual_seed(first.seed)
-    groups = stack.build_groups(cfgs, source, device)
-    gens = [torch.Generator().manual_seed(first.seed * 7919 + i) for i in range(len(cfgs))]
-    x_eval = source.eval_set(first.eval_rows).to(device, dtype)
-    truth_dict = source.ground_truth.to(device) if source.ground_truth is not None else None
-    arm_of = {a: (g, k) for g in groups for k, a in enumerate(g.idx)}
-    sched_events = {n: {e["step"]: e for e in schedules.schedule_events(c)} for n, c in zip(names, cfgs)}
-
-    state = _State({n: [] for n in names}, {n: [] for n in names}, [], {n: [] for n in names}, eval_rows=x_eval.shape[0])
-    start = 0
+def _run(ls: _Lockstep, *, single: bool, progress: bool, resume: bool, stop_at: int | None, factor: str | None,
+         keep_checkpoint: bool, on_step: Callable[[int], None] | None) -> dict[str, runs.Run]:
+    """The training loop of ``train``: from step 0 or the checkpoint, to ``stop_at`` or the end."""
+    first, out, state = ls.cfgs[0], ls.out, ls.state
     if resume:
-        start, state.wall = _restore(out, groups, gens, names, cfgs, dirs)
-        state.dropped = int(read_checkpoint_meta(out).get("dropped_rows", 0))
-        for n in names:
-            old = runs.load_run(dirs[n])
-            state.rows[n] = [r for r in old.metrics.to_dict("records") if r["step"] <= start]
-            state.events[n] = [e for e in old.events if e["step"] <= start]
-            if old.latents:
-                keep = old.latents["steps"] <= start
-                state.fire_counts[n] = list(old.latents["fire_counts"][keep].to(torch.int64))
-                state.fire_steps = old.latents["steps"][keep].tolist()
-            # the files are flushed before the checkpoint is committed, so they reach its step's last
-            # log row; fewer rows means they were replaced or cut since, and resume would drop them
-            want = start if start == first.steps else start // first.log_interval * first.log_interval
-            got = [r["step"] for r in state.rows[n]]
-            if not got or got[-1] != want or state.fire_steps[-1:] != [want]:
-                raise ValueError(f"cannot resume {out}: {dirs[n]}'s metrics/latents end at step "
-                                 f"{got[-1] if got else None} but the checkpoint at step {start} needs them up to "
-                                 f"step {want}; the run's files do not match its checkpoint")
+        start = ls.resume()
     else:
-        if not single:
-            fileio.write_json(out / "arms.json", {"arms": names, "factor": factor})
-        for n, c in zip(names, cfgs):
-            dirs[n].mkdir(parents=True, exist_ok=True)
-            (dirs[n] / "summary.json").unlink(missing_ok=True)  # an earlier run's here would say "finished"
-            fileio.write_via(dirs[n] / "config.json", lambda tmp, c=c: Path(tmp).write_text(c.to_json(provenance=True) + "\n"))
-        checkpoint_path(out).unlink(missing_ok=True)
-        _initial(groups, cfgs, names, dirs, x_eval, source, state)
-
+        start = 0
+        ls.start_fresh(single, factor)
     end = first.steps if stop_at is None else min(first.steps, stop_at)
     if end < start:  # checkpointing at `end` would label step-`start` weights with an earlier step
         raise ValueError(f"stop_at={stop_at} is before the checkpoint at step {start} in {out}")
+    dtype, device = ls.x_eval.dtype, ls.x_eval.device
     every, every_s = checkpoint_interval(first), first.checkpoint_seconds
     bar = tqdm(total=first.steps, initial=start, disable=not progress, desc=out.name, unit="step", leave=False)
     t0 = time.perf_counter() - state.wall
@@ -276,30 +180,17 @@ def _train(cfgs: list[RunConfig], names: list[str], dirs: dict[str, Path], out: 
     interrupt = _DeferInterrupt()
     try:
         for step in range(start, end):
-            x = source.batch(step, first.data.batch_size).to(device, dtype)
-            state.dropped += getattr(source, "last_dropped", 0)  # data.drop_norm_above (data.NormFilter)
+            x = ls.source.batch(step, first.data.batch_size).to(device, dtype)
+            state.dropped += getattr(ls.source, "last_dropped", 0)  # data.drop_norm_above (data.NormFilter)
             in_step = True
-            for gi, g in enumerate(groups):
-                try:
-                    stack.step_group(g, cfgs, x, step)
-                except stack.NonFiniteError as e:  # raised before the update: the state is still good
-                    state.events[names[e.arm]].append({"step": e.step, "kind": "nonfinite", "quantity": e.quantity})
-                    state.wall = time.perf_counter() - t0
-                    if gi == 0:  # later groups would already have taken this step's update
-                        _checkpoint(out, groups, gens, step, state, dirs, names, cfgs)
-                    else:
-                        for n in names:
-                            _flush(dirs[n], n, state, names)
-                    raise RuntimeError(f"arm {names[e.arm]!r}: {e.quantity} is not finite at step {e.step}; "
-                                       f"the last good state is checkpointed in {checkpoint_path(out)} "
-                                       f"(saelab train --resume {shlex.quote(str(out))})") from None
+            ls.step(step, x, t0)
             done = step + 1
-            _after_step(groups, cfgs, names, dirs, done, x_eval, source, gens, arm_of, sched_events, truth_dict, state, bar)
+            ls.after_step(done, bar)
             completed, in_step = done, False
             bar.update(1)
             if done < end and (done % every == 0 or (every_s and time.perf_counter() - last_ck >= every_s)):
                 state.wall = time.perf_counter() - t0
-                _checkpoint(out, groups, gens, done, state, dirs, names, cfgs)
+                ls.checkpoint(done)
                 last_ck = time.perf_counter()
             if on_step is not None:
                 on_step(done)
@@ -309,7 +200,7 @@ def _train(cfgs: list[RunConfig], names: list[str], dirs: dict[str, Path], out: 
         saved = None
         if not in_step:  # mid-step the weights may be updated and the trackers not: keep the last checkpoint
             state.wall = time.perf_counter() - t0
-            _checkpoint(out, groups, gens, completed, state, dirs, names, cfgs)
+            ls.checkpoint(completed)
             saved = completed
         elif checkpoint_path(out).exists():
             saved = read_checkpoint_meta(out)["step"]
@@ -318,13 +209,262 @@ def _train(cfgs: list[RunConfig], names: list[str], dirs: dict[str, Path], out: 
         interrupt.restore()
         bar.close()
     state.wall = time.perf_counter() - t0
-    _checkpoint(out, groups, gens, end, state, dirs, names, cfgs)
+    ls.checkpoint(end)
     if end < first.steps:
-        return {n: runs.load_run(dirs[n]) for n in names}
-    result = _finish(groups, cfgs, names, dirs, state, end, source)  # state.wall spans every resumed segment
+        return {n: runs.load_run(ls.dirs[n]) for n in ls.names}
+    result = ls.finish(end)  # state.wall spans every resumed segment
     if not keep_checkpoint:  # the run is complete: its resume state is only disk space now
         checkpoint_path(out).unlink(missing_ok=True)
     return result
+
+
+@dataclass
+class _Lockstep:
+    """One training's fixed parts and what it accumulates: the arms (configs, names, run
+    directories under ``out``), the data, the arms stacked into groups, one generator per arm, the
+    held-out rows, and the metrics, events and firing history (``state``)."""
+
+    cfgs: list[RunConfig]
+    names: list[str]
+    dirs: dict[str, Path]
+    out: Path
+    source: Source
+    groups: list[stack.Group]
+    gens: list[torch.Generator]
+    x_eval: Tensor
+    truth_dict: Tensor | None  # the synthetic source's true feature directions, on the device
+    arm_of: dict[int, tuple[stack.Group, int]]  # arm index -> its group and its index there
+    sched_events: dict[str, dict[int, dict]]  # arm -> step -> the schedule event at that step
+    state: _State
+
+    @classmethod
+    def build(cls, cfgs: list[RunConfig], names: list[str], dirs: dict[str, Path], out: Path, source: Source,
+              device: torch.device) -> _Lockstep:
+        first = cfgs[0]
+        dtype = stack.dtype_of(first.dtype)
+        torch.manual_seed(first.seed)
+        groups = stack.build_groups(cfgs, source, device)
+        gens = [torch.Generator().manual_seed(first.seed * 7919 + i) for i in range(len(cfgs))]
+        x_eval = source.eval_set(first.eval_rows).to(device, dtype)
+        truth = source.ground_truth.to(device) if source.ground_truth is not None else None
+        arm_of = {a: (g, k) for g in groups for k, a in enumerate(g.idx)}
+        sched = {n: {e["step"]: e for e in schedules.schedule_events(c)} for n, c in zip(names, cfgs)}
+        state = _State({n: [] for n in names}, {n: [] for n in names}, [], {n: [] for n in names}, eval_rows=x_eval.shape[0])
+        return cls(cfgs, names, dirs, out, source, groups, gens, x_eval, truth, arm_of, sched, state)
+
+    def checkpoint(self, step: int) -> None:
+        """Save everything resume needs. The arms' files go first and the checkpoint file last: its
+        rename is the commit point. A kill in between leaves files ahead of the previous checkpoint,
+        which resume cuts back to that checkpoint's step."""
+        for name in self.names:
+            _flush(self.dirs[name], name, self.state, self.names)
+        tensors: dict[str, Tensor] = {}
+        meta = {
+            "format": 1,
+            "step": step,
+            "wall": self.state.wall,
+            "arms": self.names,
+            "configs": [_config_hash(c) for c in self.cfgs],
+            "last_log": self.state.fire_steps[-1] if self.state.fire_steps else None,
+            "normalizers": [],
+            "dropped_rows": self.state.dropped,
+        }
+        for i, g in enumerate(self.groups):
+            tensors |= {f"g{i}.model.{k}": v for k, v in g.model.state_dict().items()}
+            tensors |= {f"g{i}.adam.{k}": v for k, v in g.adam.state_dict().items()}
+            tensors |= {f"g{i}.tracker.{k}": v for k, v in g.tracker.state_dict().items()}
+            meta["normalizers"].append([n.state_dict() for n in g.normalizers])
+        tensors |= {f"gen{i}": gen.get_state() for i, gen in enumerate(self.gens)}
+        text = json.dumps(fileio.clean_json(meta), allow_nan=False)
+        runs.write_tensors(checkpoint_path(self.out), tensors, metadata={"saelab": text})
+
+    def restore(self) -> tuple[int, float]:
+        """Load the checkpoint into the groups and generators after checking that it belongs to this
+        run and agrees with itself (arm names, configs, the Adam step counts of every group); refuse
+        rather than continue from a state that differs from the one the step claims."""
+        path = checkpoint_path(self.out)
+        if not path.exists():
+            finished = all((self.dirs[n] / "summary.json").exists() for n in self.names)
+            if finished:
+                raise ValueError(f"cannot resume {self.out}: the run is finished and its checkpoint was dropped "
+                                 f"(train with --keep-checkpoint to keep one)")
+            raise ValueError(f"cannot resume {self.out}: no checkpoint at {path}")
+        meta = read_checkpoint_meta(self.out)
+        tensors = runs.read_tensors(path)
+
+        def refuse(why: str) -> ValueError:
+            return ValueError(f"cannot resume {self.out}: the checkpoint {path.name} {why}; refusing to continue from an "
+                              f"inconsistent state")
+
+        if meta.get("arms") != self.names:
+            raise refuse(f"is for arms {meta.get('arms')}, the run has {self.names}")
+        if meta.get("configs") != [_config_hash(c) for c in self.cfgs]:
+            raise refuse("was written for other configs than the run's config.json files (edited since?)")
+        step = meta.get("step")
+        if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= self.cfgs[0].steps:
+            raise refuse(f"has step {step!r}, not in 0..{self.cfgs[0].steps}")
+        try:
+            for i, g in enumerate(self.groups):
+                pick = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+                g.model.load_state_dict(pick(f"g{i}.model."))
+                g.adam.load_state_dict(pick(f"g{i}.adam."))
+                g.tracker.load_state_dict(pick(f"g{i}.tracker."))
+                for n, st in zip(g.normalizers, meta["normalizers"][i], strict=True):
+                    n.load_state_dict(st)
+            for i, gen in enumerate(self.gens):
+                gen.set_state(tensors[f"gen{i}"])
+        except (RuntimeError, KeyError, IndexError, TypeError, ValueError) as e:
+            raise refuse(f"does not fit the run's arms ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        for i, g in enumerate(self.groups):  # one Adam update per step: the counts must equal the checkpoint's step
+            if g.adam.step_count != step:
+                raise refuse(f"says step {step} but group {i}'s Adam state has taken {g.adam.step_count} steps")
+        return step, float(meta["wall"])
+
+    def resume(self) -> int:
+        """Restore the checkpoint and the arms' files up to its step; returns the step."""
+        first, out = self.cfgs[0], self.out
+        start, self.state.wall = self.restore()
+        self.state.dropped = int(read_checkpoint_meta(out).get("dropped_rows", 0))
+        for n in self.names:
+            old = runs.load_run(self.dirs[n])
+            self.state.rows[n] = [r for r in old.metrics.to_dict("records") if r["step"] <= start]
+            self.state.events[n] = [e for e in old.events if e["step"] <= start]
+            if old.latents:
+                keep = old.latents["steps"] <= start
+                self.state.fire_counts[n] = list(old.latents["fire_counts"][keep].to(torch.int64))
+                self.state.fire_steps = old.latents["steps"][keep].tolist()
+            # the files are flushed before the checkpoint is committed, so they reach its step's last
+            # log row; fewer rows means they were replaced or cut since, and resume would drop them
+            want = start if start == first.steps else start // first.log_interval * first.log_interval
+            got = [r["step"] for r in self.state.rows[n]]
+            if not got or got[-1] != want or self.state.fire_steps[-1:] != [want]:
+                raise ValueError(f"cannot resume {out}: {self.dirs[n]}'s metrics/latents end at step "
+                                 f"{got[-1] if got else None} but the checkpoint at step {start} needs them up to "
+                                 f"step {want}; the run's files do not match its checkpoint")
+        return start
+
+    def start_fresh(self, single: bool, factor: str | None) -> None:
+        """Write the arms' configs (and arms.json for several), drop an earlier run's summary and
+        checkpoint, and record step 0."""
+        if not single:
+            fileio.write_json(self.out / "arms.json", {"arms": self.names, "factor": factor})
+        for n, c in zip(self.names, self.cfgs):
+            self.dirs[n].mkdir(parents=True, exist_ok=True)
+            (self.dirs[n] / "summary.json").unlink(missing_ok=True)  # an earlier run's here would say "finished"
+            fileio.write_via(self.dirs[n] / "config.json", lambda tmp, c=c: Path(tmp).write_text(c.to_json(provenance=True) + "\n"))
+        checkpoint_path(self.out).unlink(missing_ok=True)
+        self.initial()
+
+    def initial(self) -> None:
+        """Step-0 metrics row, init diagnostics and the Task 5.1 norm numbers on the held-out set."""
+        self.state.fire_steps.append(0)
+        skipped = getattr(self.source, "skipped_rows", 0)  # data.skip_nonfinite: say how many rows training never sees
+        for n in self.names if skipped else ():
+            self.state.events[n].append({"step": 0, "kind": "skipped_rows", "rows": skipped, "why": "NaN or Inf",
+                                    "source": getattr(self.source, "label", "")})
+        if hasattr(self.source, "threshold"):  # data.drop_norm_above: the threshold, and the held-out rows left out
+            for n in self.names:
+                self.state.events[n].append({"step": 0, "kind": "dropped_rows", "where": "held-out set", "rows": self.source.eval_dropped,
+                                        "threshold": self.source.threshold, "median_norm": self.source.median})
+        for g in self.groups:
+            ev = stack.evaluate(g, self.x_eval)
+            X, _ = stack.normalize_batch(g, self.x_eval)
+            with torch.no_grad():
+                pre = g.model.preacts(X)
+            truth = self.source.ground_truth
+            for k, arm in enumerate(g.idx):
+                n = self.names[arm]
+                self.state.rows[n].extend(
+                    stack.metric_rows(g, self.cfgs, ev, 0, truth.to(self.x_eval.device) if truth is not None else None)[k : k + 1]
+                )
+                self.state.fire_counts[n].append(ev["fire"][k].cpu())
+                init = diagnose.init_diagnostics(self.x_eval.cpu(), pre[k].cpu())
+                fileio.write_json(self.dirs[n] / "init.json", init)
+                stats = g.normalizers[k].stats(self.x_eval)
+                self.state.events[n].append({"step": 0, "kind": "norm_stats", "where": "held-out set", **stats})
+
+    def step(self, step: int, x: Tensor, t0: float) -> None:
+        """One optimizer step of every group on the batch ``x``; a non-finite loss or gradient
+        checkpoints the last good state and raises RuntimeError naming the arm."""
+        for gi, g in enumerate(self.groups):
+            try:
+                stack.step_group(g, self.cfgs, x, step)
+            except stack.NonFiniteError as e:  # raised before the update: the state is still good
+                self.state.events[self.names[e.arm]].append({"step": e.step, "kind": "nonfinite", "quantity": e.quantity})
+                self.state.wall = time.perf_counter() - t0
+                if gi == 0:  # later groups would already have taken this step's update
+                    self.checkpoint(step)
+                else:
+                    for n in self.names:
+                        _flush(self.dirs[n], n, self.state, self.names)
+                raise RuntimeError(f"arm {self.names[e.arm]!r}: {e.quantity} is not finite at step {e.step}; "
+                                   f"the last good state is checkpointed in {checkpoint_path(self.out)} "
+                                   f"(saelab train --resume {shlex.quote(str(self.out))})") from None
+
+    def after_step(self, done: int, bar: Any) -> None:
+        """Schedule events, resampling and the metrics row for the step just completed."""
+        for n in self.names:
+            if done in self.sched_events[n]:
+                self.state.events[n].append(self.sched_events[n][done])
+        for a, (n, cfg) in enumerate(zip(self.names, self.cfgs)):
+            if stack.resample_due(cfg, done):
+                g, k = self.arm_of[a]
+                self.state.events[n].append(stack.resample(g, self.cfgs, k, done, self.source, self.x_eval, self.gens[a]))
+        if done % self.cfgs[0].log_interval and done != self.cfgs[0].steps:
+            return
+        for g in self.groups:
+            for name, p in g.model.named_parameters():
+                bad = ~torch.isfinite(p.detach()).flatten(1).all(1)
+                if bad.any():
+                    arm = self.names[g.idx[int(bad.nonzero()[0])]]
+                    raise RuntimeError(f"arm {arm!r}: weights {name} became non-finite by step {done}; the last good "
+                                       f"state is the latest checkpoint (saelab train --resume)")
+        self.state.fire_steps.append(done)
+        if self.state.dropped:  # training rows dropped by data.drop_norm_above since the last log (replaced by kept ones)
+            for n in self.names:
+                self.state.events[n].append({"step": done, "kind": "dropped_rows", "where": "training batches", "rows": self.state.dropped})
+            self.state.dropped = 0
+        postfix = {}
+        for g in self.groups:
+            ev = stack.evaluate(g, self.x_eval)
+            for k, row in enumerate(stack.metric_rows(g, self.cfgs, ev, done, self.truth_dict)):
+                n = self.names[g.idx[k]]
+                self.state.rows[n].append(row)
+                self.state.fire_counts[n].append(ev["fire"][k].cpu())
+                postfix[n[:12]] = f"dead {row['dead_frac']:.0%} L0 {row['l0']:.1f}"
+        if len(postfix) <= 3:
+            bar.set_postfix(postfix, refresh=False)
+        for n in self.names:
+            _flush(self.dirs[n], n, self.state, self.names)
+
+    def finish(self, steps_run: int) -> dict[str, runs.Run]:
+        """Final weights, summary, autopsy and lifecycles per arm."""
+        out: dict[str, runs.Run] = {}
+        for g in self.groups:
+            for k, arm in enumerate(g.idx):
+                n, cfg = self.names[arm], self.cfgs[arm]
+                run = runs.load_run(self.dirs[n])
+                run.weights = g.model.arm_state(k)
+                last = self.state.rows[n][-1]
+                run.autopsy = diagnose.autopsy(run.metrics, run.events)
+                life = diagnose.lifecycles(run.latents["steps"], run.latents["fire_counts"], run.events)
+                # lifecycles.json is JSON: per-latent tensors become lists; alive [T, S] is left out
+                # (it is latents.safetensors' fire_counts > 0)
+                run.lifecycles = {key: v.tolist() if isinstance(v, Tensor) else v for key, v in life.items() if key != "alive"}
+                run.summary = {
+                    **last,
+                    "arm": n,
+                    "steps": cfg.steps,
+                    "wall_seconds": self.state.wall,
+                    "steps_per_second": steps_run / self.state.wall if self.state.wall > 0 else float("nan"),
+                    "n_arms_in_lockstep": len(self.cfgs),
+                    "source": self.source.describe(),
+                    "n_collapses": len(run.autopsy.get("collapses", [])),
+                    "saelab": provenance(),  # which saelab computed these numbers
+                }
+                run.save()
+                out[n] = run
+        return out
 
 
 class Interrupted(KeyboardInterrupt):
@@ -439,96 +579,3 @@ class _DeferInterrupt:
         self._previous = {}
 
 
-def _initial(groups, cfgs, names, dirs, x_eval, source, state: _State) -> None:
-    """Step-0 metrics row, init diagnostics and the Task 5.1 norm numbers on the held-out set."""
-    state.fire_steps.append(0)
-    skipped = getattr(source, "skipped_rows", 0)  # data.skip_nonfinite: say how many rows training never sees
-    for n in names if skipped else ():
-        state.events[n].append({"step": 0, "kind": "skipped_rows", "rows": skipped, "why": "NaN or Inf",
-                                "source": getattr(source, "label", "")})
-    if hasattr(source, "threshold"):  # data.drop_norm_above: the threshold, and the held-out rows left out
-        for n in names:
-            state.events[n].append({"step": 0, "kind": "dropped_rows", "where": "held-out set", "rows": source.eval_dropped,
-                                    "threshold": source.threshold, "median_norm": source.median})
-    for g in groups:
-        ev = stack.evaluate(g, x_eval)
-        X, _ = stack.normalize_batch(g, x_eval)
-        with torch.no_grad():
-            pre = g.model.preacts(X)
-        truth = source.ground_truth
-        for k, arm in enumerate(g.idx):
-            n = names[arm]
-            state.rows[n].extend(stack.metric_rows(g, cfgs, ev, 0, truth.to(x_eval.device) if truth is not None else None)[k:k + 1])
-            state.fire_counts[n].append(ev["fire"][k].cpu())
-            init = diagnose.init_diagnostics(x_eval.cpu(), pre[k].cpu())
-            fileio.write_json(dirs[n] / "init.json", init)
-            stats = g.normalizers[k].stats(x_eval)
-            state.events[n].append({"step": 0, "kind": "norm_stats", "where": "held-out set", **stats})
-
-
-def _after_step(groups, cfgs, names, dirs, done, x_eval, source, gens, arm_of, sched_events, truth_dict,
-                state: _State, bar) -> None:
-    """Schedule events, resampling and the metrics row for the step just completed."""
-    for n in names:
-        if done in sched_events[n]:
-            state.events[n].append(sched_events[n][done])
-    for a, (n, cfg) in enumerate(zip(names, cfgs)):
-        if stack.resample_due(cfg, done):
-            g, k = arm_of[a]
-            state.events[n].append(stack.resample(g, cfgs, k, done, source, x_eval, gens[a]))
-    if done % cfgs[0].log_interval and done != cfgs[0].steps:
-        return
-    for g in groups:
-        for name, p in g.model.named_parameters():
-            bad = ~torch.isfinite(p.detach()).flatten(1).all(1)
-            if bad.any():
-                arm = names[g.idx[int(bad.nonzero()[0])]]
-                raise RuntimeError(f"arm {arm!r}: weights {name} became non-finite by step {done}; the last good "
-                                   f"state is the latest checkpoint (saelab train --resume)")
-    state.fire_steps.append(done)
-    if state.dropped:  # training rows dropped by data.drop_norm_above since the last log (replaced by kept ones)
-        for n in names:
-            state.events[n].append({"step": done, "kind": "dropped_rows", "where": "training batches", "rows": state.dropped})
-        state.dropped = 0
-    postfix = {}
-    for g in groups:
-        ev = stack.evaluate(g, x_eval)
-        for k, row in enumerate(stack.metric_rows(g, cfgs, ev, done, truth_dict)):
-            n = names[g.idx[k]]
-            state.rows[n].append(row)
-            state.fire_counts[n].append(ev["fire"][k].cpu())
-            postfix[n[:12]] = f"dead {row['dead_frac']:.0%} L0 {row['l0']:.1f}"
-    if len(postfix) <= 3:
-        bar.set_postfix(postfix, refresh=False)
-    for n in names:
-        _flush(dirs[n], n, state, names)
-
-
-def _finish(groups, cfgs, names, dirs, state: _State, steps_run: int, source: Source) -> dict[str, runs.Run]:
-    """Final weights, summary, autopsy and lifecycles per arm."""
-    out = {}
-    for g in groups:
-        for k, arm in enumerate(g.idx):
-            n, cfg = names[arm], cfgs[arm]
-            run = runs.load_run(dirs[n])
-            run.weights = g.model.arm_state(k)
-            last = state.rows[n][-1]
-            run.autopsy = diagnose.autopsy(run.metrics, run.events)
-            life = diagnose.lifecycles(run.latents["steps"], run.latents["fire_counts"], run.events)
-            # lifecycles.json is JSON: per-latent tensors become lists; alive [T, S] is left out
-            # (it is latents.safetensors' fire_counts > 0)
-            run.lifecycles = {key: v.tolist() if isinstance(v, Tensor) else v for key, v in life.items() if key != "alive"}
-            run.summary = {
-                **last,
-                "arm": n,
-                "steps": cfg.steps,
-                "wall_seconds": state.wall,
-                "steps_per_second": steps_run / state.wall if state.wall > 0 else float("nan"),
-                "n_arms_in_lockstep": len(cfgs),
-                "source": source.describe(),
-                "n_collapses": len(run.autopsy.get("collapses", [])),
-                "saelab": provenance(),  # which saelab computed these numbers
-            }
-            run.save()
-            out[n] = run
-    return out

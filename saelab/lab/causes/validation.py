@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from saelab.config import seed_fix_changes
 from saelab.lab import answer
 from saelab.lab.hypothesis import Arm, Context, Hypothesis, Phase, judged
 from saelab.lab.verdicts import RunsBySeed
@@ -26,9 +27,7 @@ def seed_fixed(ctx: Context) -> dict[str, Any] | None:
     b = ctx.base
     if b.sae.architecture != "relu" or b.penalty.form != "mean_all":
         return None
-    return {"penalty.form": "per_sample_sum", "penalty.alpha": b.penalty.alpha * b.sae.d_sae,
-            "schedule.warmup_steps": max(1, b.steps // 50), "resample.strategy": "seed-fix", "resample.detector": "window",
-            "normalize.mode": "constant_norm_rescale_clamped"}
+    return seed_fix_changes(b)
 
 
 def lab_fixed(ctx: Context) -> dict[str, Any]:
