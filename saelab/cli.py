@@ -9,6 +9,7 @@ from pathlib import Path
 
 from saelab import config
 from saelab.config import PRESETS, preset_summary
+from saelab.data.files import open_segments
 from saelab.data.sources import make_source, resolve
 from saelab.execution.cluster import parse_cluster
 from saelab.fileio import write_json
@@ -17,7 +18,7 @@ from saelab.interop.foreign import load_checkpoint
 from saelab.interop.inspection import default_chunk_rows, inspect, row_chunks
 from saelab.interop.logs import autopsy_log
 from saelab.lab.base import PROFILES, load_base
-from saelab.lab.datacheck import check, format_check
+from saelab.lab.datacheck import INIT_ROWS, check, format_check
 from saelab.lab.params import check_parameters
 from saelab.report.batch import rerender, run_lab
 from saelab.report.pages import autopsy_page, inspect_page
@@ -54,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                                     "directory, or a SAELens config / cfg.json (default: the seed's Test 1)")
     lab.add_argument("--data", metavar="SOURCE", help="activations: synthetic | minilm | hf:<model> | file:<path> (default: the base's)")
     lab.add_argument("--force", action="store_true",
-                     help="rerun phases into an --out that already holds a report (a phase that fails keeps its previous result)")
+                     help="rerun phases into an --out that already holds a report: a job finished by this same saelab "
+                          "(version and commit), torch and numpy on the same data (size, time, sampled contents) is "
+                          "reused, any other retrained; a phase that fails keeps its previous result")
     lab.add_argument("--cluster", metavar="WHERE",
                      help="run the training jobs on Dask: local[:N] (N worker processes on this machine), tcp://HOST:PORT "
                           "(a running scheduler) or slurm (workers as SLURM jobs); default: in this process")
@@ -100,6 +103,9 @@ def _foreign_parsers(sub) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    for flag, value in (("--rows", args.rows), ("--chunk-rows", args.chunk_rows)):
+        if value < 0:
+            raise ValueError(f"{flag} {value} must be >= 0 (0: {'every row' if flag == '--rows' else 'the default'})")
     ckpt = load_checkpoint(args.checkpoint)
     chunk = args.chunk_rows if args.chunk_rows > 0 else default_chunk_rows(ckpt.d_sae)
     chunks, described = row_chunks(args.data, ckpt.d_in, args.rows, chunk)
@@ -159,9 +165,13 @@ def _train(args: argparse.Namespace) -> int:
         cfg = cfg.with_overrides(args.overrides)
         out = args.out or Path("reports/runs") / (args.config.stem if args.config else args.preset)
         if (out / "config.json").exists() or (out / "arms.json").exists():
-            how = "finished" if (out / "summary.json").exists() else "unfinished"
-            raise ValueError(f"{out} already holds a run ({how}); train into another --out (or continue an unfinished "
-                             f"one with --resume {out})")
+            if (out / "summary.json").exists() or train.checkpoint_path(out).exists():
+                how = "finished" if (out / "summary.json").exists() else "unfinished"
+                raise ValueError(f"{out} already holds a run ({how}); train into another --out (or continue an "
+                                 f"unfinished one with --resume {out})")
+            # stopped before its first checkpoint (a kill -9): nothing in it can be resumed
+            print(f"saelab: {out} holds a run stopped before its first checkpoint; training it again from step 0",
+                  file=sys.stderr)
         runs = train.train(cfg, out, progress=not args.quiet, keep_checkpoint=args.keep_checkpoint)
     _print_summary(runs)
     return 0
@@ -184,6 +194,9 @@ def _check_data(args: argparse.Namespace) -> int:
     cfg = load_base(args.base).config.with_overrides(args.overrides).with_overrides({"data.source": args.source})
     if not args.source == "synthetic" and "sae.d_in" not in " ".join(args.overrides):
         cfg = cfg.with_overrides({"sae.d_in": 0})
+    if args.source.startswith("file:"):  # a small file: hold out at most half of it (the base's 8,192 rows need more)
+        total = sum(s.rows for s in open_segments(args.source.removeprefix("file:")))
+        cfg = cfg.with_overrides({"eval_rows": max(1, min(cfg.eval_rows, INIT_ROWS, total // 2))})
     source = make_source(cfg)
     result = check(resolve(cfg, source), source, args.rows)
     print(json.dumps(result, indent=2) if args.json else format_check(result))
@@ -223,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as e:
         if args.command == "lab":  # the lab keeps finished jobs and resumes the interrupted one
-            print("saelab: interrupted; completed phases and trained jobs are saved: rerun the same command to continue "
-                  "(the interrupted job resumes from its last checkpoint)", file=sys.stderr)
+            print("saelab: interrupted; completed phases and trained jobs are saved: rerun the same command with --force "
+                  "to continue (finished jobs are kept, the interrupted one resumes from its last checkpoint)",
+                  file=sys.stderr)
             return 128 + int(e.signum) if isinstance(e, Interrupted) else 130
         if isinstance(e, Interrupted):  # a training: it names its run directory and checkpoint
             print(f"saelab: {e}", file=sys.stderr)

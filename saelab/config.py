@@ -351,11 +351,14 @@ class RunConfig(_Section):
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def to_json(self, provenance: bool = False) -> str:
+    def to_json(self, provenance: bool | dict[str, Any] = False) -> str:
         """Sorted, indented JSON; with ``provenance`` also the saelab version and commit that wrote
-        it (under ``"saelab"``, which ``from_json`` skips)."""
+        it (under ``"saelab"``, which ``from_json`` skips), or that dict itself (a run's identity,
+        saelab.training.identity)."""
         d = self.to_dict()
-        if provenance:
+        if isinstance(provenance, dict):
+            d[PROVENANCE_KEY] = provenance
+        elif provenance:
             d[PROVENANCE_KEY] = which()
         return json.dumps(d, indent=2, sort_keys=True)
 

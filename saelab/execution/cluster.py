@@ -12,11 +12,13 @@ shared one the lab's --out is on).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +26,7 @@ from typing import Any, Literal
 from saelab.execution.jobs import WORKER_THREADS_ENV, Job, run_job
 
 CONNECT_TIMEOUT_S = 5  # an unreachable scheduler is reported after this long, not after Dask's 30 s
+WORKER_MEMORY = 2**30  # bytes a local worker needs: its interpreter, torch and one job's tensors (about 0.5 GiB at smoke size)
 ALLOWED = "local, local:N (N >= 1 worker processes), tcp://HOST:PORT (a running Dask scheduler) or slurm"
 
 
@@ -41,8 +44,6 @@ def jobqueue() -> Any:
     """``import dask_jobqueue``, keeping this process's Ctrl-C handler: its runner module replaces
     SIGINT's handler by ``sys.exit`` at import, which would skip the trainer's checkpoint-on-Ctrl-C.
     ImportError when it is not installed."""
-    import signal
-
     previous = signal.getsignal(signal.SIGINT)
     try:
         import dask_jobqueue
@@ -63,12 +64,40 @@ def parse_cluster(text: str, config: Path | None = None) -> ClusterSpec:
         n = int(m[1]) if m[1] is not None else 0
         if m[1] is not None and n < 1:
             raise ValueError(f"--cluster {text!r}: the number of workers must be >= 1; expected {ALLOWED}")
+        cap, why = local_capacity()
+        if n > cap:
+            raise ValueError(f"--cluster {text!r}: {why}, so at most {cap} workers; use --cluster local:{cap} "
+                             f"(or --cluster local: as many as it can hold)")
         return ClusterSpec("local", workers=n)
     if re.fullmatch(r"(tcp|tls)://[^\s/:]+:\d{1,5}", text):
         return ClusterSpec("address", address=text)
     if text == "slurm":
         return ClusterSpec("slurm", config=config)
     raise ValueError(f"--cluster {text!r} is not a cluster; expected {ALLOWED}")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to new processes (MemAvailable), None when unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def local_capacity() -> tuple[int, str]:
+    """(the most local workers this machine holds, the sentence saying why): one per CPU core (each
+    runs one job; more only wait on one another and the load climbs), and WORKER_MEMORY each."""
+    cores = os.cpu_count() or 1
+    mem = _available_memory()
+    by_mem = cores if mem is None else max(1, mem // WORKER_MEMORY)
+    gib = "" if mem is None else f" and {mem / 2**30:.1f} GiB of memory available (about {WORKER_MEMORY / 2**30:g} GiB a worker)"
+    return int(min(cores, by_mem)), f"this machine has {cores} CPU cores{gib}"
 
 
 def read_cluster_config(path: Path | None) -> dict[str, Any]:
@@ -115,6 +144,7 @@ class Runner:
 
         self.bar = tqdm(total=0, desc="jobs", unit="job", disable=not progress, dynamic_ncols=True)
         self.outcome: dict[str, str | None] = {}
+        self.closing = False  # set by close(): the jobs still running are being cancelled, not failing
         self.records: dict[str, dict] = {}
         self._lock = threading.Lock()
 
@@ -128,8 +158,12 @@ class Runner:
             if record is not None:
                 self.records[name] = record
             self.bar.update(1)
+        if error and self.closing:  # the jobs Ctrl-C or close() cancelled: the lab says so once itself
+            return
         if error:
             self.write(f"job {name} failed: {error}")
+        elif record is not None and record.get("stale"):  # never reused silently: say what differed
+            self.write(f"job {name} retrained: its earlier runs were made by other code or data ({record['stale']})")
 
     def submit(self, jobs: list[Job]) -> None:
         with self._lock:
@@ -144,6 +178,7 @@ class Runner:
         return all(n in self.outcome for n in names)
 
     def close(self) -> None:
+        self.closing = True
         self.bar.close()
 
 
@@ -235,11 +270,12 @@ def start(spec: ClusterSpec | None, progress: bool = True) -> Runner:
         from distributed import LocalCluster
 
         cores = os.cpu_count() or 1
-        n = spec.workers or cores
+        n = spec.workers or local_capacity()[0]
         # one task per worker (threads_per_worker=1) and the cores shared among the workers'
         # torch threads, so N workers never ask for more threads than the machine has
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR, env={WORKER_THREADS_ENV: str(max(1, cores // n))})
+        with _workers_ignore_ctrl_c():
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   silence_logs=logging.ERROR, env={WORKER_THREADS_ENV: str(max(1, cores // n))})
         client = Client(cluster)
 
         def close() -> None:
@@ -248,12 +284,7 @@ def start(spec: ClusterSpec | None, progress: bool = True) -> Runner:
 
         return OnDask(client, close, progress)
     if spec.kind == "address":
-        try:
-            client = Client(spec.address, timeout=f"{CONNECT_TIMEOUT_S}s")
-        except (OSError, TimeoutError) as e:
-            raise ValueError(f"--cluster {spec.address}: no Dask scheduler answered within {CONNECT_TIMEOUT_S} s "
-                             f"({type(e).__name__}); start one with `dask scheduler` and workers with "
-                             f"`dask worker {spec.address}`") from None
+        client = connect(spec.address)
         workers = len(client.scheduler_info().get("workers", {}))
         if progress and not workers:
             print(f"the Dask scheduler at {spec.address} has no workers yet; the jobs wait for them to join "
@@ -274,6 +305,47 @@ def start(spec: ClusterSpec | None, progress: bool = True) -> Runner:
         cluster.close()
 
     return OnDask(client, close_slurm, progress)
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Start processes that ignore SIGINT (an ignored signal stays ignored across exec, and Python
+    installs its KeyboardInterrupt handler only over the default one). Ctrl-C reaches the whole
+    terminal's process group: without this every worker printed its own traceback while the lab
+    was already stopping them; this process keeps its handler and closes the cluster."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def connect(address: str) -> Any:
+    """A dask.distributed Client of the scheduler at ``address``, or a ValueError once
+    CONNECT_TIMEOUT_S have passed without one. Dask's own timeout covers reaching the port, not a
+    server there that accepts and never speaks Dask (an HTTP server held the handshake for minutes),
+    so the connection is made in a thread that is given up on at the deadline."""
+    from distributed import Client
+
+    box: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            box["client"] = Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
+        except Exception as e:  # noqa: BLE001 - reported below by its type
+            box["error"] = e
+
+    thread = threading.Thread(target=attempt, name="saelab-dask-connect", daemon=True)
+    thread.start()
+    thread.join(CONNECT_TIMEOUT_S + 1)
+    if "client" in box:
+        return box["client"]
+    why = type(box["error"]).__name__ if "error" in box else "no Dask handshake"
+    raise ValueError(f"--cluster {address}: no Dask scheduler answered within {CONNECT_TIMEOUT_S} s ({why}); start one "
+                     f"with `dask scheduler` and workers with `dask worker {address}`")
 
 
 def slurm_options(config: Path | None) -> tuple[dict[str, Any], int]:
@@ -299,9 +371,12 @@ def describe(spec: ClusterSpec | None) -> str:
 
 
 def summary(runner: Runner) -> str:
-    """One line: jobs trained, resumed, already done, failed."""
+    """One line: jobs trained, resumed, already done (by this same code on the same data), retrained
+    because other code or data made them, failed."""
     states = [r["state"] for r in runner.records.values()]
     failed = sum(e is not None for e in runner.outcome.values())
     resumed = sum(r["from_step"] is not None for r in runner.records.values())
-    return (f"{len(runner.outcome)} jobs: {len(states) - states.count('done') - resumed} trained, {resumed} resumed "
-            f"from a checkpoint, {states.count('done')} already done, {failed} failed")
+    stale = states.count("stale")
+    return (f"{len(runner.outcome)} jobs: {len(states) - states.count('done') - resumed - stale} trained, {resumed} "
+            f"resumed from a checkpoint, {states.count('done')} already done (same saelab, torch, numpy and data), "
+            f"{stale} retrained (made by other code or data), {failed} failed")

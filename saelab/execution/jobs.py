@@ -11,6 +11,8 @@ What a job's run directory holds decides what ``run_job`` does (``job_state``)::
     partial    the job's own training, stopped before its first checkpoint: train afresh
     new        nothing there yet
     conflict   another training (other arms or configs): train afresh over it
+    stale      this training, made by another saelab (version or commit), torch or numpy, or on data
+               that has changed since (each run's config.json records saelab.training.identity): train afresh
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from saelab import fileio
 from saelab.config import RunConfig
 from saelab.training import runs
 from saelab.training import train as training
+from saelab.training.identity import differences, identity
+from saelab.version import KEY
 
-State = Literal["done", "resumable", "partial", "new", "conflict"]
+State = Literal["done", "resumable", "partial", "new", "conflict", "stale"]
 WORKER_THREADS_ENV = "SAELAB_WORKER_THREADS"  # torch threads a cluster worker may use (saelab.execution.cluster sets it)
 
 
@@ -56,8 +60,28 @@ def _same(saved: RunConfig, planned: RunConfig) -> bool:
     return saved == planned
 
 
+def stale_reason(job: Job) -> str:
+    """Why the runs in ``job.out`` are not what this code computes on this data ("" when they are):
+    what differs between their recorded identity and this one (saelab.training.identity)."""
+    now = identity(next(iter(job.arms.values())).data.source)
+    found: list[str] = []
+    for name in job.arms:
+        try:
+            saved = fileio.read_json(Path(job.out) / name / "config.json").get(KEY)
+        except (ValueError, AttributeError):
+            saved = None
+        found += [d for d in differences(saved, now) if d not in found]
+    return "; ".join(found)
+
+
 def job_state(job: Job) -> State:
     """What ``job.out`` holds for this job (the module docstring lists the states)."""
+    state = _config_state(job)
+    return "stale" if state in ("done", "resumable") and stale_reason(job) else state
+
+
+def _config_state(job: Job) -> State:
+    """``job_state`` from the arms and their configs alone."""
     out = Path(job.out)
     if not out.is_dir() or not any(p.name != runs.LOCK_NAME for p in out.iterdir()):
         return "new"
@@ -96,11 +120,13 @@ def run_job(job: Job, progress: bool = False, on_step: Callable[[int], None] | N
     """Bring ``job`` to done: nothing for a finished job, resume from the checkpoint for a
     half-finished one, else train it. Torch's intra-op threads are set to ``job.threads`` (or, on a
     cluster worker, to $SAELAB_WORKER_THREADS) while training and restored after. Returns
-    {"name", "state" (before), "from_step", "wall_s", "pid" (the process that ran it)}; a training error is raised."""
+    {"name", "state" (before), "from_step", "wall_s", "pid" (the process that ran it), "stale" (why a
+    stale job was retrained)}; a training error is raised."""
     import torch
 
     state = job_state(job)
-    record = {"name": job.name, "state": state, "from_step": None, "wall_s": 0.0, "pid": os.getpid()}
+    record = {"name": job.name, "state": state, "from_step": None, "wall_s": 0.0, "pid": os.getpid(),
+              "stale": stale_reason(job) if state == "stale" else ""}
     if state == "done":
         return record
     threads = job.threads or int(os.environ.get(WORKER_THREADS_ENV, "0") or 0)
@@ -158,6 +184,6 @@ def phase_dir_state(run_dir: Path, jobs: list[Job]) -> Literal["empty", "ours", 
     if any(p.parent.resolve() not in outs for p in run_dir.rglob("arms.json")):
         return "other"
     states = [job_state(j) for j in jobs]
-    if "conflict" in states or all(s == "new" for s in states):
+    if {"conflict", "stale"} & set(states) or all(s == "new" for s in states):
         return "other"
     return "ours"

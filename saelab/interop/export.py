@@ -81,13 +81,39 @@ def to_sparsify(cfg: Any, w: dict[str, Tensor]) -> tuple[dict[str, Any], dict[st
     return out, {"encoder.weight": w["W_enc"], "encoder.bias": bias, "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
 
 
+# every file an export writes, and the files that make a folder a saelab run or training: an export
+# never replaces the first nor writes beside the second
+WRITTEN = ("cfg.json", "sae_weights.safetensors", "sae.safetensors", "saelab_export.json")
+RUN_MARKERS = ("config.json", "arms.json", "checkpoint.safetensors")
+
+
+def check_target(run: Path, out: Path) -> None:
+    """Refuse (ValueError, one line) an ``out`` where the export would destroy something: the run's
+    own folder or another saelab run or training, or a folder holding any file the export writes
+    (an earlier export: replacing one of its files would leave the other stale beside it)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"export to {out}: it is a file, not a folder")
+    if out.resolve() == run.resolve():
+        raise ValueError(f"export to {out}: that is the run's own folder; its sae.safetensors would be replaced; "
+                         f"export to a new folder")
+    marker = next((m for m in RUN_MARKERS if (out / m).exists()), None)
+    if marker:
+        raise ValueError(f"export to {out}: it holds a saelab run or training ({marker}); export to a new folder")
+    held = [f for f in WRITTEN if (out / f).exists()]
+    if held:
+        raise ValueError(f"export to {out}: it already holds {', '.join(held)} (an earlier export?), which this export "
+                         f"would replace; export to a new or empty folder, or remove them first")
+
+
 def export(run: str | Path, fmt: str, out: str | Path) -> Path:
-    """Write the run's SAE to ``out`` in format ``fmt`` (saelens | sparsify); returns ``out``."""
+    """Write the run's SAE to ``out`` in format ``fmt`` (saelens | sparsify); returns ``out``.
+    Nothing is written when ``out`` would lose a file (``check_target``)."""
     run, out = Path(run), Path(out)
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r} is unknown; choose one of {list(FORMATS)}")
     if not (run / "config.json").exists():
         raise ValueError(f"run {run}: not a saelab run directory (no config.json)")
+    check_target(run, out)
     cfg, w, c = folded(run)
     meta, tensors = (to_saelens if fmt == "saelens" else to_sparsify)(cfg, w)
     weights = "sae_weights.safetensors" if fmt == "saelens" else "sae.safetensors"

@@ -122,12 +122,35 @@ def _fail(path: Path, problem: str) -> ValueError:
     return ValueError(f"checkpoint {path}: {problem}")
 
 
+def check_finite(tensors: dict[str, Tensor], path: Path) -> None:
+    """Refuse weights holding NaN or Inf, naming the tensor and its latents (rows of a [S, d]
+    tensor or entries of a [S] one): a NaN latent never compares above its gate, so it would be
+    reported dead (or, in the decoder, counted alive) with a confidence nothing supports."""
+    for name, t in tensors.items():
+        if t is None or not t.is_floating_point():
+            continue
+        bad = ~torch.isfinite(t)
+        if not bad.any():
+            continue
+        if name == "b_dec" or t.ndim == 0:
+            raise _fail(path, f"{name} holds NaN or Inf; the weights are damaged")
+        rows = bad.reshape(bad.shape[0], -1).any(-1).nonzero().flatten().tolist()
+        which = f"latent {rows[0]}" if len(rows) == 1 else f"latents {', '.join(map(str, rows[:5]))}{', ...' if len(rows) > 5 else ''}"
+        raise _fail(path, f"{name} holds NaN or Inf in {which} ({len(rows)} of {t.shape[0]} latents); the weights are "
+                          f"damaged and no latent's state can be read from them")
+
+
 def to_model(w: Weights, path: Path) -> SAE:
     """Build the one-arm saelab model holding ``w`` (eval mode, no gradients)."""
     S, d = w.W_enc.shape
     for name, t, shape in (("W_dec", w.W_dec, (S, d)), ("b_enc", w.b_enc, (S,)), ("b_dec", w.b_dec, (d,))):
         if tuple(t.shape) != shape:
             raise _fail(path, f"{name} has shape {list(t.shape)} but W_enc implies {list(shape)} (d_sae={S}, d_in={d})")
+    if w.threshold is not None and w.threshold.ndim >= 1 and tuple(w.threshold.shape) != (S,):  # [] is BatchTopK's scalar
+        raise _fail(path, f"threshold has shape {list(w.threshold.shape)} but there are {S} latents (expected [{S}])")
+    check_finite({"W_enc": w.W_enc, "b_enc": w.b_enc, "W_dec": w.W_dec, "b_dec": w.b_dec, "threshold": w.threshold}, path)
+    if w.architecture in ("topk", "batchtopk") and not 1 <= w.k <= S:
+        raise _fail(path, f"k={w.k} must be between 1 and the number of latents, d_sae={S}")
     cfg = SAEConfig(architecture=w.architecture, d_in=d, d_sae=S, k=min(max(w.k, 1), S), apply_b_dec_to_input=w.apply_b_dec)
     model = build(cfg, n_arms=1)
     with torch.no_grad():
@@ -159,6 +182,8 @@ def fold_decoder_norms(w: Weights) -> Weights:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    if path.exists() and not path.is_file():  # a FIFO or a device would block or never end
+        raise _fail(path.parent, f"{path.name} is not a regular file")
     try:
         obj = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -192,6 +217,21 @@ def read_pt_state(path: Path) -> dict[str, Tensor]:
     return obj
 
 
+def _field(cfg: dict[str, Any], key: str, kind: str, default: Any = None, file: str = "cfg.json") -> Any:
+    """``cfg[key]`` checked to be of ``kind`` (int | str | bool | dict), ``default`` when absent or
+    null; anything else is a ValueError naming the field and its value ("32" is not an int: a
+    string there means the file was not written by the library it claims)."""
+    v = cfg.get(key)
+    if v is None:
+        return default
+    ok = {"int": isinstance(v, int) and not isinstance(v, bool), "str": isinstance(v, str), "bool": isinstance(v, bool),
+          "dict": isinstance(v, dict)}[kind]
+    if not ok:
+        want = {"int": "an integer", "str": "a string", "bool": "true or false (a JSON boolean)", "dict": "an object"}[kind]
+        raise ValueError(f"{file} {key}={v!r} must be {want}")
+    return v
+
+
 def _need(sd: dict[str, Tensor], keys: tuple[str, ...], path: Path, what: str) -> None:
     missing = [k for k in keys if k not in sd]
     if missing:
@@ -211,23 +251,31 @@ def _check_dims(w: Weights, d_in: int | None, d_sae: int | None, path: Path, cfg
 SAELENS_ARCHS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}
 
 
-def saelens_architecture(cfg: dict[str, Any]) -> tuple[str, int]:
-    """(architecture, k) from a SAELens cfg.json, old (< 6.0, activation_fn) or new."""
-    arch = cfg.get("architecture")
-    k = cfg.get("k")
+def saelens_architecture(cfg: dict[str, Any]) -> tuple[str, int | None]:
+    """(architecture, k or None) from a SAELens cfg.json, old (< 6.0, activation_fn) or new; a
+    field of the wrong type is a ValueError naming it."""
+    arch = _field(cfg, "architecture", "str")
+    k = _field(cfg, "k", "int")
     if arch is None or arch == "standard":
-        fn = cfg.get("activation_fn", cfg.get("activation_fn_str", "relu"))
-        kw = cfg.get("activation_fn_kwargs") or {}
+        fn = _field(cfg, "activation_fn", "str") or _field(cfg, "activation_fn_str", "str", "relu")
+        kw = _field(cfg, "activation_fn_kwargs", "dict", {})
         if fn == "topk" and kw.get("k") is not None:  # SAELens handle_pre_6_0_config
-            arch, k = "topk", kw["k"]
+            arch, k = "topk", _field(kw, "k", "int", file="cfg.json activation_fn_kwargs:")
         elif fn not in (None, "relu"):
             return f"standard with activation_fn={fn!r}", 0
-    return arch or "standard", int(k) if k is not None else 0
+    return arch or "standard", k
 
 
 def load_saelens(path: Path) -> Checkpoint:
     cfg = _read_json(path / "cfg.json")
-    arch, k = saelens_architecture(cfg)
+    try:
+        arch, k = saelens_architecture(cfg)
+        if not isinstance(cfg.get("normalize_activations"), bool):  # true / false: SAELens < 3's flag
+            _field(cfg, "normalize_activations", "str")
+        apply_b_dec = _field(cfg, "apply_b_dec_to_input", "bool", True)
+        d_in, d_sae = _field(cfg, "d_in", "int"), _field(cfg, "d_sae", "int")
+    except ValueError as e:
+        raise _fail(path, str(e)) from None
     if arch not in SAELENS_ARCHS:
         raise _fail(path, f"SAELens architecture {arch!r} is not supported; supported: {sorted(SAELENS_ARCHS)}")
     norm = cfg.get("normalize_activations", "none")
@@ -237,7 +285,7 @@ def load_saelens(path: Path) -> Checkpoint:
                           f"'none' or 'expected_average_only_in' SAELens SAEs")
     if cfg.get("finetuning_scaling_factor"):
         raise _fail(path, "finetuning_scaling_factor=true is not supported")
-    if arch in ("topk", "batchtopk") and k < 1:
+    if arch in ("topk", "batchtopk") and k is None:
         raise _fail(path, f"cfg.json has architecture {arch!r} but no k")
     sd = _read_safetensors(path / "sae_weights.safetensors")
     _need(sd, ("W_enc", "b_enc", "W_dec", "b_dec"), path, "SAELens")
@@ -251,10 +299,8 @@ def load_saelens(path: Path) -> Checkpoint:
         _need(sd, ("topk_threshold",), path, "SAELens batchtopk")
         thr = sd["topk_threshold"].double().reshape(())
     w = Weights(SAELENS_ARCHS[arch], sd["W_enc"].float().T, sd["b_enc"].float(), sd["W_dec"].float(), sd["b_dec"].float(),
-                apply_b_dec=bool(cfg.get("apply_b_dec_to_input", True)), k=k, threshold=thr)
-    _check_dims(w, cfg.get("d_in"), cfg.get("d_sae"), path, "cfg.json")
-    if thr is not None and thr.ndim == 1 and thr.shape[0] != w.W_enc.shape[0]:
-        raise _fail(path, f"threshold has shape {list(thr.shape)} but there are {w.W_enc.shape[0]} latents")
+                apply_b_dec=apply_b_dec, k=1 if k is None else k, threshold=thr)
+    _check_dims(w, d_in, d_sae, path, "cfg.json")
     notes = []
     if arch in ("topk", "batchtopk") and cfg.get("rescale_acts_by_decoder_norm", arch == "batchtopk"):
         w = fold_decoder_norms(w)
@@ -272,6 +318,16 @@ def load_sparsify(path: Path) -> Checkpoint:
     cfg = _read_json(path / "cfg.json")
     if "d_in" not in cfg:
         raise _fail(path, "sparsify cfg.json has no d_in")
+    try:
+        if _field(cfg, "d_in", "int") is None:
+            raise ValueError("cfg.json d_in=None must be an integer")
+        if "k" in cfg and _field(cfg, "k", "int") is None:
+            raise ValueError("cfg.json k=None must be an integer")
+        for key in ("num_latents", "expansion_factor"):
+            _field(cfg, key, "int")
+        _field(cfg, "activation", "str")
+    except ValueError as e:
+        raise _fail(path, str(e)) from None
     act = cfg.get("activation", "topk")
     if act != "topk":
         raise _fail(path, f"sparsify activation {act!r} is not supported; supported: ['topk']")
@@ -284,8 +340,6 @@ def load_sparsify(path: Path) -> Checkpoint:
     w = Weights("topk", sd["encoder.weight"].float(), sd["encoder.bias"].float(), sd["W_dec"].float(), sd["b_dec"].float(),
                 apply_b_dec=True, k=int(cfg.get("k", 32)))
     _check_dims(w, d_in, d_sae, path, "cfg.json")
-    if w.k > d_sae:
-        raise _fail(path, f"cfg.json k={w.k} exceeds num_latents={d_sae}")
     return Checkpoint(to_model(w, path), "sparsify", path, "topk")
 
 
@@ -300,7 +354,14 @@ def load_dictionary_learning(path: Path) -> Checkpoint:
     trainer = {}
     if (path / "config.json").exists():
         trainer = _read_json(path / "config.json").get("trainer", {})
-    cls = trainer.get("dict_class") or _guess_dl_class(sd)
+    try:
+        if not isinstance(trainer, dict):
+            raise ValueError(f"config.json trainer={trainer!r} must be an object")
+        for key in ("activation_dim", "dict_size", "k"):
+            _field(trainer, key, "int", file="config.json trainer")
+        cls = _field(trainer, "dict_class", "str", file="config.json trainer") or _guess_dl_class(sd)
+    except ValueError as e:
+        raise _fail(path, str(e)) from None
     if cls not in DL_CLASSES:
         raise _fail(path, f"dictionary_learning dict_class {cls!r} is not supported; supported: {sorted(DL_CLASSES)}")
     arch = DL_CLASSES[cls]
@@ -326,8 +387,6 @@ def load_dictionary_learning(path: Path) -> Checkpoint:
     if w.W_enc.ndim != 2:
         raise _fail(path, f"encoder weight has shape {list(w.W_enc.shape)}; expected 2-D")
     _check_dims(w, trainer.get("activation_dim"), trainer.get("dict_size"), path, "config.json")
-    if arch == "topk" and w.k > w.W_enc.shape[0]:
-        raise _fail(path, f"k={w.k} exceeds dict_size={w.W_enc.shape[0]}")
     return Checkpoint(to_model(w, path), "dictionary_learning", path, cls)
 
 
@@ -358,6 +417,8 @@ def run_weights(path: Path) -> tuple[Any, dict[str, Tensor]]:
     _need(sd, ("W_enc", "b_enc", "W_dec", "b_dec"), path, "saelab")
     if tuple(sd["W_enc"].shape) != (S, d) or tuple(sd["W_dec"].shape) != (S, d):
         raise _fail(path, f"config.json says d_sae={S}, d_in={d} but W_enc is {list(sd['W_enc'].shape)}")
+    check_finite({k: v for k, v in sd.items() if k in ("W_enc", "b_enc", "W_dec", "b_dec", "log_threshold", "threshold")},
+                 path)
     return cfg, sd
 
 
@@ -403,6 +464,8 @@ def detect_format(path: Path) -> str:
     if "ae.pt" in files:
         return "dictionary_learning"
     if "config.json" in files:
+        if not (path / "config.json").is_file():
+            raise _fail(path, "config.json is not a regular file")
         try:
             trainer = json.loads((path / "config.json").read_text()).get("trainer")
         except (OSError, ValueError, AttributeError):

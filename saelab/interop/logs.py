@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,30 +47,47 @@ NOTE = ("Events are reported as coinciding with a collapse, not as its cause: a 
         "counterfactual (no run without the event to compare with). saelab's phases test causes by intervention.")
 
 
-def read_log(path: str | Path) -> pd.DataFrame:
-    """The log as a table; W&B export prefixes dropped and __MIN/__MAX companions removed."""
+USED = ("step", "l0", "dead_frac", "dead_count", "lr")  # the roles the autopsy reads (the others are only named)
+
+
+def _shown_names(columns: list, p: Path) -> dict[Any, str]:
+    """Original column -> the name used here: W&B's "<run> - " prefix dropped, __MIN/__MAX left out."""
+    kept = [c for c in columns if not re.search(r"__(MIN|MAX)$", str(c))]
+    prefixes = {str(c).split(" - ", 1)[0] for c in kept if " - " in str(c)}
+    if len(prefixes) > 1:
+        raise ValueError(f"log {p}: a W&B export of several runs {sorted(prefixes)}; export one run")
+    return {c: str(c).split(" - ", 1)[1] if " - " in str(c) else str(c) for c in kept}
+
+
+def read_log(path: str | Path, only: Callable[[list[str]], list[str]] | None = None) -> pd.DataFrame:
+    """The log as a table; W&B export prefixes dropped and __MIN/__MAX companions removed.
+    ``only(names)`` picks the columns to load: a CSV or parquet log is then read in those columns
+    alone (a log of millions of rows and a dozen metrics stays a few columns in memory)."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise ValueError(f"log {p}: no such file")
     suffix = p.suffix.lower()
     try:
         if suffix == ".csv":
-            df = pd.read_csv(p)
+            names = _shown_names(list(pd.read_csv(p, nrows=0).columns), p)
+            pick = None if only is None else [c for c, n in names.items() if n in set(only(list(names.values())))]
+            df = pd.read_csv(p, usecols=pick if pick is not None else list(names))
         elif suffix in (".jsonl", ".ndjson", ".json"):
             df = pd.read_json(p, lines=True)
         elif suffix in (".parquet", ".pq"):
-            df = pd.read_parquet(p)
+            import pyarrow.parquet as pq
+
+            names = _shown_names(list(pq.read_schema(p).names), p)
+            pick = None if only is None else [c for c, n in names.items() if n in set(only(list(names.values())))]
+            df = pd.read_parquet(p, columns=pick if pick is not None else list(names))
         else:
             raise ValueError(f"log {p}: unknown format {suffix or '(no suffix)'!r}; use .csv, .jsonl or .parquet")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as e:
         if str(e).startswith(f"log {p}"):
             raise
         raise ValueError(f"log {p}: could not be read as {suffix[1:]} ({str(e).splitlines()[0]})") from None
-    df = df[[c for c in df.columns if not re.search(r"__(MIN|MAX)$", str(c))]]
-    prefixes = {str(c).split(" - ", 1)[0] for c in df.columns if " - " in str(c)}
-    if len(prefixes) > 1:
-        raise ValueError(f"log {p}: a W&B export of several runs {sorted(prefixes)}; export one run")
-    return df.rename(columns={c: str(c).split(" - ", 1)[1] if " - " in str(c) else str(c) for c in df.columns})
+    names = _shown_names(list(df.columns), p)
+    return df[list(names)].rename(columns=names)
 
 
 def map_columns(df: pd.DataFrame, overrides: dict[str, str], label: str) -> dict[str, str]:
@@ -98,7 +116,9 @@ def map_columns(df: pd.DataFrame, overrides: dict[str, str], label: str) -> dict
 
 
 def metrics_table(df: pd.DataFrame, roles: dict[str, str], d_sae: int | None, label: str) -> pd.DataFrame:
-    """step, dead_frac, l0 (and lr, loss, mse, fvu when present), one row per step, sorted."""
+    """step, dead_frac, l0 (and lr, loss, mse, fvu when present), one row per step, sorted. The
+    columns are taken out of ``df`` as they are converted (``df`` is left without them), so a log of
+    millions of rows is never held twice."""
     cols = [str(c) for c in df.columns]
     if "step" not in roles:
         raise ValueError(f"{label} has no step column (known: {list(KNOWN['step'])}); it has {cols}; "
@@ -106,26 +126,44 @@ def metrics_table(df: pd.DataFrame, roles: dict[str, str], d_sae: int | None, la
     if not any(r in roles for r in ("l0", "dead_frac", "dead_count")):
         raise ValueError(f"{label} has no L0 or dead-latent column; it has {cols}; map one with --column NAME=l0 "
                          f"or --column NAME=dead_frac")
-    out = pd.DataFrame({"step": pd.to_numeric(df[roles["step"]], errors="coerce")})
-    for role in ROLES[1:]:
-        if role in roles:
-            out[role] = pd.to_numeric(df[roles[role]], errors="coerce")
-    if "dead_frac" not in out and "dead_count" in out:
+    taken: dict[str, np.ndarray] = {}
+    for role in ROLES:
+        if role in roles and roles[role] in df:  # a column not loaded (read_log's ``only``) is only named
+            col = df.pop(roles[role])
+            kind = np.int64 if role == "step" and pd.api.types.is_integer_dtype(col) else np.float64
+            taken[role] = pd.to_numeric(col, errors="coerce").to_numpy(kind)
+            del col
+    n = len(taken["step"])
+    if "dead_frac" not in taken and "dead_count" in taken:
         if not d_sae:
             raise ValueError(f"{label}: column {roles['dead_count']!r} counts dead latents; give --d-sae N (the number "
                              f"of latents) to turn it into a fraction")
-        out["dead_frac"] = out["dead_count"] / d_sae
-    if "dead_frac" in out and out["dead_frac"].max() > 1:
+        taken["dead_frac"] = taken.pop("dead_count") / d_sae  # the count is not needed again
+    if "dead_frac" in taken and np.nanmax(taken["dead_frac"], initial=0) > 1:
         raise ValueError(f"{label}: column {roles['dead_frac']!r} goes above 1; it is a count, not a fraction: map it "
                          f"with --column {roles['dead_frac']}=dead_count and give --d-sae N")
     for role in ("dead_frac", "l0"):
-        if role not in out:
-            out[role] = np.nan
-    out = out.dropna(subset=["step"])
-    out = out[out[["dead_frac", "l0"]].notna().any(axis=1)]
-    if out.empty:
+        if role not in taken:
+            taken[role] = np.full(n, np.nan)
+    step = taken["step"]
+    keep = (~np.isnan(taken["dead_frac"]) | ~np.isnan(taken["l0"]))
+    if step.dtype.kind == "f":
+        keep &= ~np.isnan(step)
+    if not keep.all():  # rows without a step, or with neither value: the only copy, and only when needed
+        taken = {k: v[keep] for k, v in taken.items()}
+        step = taken["step"]
+    if not len(step):
         raise ValueError(f"{label}: no row has a step and an L0 or dead value")
-    out["step"] = out["step"].astype(np.int64)
+    if (step < 0).any():
+        raise ValueError(f"{label}: column {roles['step']!r} has negative steps (e.g. {step[step < 0][0]:g}); a "
+                         f"training step counts from 0: map another column with --column NAME=step")
+    if (step > 2**53).any():
+        raise ValueError(f"{label}: column {roles['step']!r} has step {step.max():g}, beyond 2^53: not a step count; "
+                         f"map another column with --column NAME=step")
+    taken["step"] = step.astype(np.int64, copy=False)
+    out = pd.DataFrame(taken, copy=False)
+    if (np.diff(taken["step"]) > 0).all():  # already one row per step, in order: no regrouping copy
+        return out
     return out.groupby("step", as_index=False).last().sort_values("step").reset_index(drop=True)
 
 
@@ -182,9 +220,17 @@ def autopsy_log(path: str | Path, columns: dict[str, str] | None = None, events:
     (diagnose.autopsy's detection) each with its coinciding events and the LR before it, and a
     one-paragraph verdict."""
     label = f"log {Path(path)}"
-    df = read_log(path)
-    roles = map_columns(df, columns or {}, label)
+    roles: dict[str, str] = {}
+
+    def used(names: list[str]) -> list[str]:  # map every role on the header, load the columns USED
+        roles.update(map_columns(pd.DataFrame(columns=names), columns or {}, label))
+        return [roles[r] for r in USED if r in roles]
+
+    df = read_log(path, used)
+    if not roles:  # a JSON-lines log is read whole
+        roles = map_columns(df, columns or {}, label)
     m = metrics_table(df, roles, d_sae, label)
+    del df  # a long log: keep one table in memory, not two
     evs = [parse_event(e) for e in events or []] + lr_events(m)
     a = diagnose.autopsy(m, [], **kw)
     lookback = a["params"]["lookback_steps"]

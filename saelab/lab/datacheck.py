@@ -27,6 +27,9 @@ from saelab.training import stack
 
 CHECK_ROWS = 100_000  # rows read (streamed in batches, float64 sums: memory stays at one batch)
 INIT_ROWS = 4096  # held-out rows the initialized SAE is measured on
+# a row norm above sqrt(float32 max) has a squared norm of inf in float32: every normalization and
+# loss of a float32 SAE then sees inf or NaN, whatever the data's shape
+FLOAT32_NORM_LIMIT = math.sqrt(float(np.finfo(np.float32).max))
 
 
 def moments(source: Any, rows: int, batch: int = 4096) -> dict[str, Any]:
@@ -35,20 +38,21 @@ def moments(source: Any, rows: int, batch: int = 4096) -> dict[str, Any]:
     rows = min(rows, getattr(source, "train_rows", rows))
     d = source.d_in
     s1, s2 = torch.zeros(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64)
-    norms, n, bad, step = [], 0, 0, 0
+    norms, n, bad, zero, step = [], 0, 0, 0, 0
     while n < rows:
         x = source.batch(step, batch)[: rows - n].to(torch.float64)  # whole batches: step * batch is where each starts
         step += 1
         ok = torch.isfinite(x).all(dim=-1)
         bad += int((~ok).sum())
         x = x[ok]
+        zero += int((x == 0).all(dim=-1).sum())
         s1 += x.sum(0)
         s2 += x.square().sum(0)
         norms.append(x.norm(dim=-1).to(torch.float32))
         n += x.shape[0] + int((~ok).sum())
     mean = s1 / max(n - bad, 1)
     var = (s2 / max(n - bad, 1) - mean.square()).clamp_min(0)
-    return {"rows": n, "nonfinite": bad, "mean": mean, "std": var.sqrt(), "norms": torch.cat(norms)}
+    return {"rows": n, "nonfinite": bad, "zero": zero, "mean": mean, "std": var.sqrt(), "norms": torch.cat(norms)}
 
 
 def gamma(mean: torch.Tensor, std: torch.Tensor) -> float:
@@ -96,18 +100,38 @@ def check(cfg: RunConfig, source: Any, rows: int = CHECK_ROWS, top: int = 5) -> 
     ratio = (mean.abs() / std.clamp_min(1e-30)).numpy()
     order = np.argsort(-ratio)[:top]
     g = gamma(mean, std)
+    init_rows = min(INIT_ROWS, getattr(source, "eval_rows", INIT_ROWS))
+    warnings = []
+    top = float(norms.max()) if len(norms) else 0.0
+    if top > FLOAT32_NORM_LIMIT:
+        warnings.append(f"row norms reach {top:.3g}: their squares overflow float32 (norms above {FLOAT32_NORM_LIMIT:.3g}), "
+                        f"so a float32 SAE sees inf or NaN and the dead-at-init above means nothing; rescale the rows "
+                        f"(e.g. divide by {med:.3g}, the median norm)")
+    if m["zero"]:
+        warnings.append(f"{m['zero']} of the rows read are all-zero (padding?): a per-row normalization divides by their "
+                        f"norm of 0; drop them or use a clamped normalization")
+    try:
+        measured = measured_dead_at_init(cfg, source, init_rows)
+    except ValueError as e:  # the base cannot even start on these rows: the data is still described
+        measured = None
+        warnings.append(f"dead at init not measured: {e}")
     return {
         "source": cfg.data.source, "rows": m["rows"], "d_in": source.d_in, "nonfinite_rows": m["nonfinite"],
+        "zero_rows": m["zero"], "warnings": warnings,
         "gamma": g, "mean_norm": float(mean.norm()), "std_norm": float(std.norm()),
         "norm_median": med, "norm_max_over_median": float(norms.max()) / med if med > 0 else float("inf"),
         "rows_above_10x_median": int((norms > 10 * med).sum()), "rows_above_100x_median": int((norms > 100 * med).sum()),
         "top_mean_over_std_dims": [{"dim": int(i), "mean": float(mean[i]), "std": float(std[i]), "ratio": float(ratio[i])}
                                    for i in order],
         "architecture": cfg.sae.architecture, "d_sae": cfg.sae.d_sae,
-        "dead_at_init_rows": INIT_ROWS,
-        "dead_at_init_predicted": predicted_dead_at_init(g, cfg, INIT_ROWS, cfg.seed),
-        "dead_at_init_measured": measured_dead_at_init(cfg, source, INIT_ROWS),
+        "dead_at_init_rows": init_rows,
+        "dead_at_init_predicted": predicted_dead_at_init(g, cfg, init_rows, cfg.seed),
+        "dead_at_init_measured": measured,
     }
+
+
+def _pct(v: float | None) -> str:
+    return "not measured" if v is None else f"{100 * v:.1f}%"
 
 
 def format_check(r: dict[str, Any]) -> str:
@@ -122,7 +146,8 @@ def format_check(r: dict[str, Any]) -> str:
             f"{r['rows_above_10x_median']} rows above 10x, {r['rows_above_100x_median']} above 100x",
             f"  dimensions with the largest |mean|/std: {dims}",
             f"  dead at init ({r['architecture']}, {r['d_sae']} latents, {r['dead_at_init_rows']} rows): predicted "
-            f"{100 * r['dead_at_init_predicted']:.1f}%, measured {100 * r['dead_at_init_measured']:.1f}%",
+            f"{_pct(r['dead_at_init_predicted'])}, measured {_pct(r['dead_at_init_measured'])}",
+            *(f"  warning: {w}" for w in r.get("warnings", [])),
         ]
     )
 
@@ -130,7 +155,7 @@ def format_check(r: dict[str, Any]) -> str:
 def markdown(r: dict[str, Any]) -> str:
     """The check as a Markdown table for a report page, with one sentence of what it means."""
     pred, meas = r["dead_at_init_predicted"], r["dead_at_init_measured"]
-    severe = r["gamma"] >= 2 or meas >= 0.05
+    severe = r["gamma"] >= 2 or (meas or 0) >= 0.05
     lines = [
         "| measure | value |",
         "|---|---|",
@@ -144,7 +169,7 @@ def markdown(r: dict[str, Any]) -> str:
         + ", ".join(f"{d['dim']} ({d['ratio']:.2g})" for d in r["top_mean_over_std_dims"])
         + " |",
         f"| dead at init, predicted from gamma ({r['architecture']}, {r['d_sae']:,} latents) | {100 * pred:.1f}% |",
-        f"| dead at init, measured on the initialized SAE ({r['dead_at_init_rows']:,} rows) | {100 * meas:.1f}% |",
+        f"| dead at init, measured on the initialized SAE ({r['dead_at_init_rows']:,} rows) | {_pct(meas)} |",
         "",
         (
             "The data alone predicts latents dead before any update: its mean offset is large next to its spread "

@@ -100,7 +100,8 @@ def build(stem: str, profile: str = "quick", seed: int = 0, base: str | Base | N
             cfg = cfg.with_overrides(phase.shared(cfg, given, default_case))
     except ValueError as e:
         raise ValueError(f"{stem}: {e}") from None
-    ctx = Context(cfg, prof, given, default_case=default_case, steps_explicit=steps is not None, prior_verdicts=tuple(prior))
+    explicit = steps is not None or "steps" in (overrides or {})  # either way the user chose the length of every arm
+    ctx = Context(cfg, prof, given, default_case=default_case, steps_explicit=explicit, prior_verdicts=tuple(prior))
     try:
         plan = build_arms(phase, ctx)
     except ValueError as e:

@@ -50,7 +50,7 @@ from saelab.report.html import (  # noqa: F401 (re-exported)
     verdict_badge,
     write_plotly_js,
 )
-from saelab.report.index import build_index, copy_answer, index_page  # noqa: F401 (re-exported)
+from saelab.report.index import LAB_TIMING, build_index, copy_answer, index_page  # noqa: F401 (re-exported)
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
@@ -150,7 +150,7 @@ def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: b
         try:
             with _kernel_env(SAELAB_RETAIN_MEMORY="1"):  # a throwaway kernel: keep freed memory (saelab.training.optim)
                 pm.execute_notebook(str(notebook), str(partial), parameters=parameters, progress_bar=progress,
-                                    cwd=str(REPO))
+                                    cwd=str(REPO), kernel_manager_class=logged_kernel(kernel_log(out, stem)))
         except Exception as exc:  # noqa: BLE001 - one failing phase must not stop the batch
             error = _error_line(exc)
         except BaseException:  # Ctrl-C: leave the previous page in place, no partial file behind
@@ -193,6 +193,27 @@ def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: b
                        verdicts=verdicts, profile=str(parameters.get("profile", "")),
                        finished=datetime.now(UTC).isoformat(timespec="seconds"), title=notebook_title(notebook),
                        parameters=_shown(parameters))
+
+
+def kernel_log(out: Path, stem: str) -> Path:
+    """Where phase ``stem``'s kernel writes its own output (its stdout and stderr: the IPKernelApp
+    warnings, a KeyboardInterrupt it caught), so the console shows only the lab's progress."""
+    return Path(out) / "logs" / f"{stem}.log"
+
+
+def logged_kernel(log: Path) -> type:
+    """A jupyter_client kernel manager whose kernel process writes its stdout and stderr to ``log``
+    (truncated at each start) instead of this process's terminal (nbclient's kernel_manager_class)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "wb") as fh:  # the child keeps its own copy of the descriptor
+                kw["stdout"] = kw["stderr"] = fh
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return LoggedKernelManager
 
 
 @contextlib.contextmanager
@@ -257,6 +278,7 @@ def run_lab(
     keeps its previous good result (see ``run_phase``). Every parameter name must be a parameter
     of every phase run (a name is code in papermill's injected cell). Returns 0 when every phase
     of this batch succeeded, else 1."""
+    started = time.perf_counter()
     out = Path(out).resolve()
     notebooks = find_notebooks(Path(notebooks_dir), only)
     _check_lab_parameters(notebooks, parameters or {})  # issue 14: before anything is written
@@ -265,7 +287,7 @@ def run_lab(
                          f"keeps its previous result), or choose another --out")
     plan = plan_lab(profile, [nb.stem for nb in notebooks], parameters or {}, out)  # ValueError before anything is written
     runner = clusters.start(cluster, progress)  # an unreachable cluster is refused before anything is written
-    batch = _Batch(plan, notebooks, runner, progress, cluster)
+    batch = _Batch(plan, notebooks, runner, progress, cluster, started)
     try:
         batch.run()
     finally:
@@ -280,8 +302,10 @@ class _Batch:
     """One ``run_lab``: the plan's jobs submitted to the runner wave by wave, and each phase's
     notebook executed as soon as its jobs are done; the index rewritten after every phase."""
 
-    def __init__(self, plan: LabPlan, notebooks: list[Path], runner: Any, progress: bool, cluster: Any) -> None:
+    def __init__(self, plan: LabPlan, notebooks: list[Path], runner: Any, progress: bool, cluster: Any,
+                 started: float) -> None:
         self.plan, self.notebooks, self.runner, self.cluster = plan, notebooks, runner, cluster
+        self.started = started  # time.perf_counter() when run_lab began: the index's wall clock (lab.json)
         self.say = runner.write if progress else (lambda line: None)
         self.submitted: set[str] = set()
         self.executed: set[str] = set()
@@ -347,8 +371,12 @@ class _Batch:
         copy_answer(self.plan.out)
         # after every phase, so an interrupted batch still has an index of what finished
         write_atomic(self.plan.out / "results.json", json.dumps([asdict(x) for x in everything], indent=2, default=str))
+        write_atomic(self.plan.out / LAB_TIMING, json.dumps({
+            "wall_s": round(time.perf_counter() - self.started, 1), "notebooks_s": round(sum(x.wall_s for x in self.results), 1),
+            "training_s": round(sum(rec["wall_s"] for rec in self.runner.records.values()), 1),
+            "jobs": clusters.summary(self.runner), "finished": datetime.now(UTC).isoformat(timespec="seconds")}))
         build_index(self.plan.out, everything)
-        tail = f": {r.error}" if r.error else ""
+        tail = f": {r.error} (kernel log: {kernel_log(self.plan.out, r.stem)})" if r.error else ""
         self.say(f"[{i}/{n}] {nb.stem} {r.status} in {r.wall_s:.1f} s{tail}")
 
 

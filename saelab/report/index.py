@@ -24,6 +24,8 @@ ANSWER_FILES = ("answer.json", "fixed_config.json")
 VALIDATION_STEM = "06_validation"
 
 
+LAB_TIMING = "lab.json"  # run_lab's wall time and training time of the last batch (the index shows them)
+
 def load_answer(out: Path) -> dict[str, Any] | None:
     """The answer of a report folder (``out/answer.json``, else phase 06's own copy), or None when
     phase 06 has not run or its file cannot be read."""
@@ -187,8 +189,20 @@ def _card(r: Any, show_parameters: bool = False) -> str:
             + f"<p>{links}</p>{err}{verdicts}</div>")
 
 
-def index_page(results: list[Any], validation: list[dict[str, Any]], answer: Mapping[str, Any] | None = None) -> str:
-    """The index page's HTML for these phase results, validation rows and answer."""
+def timing_text(results: list[Any], timing: Mapping[str, Any] | None) -> str:
+    """The report's time: the last batch's wall clock and its training jobs' time (lab.json, which
+    run_lab writes), else only the notebooks' total (a report from before lab.json)."""
+    notebooks = sum(r.wall_s for r in results)
+    if not timing or not isinstance(timing.get("wall_s"), (int, float)):
+        return f"notebooks {notebooks:.0f} s"
+    return (f"last run {timing['wall_s']:.0f} s wall clock (training jobs {timing.get('training_s', 0):.0f} s of job time, "
+            f"notebooks {timing.get('notebooks_s', notebooks):.0f} s)")
+
+
+def index_page(results: list[Any], validation: list[dict[str, Any]], answer: Mapping[str, Any] | None = None,
+               timing: Mapping[str, Any] | None = None) -> str:
+    """The index page's HTML for these phase results, validation rows, answer and ``timing``
+    (lab.json: the last batch's wall time and its training time)."""
     n_failed = sum(r.status != "ok" for r in results)
     every = [v for r in results for v in r.verdicts]
     counts = {m: sum(meaning_of(v) == m for v in every) for m in ("bad", "good", "unclear", "na")}
@@ -206,7 +220,7 @@ def index_page(results: list[Any], validation: list[dict[str, Any]], answer: Map
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{csp_meta()}<link rel="icon" href="data:,">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>saelab report</title>'
             f"<style>{CSS}</style></head><body><h1>saelab: why do the latents die?</h1>"
-            f'<p class="muted">{e(status)} · profile {e(profiles)} · total {sum(r.wall_s for r in results):.0f} s'
+            f'<p class="muted">{e(status)} · profile {e(profiles)} · {e(timing_text(results, timing))}'
             f" · built {when} · {e(provenance_line())}</p>{answer_section(answer)}{glossary_html()}"
             f"<h2>Hypotheses</h2>{hyp}{val}<h2>Phases</h2>"
             f'<div class="cards">{"".join(_card(r, differ) for r in results)}</div></body></html>\n')
@@ -222,7 +236,11 @@ def build_index(out: Path, results: list[Any]) -> Path:
         if f.exists():
             validation += json.loads(f.read_text())
     path = out / "index.html"
-    write_atomic(path, index_page(results, validation, load_answer(out)))
+    try:
+        timing = json.loads((out / LAB_TIMING).read_text())
+    except (OSError, ValueError):
+        timing = None
+    write_atomic(path, index_page(results, validation, load_answer(out), timing if isinstance(timing, dict) else None))
     return path
 
 

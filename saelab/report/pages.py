@@ -8,6 +8,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 
 from saelab.fileio import write_atomic
@@ -108,10 +109,35 @@ def inspect_page(rec: dict[str, Any], path: Path) -> Path:
 # ----- saelab autopsy -------------------------------------------------------------------------
 
 
+CURVE_POINTS = 4000  # rows drawn per curve at most: a browser stalls on millions of points
+
+
+def thin(m: Any, columns: tuple[str, ...], points: int = CURVE_POINTS) -> Any:
+    """The rows of ``m`` worth drawing: all of them when there are few, else the first, the last
+    and, in each of ``points / (2 x columns)`` consecutive buckets, the rows of each column's
+    minimum and maximum, so a spike or a collapse one row long stays visible."""
+    n = len(m)
+    cols = [c for c in columns if c in m]
+    if n <= points or not cols:
+        return m
+    b = -(-n * 2 * len(cols) // points)  # rows per bucket
+    pad = (-n) % b
+    keep = [np.array([0, n - 1])]
+    for c in cols:
+        v = np.concatenate([m[c].to_numpy(np.float64), np.full(pad, np.nan)]).reshape(-1, b)
+        base = np.arange(v.shape[0]) * b
+        for fill, pick in ((-np.inf, np.argmax), (np.inf, np.argmin)):
+            keep.append(base + pick(np.where(np.isnan(v), fill, v), axis=1))
+    rows = np.unique(np.concatenate(keep))
+    return m.iloc[rows[rows < n]]
+
+
 def autopsy_figure(rec: dict[str, Any], m: Any) -> go.Figure:
-    """Dead fraction, L0 and LR over the steps, collapses shaded, events marked."""
+    """Dead fraction, L0 and LR over the steps (``thin``ned to CURVE_POINTS rows), collapses
+    shaded, events marked."""
     from plotly.subplots import make_subplots
 
+    m = thin(m, ("dead_frac", "l0", "lr"))
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
                         subplot_titles=("dead latents (fraction)", "L0 (active latents per row)", "learning rate"))
     fig.add_trace(go.Scatter(x=m["step"], y=m["dead_frac"], name="dead fraction", line={"color": "#d62728"}), row=1, col=1)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:  # torch is imported by the functions that need it: `saelab autopsy` runs without it
+    from torch import Tensor
 
 # Events a collapse is reported to coincide with. A log holds no counterfactual: coinciding is not
 # causing, and only an arm that removes the event can say it caused the deaths (saelab.lab.hypothesis).
@@ -30,6 +31,11 @@ def _num(v: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def by_step(metrics: pd.DataFrame) -> pd.DataFrame:
+    """``metrics`` in step order: itself when it already is (a log of millions of rows is not copied)."""
+    return metrics if metrics["step"].is_monotonic_increasing else metrics.sort_values("step", kind="stable")
+
+
 def default_window(steps: np.ndarray) -> int:
     """Detection window when none is given: a tenth of the logged span, at least two log intervals."""
     if len(steps) < 2:
@@ -40,6 +46,77 @@ def default_window(steps: np.ndarray) -> int:
 # ----- collapse detection ---------------------------------------------------------------------
 
 
+QUERY_CHUNK = 1 << 20  # queries of last_hit handled at once
+
+
+def last_hit(a: np.ndarray, hi: np.ndarray, hit: Any, reduce: Any = np.maximum) -> np.ndarray:
+    """For each row i: the last index j in [i + 1, hi[i]) with ``hit(a[j], i)``, or -1.
+
+    ``hit(values, rows)`` (vectorized) must be monotone in the value: with ``reduce=np.maximum`` a
+    larger value never turns a hit into a miss (np.minimum: a smaller one); ``a`` holds no NaN. A
+    greedy descent from the right skips power-of-two blocks that hold no hit, testing each by its
+    maximum (minimum): a sparse-table level, rebuilt for each level so that memory stays at a few
+    arrays the size of ``a``. O(n log^2 n) vectorized work instead of comparing every row with every
+    row of its window."""
+    r = hi.copy()
+    lo = np.arange(1, len(hi) + 1, dtype=hi.dtype)
+    span = int((hi - lo).max()) if len(hi) else 0
+    table = np.empty_like(a)
+    for level in range(max(span, 1).bit_length() - 1, -1, -1):
+        w = 1 << level
+        if w > len(a):
+            continue
+        table[:] = a
+        for k in range(level):  # the extreme over [x, x + 2^(k+1)) from two halves of 2^k, in place
+            h = 1 << k
+            for c in range(0, len(a) - h, QUERY_CHUNK):  # left to right: the halves read are not yet overwritten
+                e = min(c + QUERY_CHUNK, len(a) - h)
+                reduce(table[c:e], table[c + h : e + h], out=table[c:e])
+        for c in range(0, len(r), QUERY_CHUNK):  # the queries' temporaries stay at a chunk's size
+            rc, lc = r[c : c + QUERY_CHUNK], lo[c : c + QUERY_CHUNK]  # views
+            q = np.nonzero(rc - w >= lc)[0]
+            if len(q):
+                miss = ~hit(table[rc[q] - w], q + c)
+                rc[q[miss]] -= w
+    return np.where(r > lo, r - 1, -1)
+
+
+def _filled(x: np.ndarray, fill: float) -> np.ndarray:
+    """``x`` with NaN replaced by ``fill``; ``x`` itself (no copy) when it holds none."""
+    return np.where(np.isnan(x), fill, x) if np.isnan(x).any() else x
+
+
+def collapse_spans(metrics: pd.DataFrame, dead_rise: float = 0.2, window_steps: int | None = None,
+                   l0_drop_factor: float = 4.0) -> list[list[Any]]:
+    """The triggered spans of ``detect_collapses`` as [first row, last row, dead triggered, l0
+    triggered], rows of ``metrics`` sorted by step. Row i triggers with the last row j of its window
+    (``0 < step_j - step_i <= window``, or a later row at the same step) where dead rises by more
+    than dead_rise or L0 falls by more than l0_drop_factor; overlapping spans merge."""
+    df = by_step(metrics)
+    steps = df["step"].to_numpy(dtype=np.int64)
+    dead = df["dead_frac"].to_numpy(dtype=np.float64)
+    l0 = df["l0"].to_numpy(dtype=np.float64)
+    window = default_window(steps) if window_steps is None else window_steps
+    n = len(steps)
+    if n < 2:
+        return []
+    hi = np.searchsorted(steps, steps + window, side="right").astype(np.int32 if n < 2**31 - 1 else np.int64)
+    # both tests are monotone in row j's value (dead_j - dead_i, l0_drop_factor * l0_j), so a block is
+    # tested exactly by its max dead / min L0; NaN never triggers, and neither do -inf / +inf
+    jd = last_hit(_filled(dead, -np.inf), hi, lambda m, q: m - dead[q] > dead_rise)
+    jl = last_hit(_filled(l0, np.inf), hi, lambda m, q: (l0[q] > 0) & (l0[q] > l0_drop_factor * m), np.minimum)
+    first = np.nonzero((jd >= 0) | (jl >= 0))[0]
+    if not len(first):
+        return []
+    ends = np.maximum(jd, jl)[first]
+    new = np.ones(len(first), dtype=bool)  # a span merges into the previous one when it starts at or before its end
+    new[1:] = first[1:] > np.maximum.accumulate(ends)[:-1]
+    cut = np.nonzero(new)[0]
+    return [[int(first[c]), int(e), bool(by_dead), bool(by_l0)] for c, e, by_dead, by_l0 in
+            zip(cut, np.maximum.reduceat(ends, cut), np.logical_or.reduceat(jd[first] >= 0, cut),
+                np.logical_or.reduceat(jl[first] >= 0, cut))]
+
+
 def detect_collapses(
     metrics: pd.DataFrame, dead_rise: float = 0.2, window_steps: int | None = None, l0_drop_factor: float = 4.0
 ) -> list[dict[str, Any]]:
@@ -47,7 +124,7 @@ def detect_collapses(
 
     A pair of log rows (i, j) with ``0 < step_j - step_i <= window_steps`` triggers when
     ``dead_frac_j - dead_frac_i > dead_rise`` (fraction points) or ``l0_i / l0_j > l0_drop_factor``.
-    Overlapping triggered spans merge into one event. Within an event the rise is located by the
+    Overlapping triggered spans merge into one event (``collapse_spans``). Within an event the rise is located by the
     rise-time convention on dead_frac (or on the fall of L0 if only L0 triggered), with the lowest
     value before the peak as the base: ``start_step`` is the last log at or below 10% of the rise
     (the last healthy log), ``onset_step`` the first log above it (the rise is first seen there, so
@@ -55,33 +132,15 @@ def detect_collapses(
     the peak. ``*_before`` are read at start_step, ``*_after`` at end_step; ``l0_factor`` is
     l0_before / l0_after (None if l0_after is 0). window_steps=None uses ``default_window``.
     """
-    df = metrics.sort_values("step")
+    df = by_step(metrics)
     steps = df["step"].to_numpy(dtype=np.int64)
     dead = df["dead_frac"].to_numpy(dtype=np.float64)
     l0 = df["l0"].to_numpy(dtype=np.float64)
-    window = default_window(steps) if window_steps is None else window_steps
-
-    spans: list[list[int | bool]] = []  # [first row, last row, dead triggered, l0 triggered]
-    for i in range(len(steps)):
-        hi = int(np.searchsorted(steps, steps[i] + window, side="right"))
-        if hi <= i + 1:
-            continue
-        hit_dead = dead[i + 1 : hi] - dead[i] > dead_rise
-        hit_l0 = (l0[i] > 0) & (l0[i] > l0_drop_factor * l0[i + 1 : hi])
-        hits = np.nonzero(hit_dead | hit_l0)[0]
-        if len(hits) == 0:
-            continue
-        span = [i, i + 1 + int(hits[-1]), bool(hit_dead.any()), bool(hit_l0.any())]
-        if spans and span[0] <= spans[-1][1]:
-            last = spans[-1]
-            spans[-1] = [last[0], max(last[1], span[1]), last[2] or span[2], last[3] or span[3]]
-        else:
-            spans.append(span)
+    spans = collapse_spans(metrics, dead_rise, window_steps, l0_drop_factor)
 
     out = []
     for a, b, by_dead, by_l0 in spans:
-        curve = dead if by_dead else -l0
-        s, c, e, p = (a + k for k in _rise(curve[a : b + 1]))
+        s, c, e, p = (a + k for k in _rise(dead[a : b + 1] if by_dead else -l0[a : b + 1]))
         l0_after = l0[e]
         out.append(
             {
@@ -93,15 +152,20 @@ def detect_collapses(
                 "trigger": "+".join(t for t, on in (("dead_rise", by_dead), ("l0_drop", by_l0)) if on),
                 "dead_before": _num(dead[s]),
                 "dead_after": _num(dead[e]),
-                "dead_peak": _num(np.nanmax(dead[s : b + 1])),
+                "dead_peak": _extreme(np.nanmax, dead[s : b + 1]),
                 "l0_before": _num(l0[s]),
                 "l0_after": _num(l0_after),
-                "l0_min": _num(np.nanmin(l0[s : b + 1])),
+                "l0_min": _extreme(np.nanmin, l0[s : b + 1]),
                 "dead_rise": _num(dead[e] - dead[s]),
                 "l0_factor": _num(l0[s] / l0_after) if l0_after > 0 else None,
             }
         )
     return out
+
+
+def _extreme(fn: Any, x: np.ndarray) -> float | None:
+    """np.nanmax / np.nanmin of ``x``, None when every value is NaN (a log with no such column)."""
+    return None if np.isnan(x).all() else _num(fn(x))
 
 
 def _rise(seg: np.ndarray) -> tuple[int, int, int, int]:
@@ -155,7 +219,7 @@ def attribute(collapses: list[dict[str, Any]], events: list[dict[str, Any]], loo
 def autopsy(metrics: pd.DataFrame, events: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
     """Detect and attribute collapses (autopsy.json). Keywords: dead_rise, window_steps,
     l0_drop_factor (see detect_collapses) and lookback_steps (default: the window)."""
-    steps = np.sort(metrics["step"].to_numpy(dtype=np.int64))
+    steps = by_step(metrics)["step"].to_numpy(dtype=np.int64)
     params = {
         "dead_rise": float(kw.pop("dead_rise", 0.2)),
         "window_steps": int(kw.pop("window_steps", None) or default_window(steps)),
@@ -170,7 +234,7 @@ def autopsy(metrics: pd.DataFrame, events: list[dict[str, Any]], **kw: Any) -> d
     collapses = attribute([c for c in found if c not in initial], events, params["lookback_steps"])
     keys = ("start_step", "end_step", "dead_before", "dead_after", "l0_before", "l0_after")
     keys += ("coincides_with", "coincides_step", "coincides_distance")
-    last = metrics.sort_values("step").iloc[-1] if len(metrics) else None
+    last = by_step(metrics).iloc[-1] if len(metrics) else None
     final = {"step": int(last["step"]), "dead_frac": _num(last["dead_frac"]), "l0": _num(last["l0"])} if last is not None else None
     return {
         "params": params,
@@ -181,7 +245,7 @@ def autopsy(metrics: pd.DataFrame, events: list[dict[str, Any]], **kw: Any) -> d
         # random initialization, which is what training is for: reported, not counted as a collapse.
         "initial_sparsification": initial[0] if initial else None,
         # Deaths already present before the first update are their own finding, never a collapse.
-        "at_init": {"dead_frac": _num(metrics.sort_values("step")["dead_frac"].iloc[0])}
+        "at_init": {"dead_frac": _num(by_step(metrics)["dead_frac"].iloc[0])}
         if len(metrics) and int(steps[0]) == 0 else None,
         "gradual": gradual(metrics, collapses),
         "final": final,
@@ -194,8 +258,10 @@ def gradual(metrics: pd.DataFrame, collapses: list[dict[str, Any]]) -> dict[str,
     "peak_step"} or None."""
     if len(metrics) < 2:
         return None
-    df = metrics.sort_values("step")
+    df = by_step(metrics)
     dead = df["dead_frac"].to_numpy(np.float64)
+    if np.isnan(dead).all():  # a log with L0 and no dead-latent column
+        return None
     p = int(np.nanargmax(dead))
     rise = dead[p] - dead[0]
     jumps = sum((c["dead_after"] or 0) - (c["dead_before"] or 0) for c in collapses)
@@ -260,6 +326,8 @@ def lifecycles(steps: Tensor, fire_counts: Tensor, events: list[dict[str, Any]])
     JSON-able summary with the transitions counted per preceding event (``lifecycle_record`` gives
     the JSON-able part for lifecycles.json).
     """
+    import torch
+
     steps = steps.to(torch.int64).cpu()
     alive = fire_counts.cpu() > 0
     T, S = alive.shape
@@ -342,7 +410,6 @@ def lifecycle_record(life: dict[str, Any], max_items: int = 20_000) -> dict[str,
 # ----- init diagnostics -----------------------------------------------------------------------
 
 
-@torch.no_grad()
 def init_diagnostics(x: Tensor, pre: Tensor) -> dict[str, Any]:
     """Facts at step 0 that predict early death (init.json).
 
@@ -354,6 +421,8 @@ def init_diagnostics(x: Tensor, pre: Tensor) -> dict[str, Any]:
     Norm distribution of ||x_i||: min, p1, p50, p99, max. frac_tiny_rows: rows with ||x_i|| <
     1e-3 * median. frac_never_positive: latents whose pre-activation is <= 0 on every row.
     """
+    import torch
+
     if x.ndim != 2 or pre.ndim != 2 or x.shape[0] != pre.shape[0]:
         raise ValueError(f"x [N, d_in] and pre [N, d_sae] must share N; got {tuple(x.shape)} and {tuple(pre.shape)}")
     x64 = x.detach().to(torch.float64).cpu()

@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from saelab.config import RunConfig
+from saelab.config import PROVENANCE_KEY, RunConfig
 from saelab.fileio import bad_file, read_json, read_jsonl, write_json, write_jsonl, write_via
 
 # every file saelab writes into a run directory (through _atomic, so a kill can leave a temporary
@@ -89,7 +90,14 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
 
 def write_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    write_via(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+    def save(tmp: str) -> None:
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+        except SafetensorError as e:  # a full disk or a file-size limit: an OSError like any other write's
+            raise OSError(f"{path}: could not be written ({str(e).splitlines()[0]})") from None
+
+    write_via(Path(path), save)
 
 
 def read_tensors(path: Path) -> dict[str, Tensor]:
@@ -152,11 +160,13 @@ class Run:
     autopsy: dict = field(default_factory=dict)
     lifecycles: dict = field(default_factory=dict)
     init: dict = field(default_factory=dict)
+    made: dict = field(default_factory=dict)  # config.json's "saelab": what produced the run (saelab.training.identity)
 
     def save(self) -> None:
         """Write every part of the run to ``self.path`` (the inverse of ``load_run``)."""
         p = self.path
-        write_via(p / "config.json", lambda tmp: Path(tmp).write_text(self.config.to_json(provenance=True) + "\n"))
+        text = self.config.to_json(provenance=self.made or True)
+        write_via(p / "config.json", lambda tmp: Path(tmp).write_text(text + "\n"))
         write_via(p / "metrics.parquet", lambda tmp: self.metrics.to_parquet(tmp, index=False))
         write_jsonl(p / "events.jsonl", self.events)
         write_json(p / "summary.json", self.summary)
@@ -187,7 +197,17 @@ def load_run(path: str | Path) -> Run:
         autopsy=opt("autopsy.json", read_json, {}),
         lifecycles=opt("lifecycles.json", read_json, {}),
         init=opt("init.json", read_json, {}),
+        made=_made(p / "config.json"),
     )
+
+
+def _made(path: Path) -> dict:
+    """The "saelab" entry of a run's config.json (what produced it), {} when there is none."""
+    try:
+        made = json.loads(path.read_text()).get(PROVENANCE_KEY)
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return made if isinstance(made, dict) else {}
 
 
 def load_arms(out: str | Path) -> dict[str, Run]:

@@ -32,6 +32,7 @@ from saelab import fileio
 from saelab.config import RunConfig
 from saelab.data.sources import SYNTHETIC_D_IN, Source, make_source, resolve
 from saelab.training import diagnose, runs, schedules, stack
+from saelab.training.identity import data_fingerprint, identity
 from saelab.version import provenance
 
 SHARED_FIELDS = ("data", "steps", "log_interval", "eval_rows", "checkpoint_every", "checkpoint_seconds", "seed",
@@ -141,7 +142,12 @@ def train(
     names = list(named)
     dirs = {n: out if single else out / n for n in names}
     if resume:
-        named = {n: runs.load_run(dirs[n]).config for n in names}
+        loaded = {n: runs.load_run(dirs[n]) for n in names}
+        named = {n: r.config for n, r in loaded.items()}
+        saved = loaded[names[0]].made.get("data")
+        if saved is not None and saved != data_fingerprint(named[names[0]].data.source):
+            raise ValueError(f"cannot resume {out}: its data ({named[names[0]].data.source}) changed since the run started; "
+                             f"the rest of the run would train on other rows: train a new run instead")
     _check_shared(named)
     first = named[names[0]]
     device = check_device(first.device)
@@ -288,7 +294,9 @@ class _Lockstep:
             if finished:
                 raise ValueError(f"cannot resume {self.out}: the run is finished and its checkpoint was dropped "
                                  f"(train with --keep-checkpoint to keep one)")
-            raise ValueError(f"cannot resume {self.out}: no checkpoint at {path}")
+            raise ValueError(f"cannot resume {self.out}: no checkpoint at {path} (the run stopped before its first "
+                             f"one), so nothing to resume; start it again with the same saelab train command, which "
+                             f"replaces this unfinished run")
         meta = read_checkpoint_meta(self.out)
         tensors = runs.read_tensors(path)
 
@@ -348,10 +356,11 @@ class _Lockstep:
         checkpoint, and record step 0."""
         if not single:
             fileio.write_json(self.out / "arms.json", {"arms": self.names, "factor": factor})
+        made = identity(self.cfgs[0].data.source)  # what produced the runs: a rerun by other code or on other data retrains
         for n, c in zip(self.names, self.cfgs):
             self.dirs[n].mkdir(parents=True, exist_ok=True)
             (self.dirs[n] / "summary.json").unlink(missing_ok=True)  # an earlier run's here would say "finished"
-            fileio.write_via(self.dirs[n] / "config.json", lambda tmp, c=c: Path(tmp).write_text(c.to_json(provenance=True) + "\n"))
+            fileio.write_via(self.dirs[n] / "config.json", lambda tmp, c=c: Path(tmp).write_text(c.to_json(provenance=made) + "\n"))
         checkpoint_path(self.out).unlink(missing_ok=True)
         self.initial()
 
