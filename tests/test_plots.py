@@ -165,6 +165,7 @@ def test_dead_vs_l0_places_each_arm_at_its_final_numbers(runs):
         assert t.name == arm
         assert t.x[0] == pytest.approx(run.summary["l0"]) and t.y[0] == pytest.approx(run.summary["dead_frac"])
     assert "aux.reanimation_coef = 0.001" in fig.data[2].hovertext
+    assert all(t.mode == "markers" and t.showlegend is not False for t in fig.data)  # named in the legend, no piled text
 
 
 def test_norm_ranges_takes_min_and_max_over_events_and_logged_batches(runs):

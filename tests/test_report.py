@@ -226,6 +226,21 @@ def test_build_index_renders_verdicts_and_the_validation_table_escaped(tmp_path)
     assert "No answer yet" in index  # phase 06 wrote no answer.json
 
 
+def test_the_index_and_the_page_say_when_verdicts_are_indications(tmp_path):
+    """Issue 23: the same note as the notebook's verdict cell, on the index and on the phase page,
+    when the verdicts rest on fewer replicates than a verdict needs; none at 3 replicates."""
+    verdict = {"hypothesis": "H1 · L1 scale", "id": "H1", "phase": "01_l1_penalty", "verdict": "confirmed", "kind": "cause",
+               "meaning": "bad", "effect": "dead 61% -> 4%", "numbers": {}, "replicates": 1, "indication": True}
+    index = build_index(tmp_path, [PhaseResult("01_l1_penalty", "ok", 1.0, verdicts=[verdict])]).read_text()
+    assert "Indications, not evidence: these runs have 1 replicate per arm, and a verdict needs at least 3" in index
+    assert "an indication from 1 replicate, not evidence" in index
+    banner = report._banner(nbformat.v4.new_notebook(), "", [verdict])
+    assert "Indications, not evidence" in banner
+    evidence = verdict | {"replicates": 3, "indication": False}
+    assert "Indications" not in build_index(tmp_path, [PhaseResult("01_l1_penalty", "ok", 1.0, verdicts=[evidence])]).read_text()
+    assert "Indications" not in report._banner(nbformat.v4.new_notebook(), "", [evidence])
+
+
 def test_verdict_colours_follow_what_the_verdict_means_not_its_word():
     """A confirmed remedy is good news, a refuted one bad; a confirmed cause bad news (issue 15)."""
     from saelab.lab.wording import meaning_of

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from saelab.config import seed_test1
-from saelab.lab import answer, phases, verdicts
+from saelab.lab import answer, phases, verdicts, wording
 from saelab.lab.hypothesis import removes_deaths
 from saelab.lab.phases import get_phase
 from saelab.training import stack
@@ -186,6 +186,48 @@ def test_phase_verdicts_and_write(tmp_path):
     path = verdicts.write(tmp_path, found, [{"arm": "a", "value": float("nan")}])
     assert json.loads(path.read_text())[0]["id"] == "H3"
     assert json.loads((tmp_path / "validation.json").read_text())[0]["value"] is None
+
+
+def test_fewer_replicates_than_a_verdict_needs_make_indications_and_say_so():
+    """Issue 23: at one replicate (smoke, explore) the verdicts are indications, not evidence; the
+    verdict cell says so once, marks each, and never claims a spread ("± 0.0") or that the
+    replicates disagree. At 3 replicates nothing of this shows."""
+    runs = by_seed(base=fake(jump_after_resample(0.05, 0.40), events=[RESAMPLE]), resample_off=fake(0.05))
+    one = phases.prepare("03_resampling", namespace("03_resampling"), history=[])
+    found = one.verdicts({0: runs[0]})
+    applicable = [v for v in found if v["verdict"] != "not applicable"]
+    assert applicable and all(v["replicates"] == 1 and v["indication"] for v in applicable)
+    text = verdicts.narrative(found)
+    assert text.startswith("**Indications, not evidence: these runs have 1 replicate per arm, and a verdict needs at least 3")
+    assert text.count("Indications, not evidence") == 1 and text.count("(indication)**") == len(applicable)
+    assert "± 0.0" not in text and "replicates disagree" not in text
+    assert "an indication from 1 replicate, not evidence" in wording.what_it_means(applicable[0])
+    three = phases.prepare("03_resampling", namespace("03_resampling", seeds=[0, 1, 2]), history=[]).verdicts(runs)
+    assert all(v["replicates"] == 3 and not v["indication"] for v in three)
+    assert "indication" not in verdicts.narrative(three).lower()
+    assert wording.what_it_means({"id": "H9", "verdict": "inconclusive", "replicates": 3}).startswith(
+        "H9 is not settled: the replicates disagree")
+    assert "disagree" not in wording.what_it_means({"id": "H9", "verdict": "inconclusive", "replicates": 1, "indication": True})
+
+
+def test_one_replicate_shows_no_spread_and_several_show_it():
+    assert verdicts.pm([0.25]) == "25.0%" and verdicts.pm([0.2, 0.3]) == "25.0% ± 7.1"
+    assert verdicts.pm([2.0], pct=False) == "2" and verdicts.pm([1.0, 3.0], pct=False) == "2 ± 1.4"
+
+
+def test_a_not_applicable_reason_is_written_once():
+    reason = "the base is a relu SAE: it has no k (TopK family only)"
+    v = {"hypothesis": "H16 · k too small", "id": "H16", "verdict": "not applicable", "effect": reason, "kind": "cause"}
+    assert verdicts.narrative([v]).count(reason) == 1
+
+
+def test_values_are_shown_at_significant_digits_not_float_noise():
+    assert wording.shown(0.003 * 0.1) == "0.0003" and wording.shown(1e-5) == "1e-05" and wording.shown(2.0) == "2"
+    assert wording.shown([0.1 * 3, "a"]) == "[0.3, 'a']" and wording.shown({"x": 0.1 + 0.2}) == "{'x': 0.3}"
+    assert wording.shown(True) == "True" and wording.shown(None) == "None" and wording.shown(7) == "7"
+    run = phases.prepare("01_l1_penalty", namespace("01_l1_penalty"), history=[])
+    table = run.describe()
+    assert "penalty.alpha=0.0003<" in table and "0.00030000000000000003" not in table
 
 
 def test_reanimation_verdict_follows_the_data_offset(tmp_path):

@@ -72,8 +72,9 @@ def notebook(stem: str) -> nbformat.NotebookNode:
         *[new_code_cell(code) for code in evidence],
         new_markdown_cell("## Spread across replicates"),
         new_code_cell("plots.replicate_spread(verdicts.replicate_frame(runs))"),
-        new_markdown_cell("## Explore (JupyterLab)\n\nWith `explorer = True` a live panel picks runs, a metric and a "
-                          "step range (ipywidgets; the static report shows nothing here)."),
+        new_markdown_cell("## Explore (JupyterLab)\n\nWith `explorer = True` (the default here; `saelab lab` turns it off) "
+                          "a live panel picks arms and replicates, a metric by its glossary name (the raw column is the "
+                          "tooltip) and a step range (ipywidgets; the static report shows nothing here)."),
         new_code_cell("if run.explorer:\n    from saelab.report.explorer import explore\n\n    display(explore(run))"),
     ]
     nb = new_notebook(cells=cells, metadata={

@@ -57,7 +57,11 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     # seconds: for tests; nothing is expected to show at this size
     "smoke": Profile("smoke", (0,), 60, 32, 32, 16, 256, 10, 128, 8.0, 4096, 64, 32, 60, 1),
-    # the default: all seven notebooks in <= 15 minutes on a 2-core CPU, 3 replicates each
+    # a notebook opened in JupyterLab (its parameters cell's default): quick's widths, 30% of its
+    # length, one replicate, so that Run All finishes in about a minute on a 2-core CPU (phase 05,
+    # 12 arms, the slowest: measured in issue 23's report); its verdicts are indications
+    "explore": Profile("explore", (0,), 300, 256, 256, 64, 1024, 20, 1024, 8.0, 50_000, 512, 128, 300, 1),
+    # the lab's default (saelab lab, make lab): all seven notebooks in <= 15 minutes on a 2-core CPU, 3 replicates each
     "quick": Profile("quick", (0, 1, 2), 1000, 256, 256, 64, 1024, 50, 1024, 8.0, 50_000, 512, 128, 1000, 1),
     # the seed's own scale (Test 1 length at the pipeline's width; phase 00 at the seed's 50k)
     "full": Profile("full", (0, 1, 2), 10_000, 768, 2048, 128, 8192, 100, 4096, 8.0, 400_000, 2048, 128, 50_000, 0),

@@ -46,10 +46,13 @@ class Parameter:
 
 # every phase's notebook starts with these ...
 COMMON = (
-    Parameter("profile", "str", "quick", "smoke | quick | full: size of the runs where the base leaves it open "
-              "(smoke: seconds; quick: minutes on a laptop CPU; full: the seed's scale)"),
+    # opened in JupyterLab, a notebook runs as it is: the explore profile (about a minute) with the
+    # explorer on; saelab lab passes profile and explorer=False itself, papermill users pass -p profile
+    Parameter("profile", "str", "explore", "smoke | explore | quick | full: size of the runs where the base leaves it open "
+              "(smoke: seconds; explore: about a minute, one replicate; quick: minutes on a laptop CPU, what saelab lab runs; "
+              "full: the seed's scale)"),
     Parameter("seeds", "list[int] | None", None, "seeds of the replicates, one run of every arm each, e.g. [0, 1, 2]; "
-              "None: the profile's (3 replicates in quick and full)", "seed"),
+              "None: the profile's (1 in smoke and explore, 3 in quick and full)", "seed"),
     Parameter("out_dir", "str | None", None, "folder for this phase's runs, verdicts.json and validation.json; None: a new folder "
               "runs-<stem>-<date>-<time> in the working directory (beside the notebook in JupyterLab; saelab lab passes its own)"),
     Parameter("base", "str | None", None, "your base config: a preset name, a saelab config.json (full or partial), a run directory, "
@@ -63,7 +66,8 @@ COMMON = (
 TAIL = (
     Parameter("overrides", "dict", {}, 'config fields for every arm, as {"dotted.path": value}; a field this phase varies '
               "is refused (put it in the base)"),
-    Parameter("explorer", "bool", False, "show the ipywidgets explorer (live in JupyterLab only; keep False for the static report)"),
+    Parameter("explorer", "bool", True, "show the ipywidgets explorer (live in JupyterLab only; saelab lab passes False for the "
+              "static report)"),
 )
 # the annotation of a phase's own parameter whose default (None) does not say its type
 OWN_TYPES = {"data_max_tokens": "int", "presets": "list", "sae_b_dec_init": "str", "data_tiny_row_fraction": "float",

@@ -32,6 +32,7 @@ from saelab.lab.causes import PHASES
 from saelab.lab.datacheck import CHECK_ROWS, check
 from saelab.lab.hypothesis import Arm, Context, Phase, Plan, build_arms, diff, not_applicable
 from saelab.lab.params import default_run_dir, defaults, mirrors, parse_bool
+from saelab.lab.wording import MIN_REPLICATES, shown
 from saelab.lab.wording import md_code as _code
 from saelab.lab.wording import md_text as _md
 from saelab.training.train import SHARED_FIELDS
@@ -204,7 +205,10 @@ class PhaseRun:
 
     def verdicts(self, runs: Mapping[int, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
         """Every hypothesis of the phase judged on ``runs`` (default: the trained ones): applicable
-        ones by their rule on their own arms, the others "not applicable" with the reason."""
+        ones by their rule on their own arms, the others "not applicable" with the reason. Each
+        carries ``replicates`` (how many it rests on) and ``indication``: True when that is fewer
+        than MIN_REPLICATES, so the verdict is an indication, not evidence (the notebook's verdict
+        cell and the report say so)."""
         runs = self.runs if runs is None else runs
         built = self.built[self.seeds[0]]
         out = []
@@ -217,6 +221,10 @@ class PhaseRun:
             mine = {s: {a: r for a, r in by_arm.items() if a in keep} for s, by_arm in runs.items()}
             found = h.judge(mine, built.ctx, arms)
             out += found if isinstance(found, list) else [found]
+        n = sum(1 for by_arm in runs.values() if by_arm)
+        for v in out:
+            v["replicates"] = n
+            v["indication"] = v["verdict"] != "not applicable" and n < MIN_REPLICATES
         return out
 
     def data_check(self, rows: int | None = None) -> dict[str, Any]:
@@ -247,9 +255,9 @@ class PhaseRun:
             lines += [f"- {_md(a)}" for a in self.base.assumed] + [""]
         if built.profile_set:
             lines.append("Fields the profile set (the base leaves them open): "
-                         + ", ".join(_code(f"{k}={v!r}") for k, v in built.profile_set.items() if k != "seed") + ".")
+                         + ", ".join(_code(f"{k}={shown(v)}") for k, v in built.profile_set.items() if k != "seed") + ".")
         if self.overrides:
-            lines.append("Overrides for every arm: " + ", ".join(_code(f"{k}={v!r}") for k, v in self.overrides.items()) + ".")
+            lines.append("Overrides for every arm: " + ", ".join(_code(f"{k}={shown(v)}") for k, v in self.overrides.items()) + ".")
         lines += ["", "| arm | differs from the base in | tests |", "|---|---|---|"]
         testers: dict[str, list[str]] = {}
         for hid, arms in built.plan.tested.items():
@@ -257,7 +265,7 @@ class PhaseRun:
                 testers.setdefault(a.name, []).append(hid)
         for name in built.plan.arms:
             ch = built.plan.changes.get(name, {})
-            text = ", ".join(_code(f"{k}={v!r}") for k, v in ch.items()) or "(the base)"
+            text = ", ".join(_code(f"{k}={shown(v)}") for k, v in ch.items()) or "(the base)"
             lines.append(f"| {_code(name)} | {text} | {', '.join(testers.get(name, []))} |")
         if built.plan.not_applicable:
             lines += ["", "Not applicable to this base (no arm trained):"]

@@ -58,7 +58,7 @@ class LabPlan:
     def passed(self, stem: str) -> dict[str, Any]:
         """What papermill passes to the phase's notebook: the profile, its run folder and the given
         parameters (its parameters cell holds the rest; ``prepare`` completes them as ``validate`` did)."""
-        return {"profile": self.profile, "out_dir": str(self.run_dir(stem)), **self.given}
+        return {"profile": self.profile, "out_dir": str(self.run_dir(stem)), **headless(stem), **self.given}
 
     def plan_later(self, stem: str) -> PhaseRun:
         """Plan a phase that reads the other phases' verdicts (they are on disk by now) and write it."""
@@ -99,6 +99,12 @@ class LabPlan:
         write_json(self.out / PLAN_FILE, self.record())
 
 
+def headless(stem: str) -> dict[str, Any]:
+    """What the lab passes a phase's notebook beside the user's parameters: the explorer off (its
+    parameters cell turns it on for JupyterLab; ipywidgets need a kernel, and a report has none)."""
+    return {"explorer": False} if stem in PHASES else {}
+
+
 def plan_lab(profile: str, stems: Iterable[str], parameters: Mapping[str, Any], out: Path) -> LabPlan:
     """Plan phases ``stems`` of a lab into ``out`` with the notebook ``parameters`` every phase gets
     (``base``, ``source``, ``steps``, ``overrides`` ...): the base read once, each phase's parameters
@@ -109,7 +115,7 @@ def plan_lab(profile: str, stems: Iterable[str], parameters: Mapping[str, Any], 
     stems = list(stems)
     base = load_base(parameters.get("base"))
     given = {k: v for k, v in parameters.items() if k not in ("profile", "out_dir")}
-    passed = {stem: {"profile": profile, "out_dir": str(out / "runs" / stem), **given} for stem in stems}
+    passed = {stem: {"profile": profile, "out_dir": str(out / "runs" / stem), **headless(stem), **given} for stem in stems}
     # a notebook saelab does not know gets what papermill passes
     validated = {stem: validate(stem, passed[stem]) if stem in PHASES else passed[stem] for stem in stems}
     plan = LabPlan(profile, out, base, given, validated, later=tuple(s for s in stems if s in PHASES and PHASES[s].reads_prior))

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from saelab.lab.wording import MEANING_TITLE, md_text, meaning_of, what_it_means
+from saelab.lab.wording import MEANING_TITLE, indication_note, md_text, meaning_of, what_it_means
 from saelab.training.diagnose import autopsy
 
 RunsBySeed = Mapping[int, Mapping[str, Any]]  # seed -> arm -> saelab.training.runs.Run (or an object with its fields)
@@ -135,11 +135,13 @@ def stats(values: list[float]) -> dict[str, float]:
 
 
 def pm(values: list[float], pct: bool = True) -> str:
-    """'34.1% ± 2.0' (mean ± sd over replicates)."""
+    """'34.1% ± 2.0' (mean ± sd over replicates); '34.1%' alone over one replicate, whose spread
+    is not measured (a "± 0.0" would claim it is nil)."""
     s = stats(values)
+    spread = s["n"] > 1
     if pct:
-        return f"{100 * s['mean']:.1f}% ± {100 * s['sd']:.1f}"
-    return f"{s['mean']:.3g} ± {s['sd']:.2g}"
+        return f"{100 * s['mean']:.1f}%" + (f" ± {100 * s['sd']:.1f}" if spread else "")
+    return f"{s['mean']:.3g}" + (f" ± {s['sd']:.2g}" if spread else "")
 
 
 def rule(all_confirm: list[bool], all_refute: list[bool]) -> str:
@@ -184,10 +186,14 @@ def table(verdicts: list[dict[str, Any]]) -> pd.DataFrame:
 
 def narrative(verdicts: list[dict[str, Any]]) -> str:
     """Markdown, one bullet per verdict, written from the verdicts themselves (never by hand): the
-    verdict, what it means for this setup (good / bad news, ``saelab.report.html.what_it_means``), then
-    the numbers."""
-    return "\n".join(f"- **{md_text(v['hypothesis'])}: {v['verdict']}** ({MEANING_TITLE[meaning_of(v)]}). "
-                     f"{md_text(what_it_means(v))} {md_text(v['effect'])}" for v in verdicts)
+    verdict, what it means for this setup (good / bad news, ``saelab.lab.wording.what_it_means``), then
+    the numbers (a "not applicable" reason, already in the sentence, once). Verdicts over fewer
+    replicates than MIN_REPLICATES open with the note that they are indications, not evidence."""
+    note = indication_note(verdicts)
+    bullets = [f"- **{md_text(v['hypothesis'])}: {v['verdict']}{' (indication)' if v.get('indication') else ''}** "
+               f"({MEANING_TITLE[meaning_of(v)]}). {md_text(what_it_means(v))}"
+               + ("" if v["verdict"] == "not applicable" else f" {md_text(v['effect'])}") for v in verdicts]
+    return "\n".join(([f"**{md_text(note)}**", ""] if note else []) + bullets)
 
 
 # ----- evidence tables ------------------------------------------------------------------------

@@ -10,6 +10,11 @@ from collections.abc import Mapping
 from html import escape
 from typing import Any
 
+# A verdict is evidence only over at least this many replicates: with fewer, the spread over seeds
+# (the margin's standard error, saelab.lab.hypothesis.removes_deaths) is unmeasured (one) or a guess
+# (two), so a verdict "in every replicate" is an indication. The quick and full profiles run 3.
+MIN_REPLICATES = 3
+
 # what confirmed / refuted mean for the researcher, per hypothesis kind
 MEANING = {"cause": {"confirmed": "bad", "refuted": "good"}, "remedy": {"confirmed": "good", "refuted": "bad"},
            "fact": {"confirmed": "bad", "refuted": "good"}}
@@ -23,6 +28,20 @@ def md_text(text: Any) -> str:
     """A user string made safe for a Markdown cell: HTML escaped, and Markdown's own markup
     characters as entities, so it renders exactly as typed and never as markup (issue 14)."""
     return "".join(_MD_SPECIAL.get(c, c) for c in escape(str(text), quote=False))
+
+
+def shown(value: Any, digits: int = 6) -> str:
+    """A value as a reader sees it: floats at ``digits`` significant digits (0.0003, never the
+    float noise 0.00030000000000000003 of 0.003 * 0.1), strings quoted, lists and dicts element by
+    element; everything else as ``repr``."""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(shown(v, digits) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' * (len(value) == 1)})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{shown(k, digits)}: {shown(v, digits)}" for k, v in value.items()) + "}"
+    return repr(value)
 
 
 def md_code(text: Any) -> str:
@@ -63,17 +82,40 @@ MEANING_TITLE = {"good": "good news for this setup", "bad": "bad news for this s
 
 
 def what_it_means(v: Mapping[str, Any]) -> str:
-    """One sentence a reader can act on: "H1 kills latents in this setup: its fix removes the deaths."."""
+    """One sentence a reader can act on: "H1 kills latents in this setup: its fix removes the deaths.";
+    a verdict over too few replicates (``indication``, set by ``saelab.lab.phases.PhaseRun.verdicts``)
+    says it is an indication."""
     word, kind = str(v.get("verdict", "")), str(v.get("kind", ""))
     who = str(v.get("id") or str(v.get("hypothesis", "?")).split(" · ")[0])
+    n = v.get("replicates")
+    hedge = f" (an indication from {_replicates(n)}, not evidence)" if v.get("indication") else ""
     if word == "not applicable":
         return f"{who} cannot act on this base ({v.get('effect') or 'no arm trained'})."
     if word == "inconclusive":
+        if isinstance(n, int) and n < 2:  # one replicate cannot disagree with itself
+            return f"{who} is not settled: the effect is inside the margin{hedge} (more steps or replicates)."
         return f"{who} is not settled: the replicates disagree or the effect is inside the margin (more steps or replicates)."
     clause = SENTENCE.get((kind, word))
     if clause is None:
-        return f"{who}: {word}."
-    return f"{who} {clause}."
+        return f"{who}: {word}{hedge}."
+    return f"{who} {clause}{hedge}."
+
+
+def _replicates(n: Any) -> str:
+    return f"{n} replicate{'s' * (n != 1)}" if isinstance(n, int) else "too few replicates"
+
+
+def indication_note(verdicts: list[Mapping[str, Any]]) -> str:
+    """The sentence a verdict cell or page opens with when its verdicts rest on fewer than
+    MIN_REPLICATES replicates; "" when none does."""
+    counts = [v.get("replicates") for v in verdicts if v.get("indication")]
+    if not counts:
+        return ""
+    n = min((c for c in counts if isinstance(c, int)), default=None)
+    return (f"Indications, not evidence: these runs have {_replicates(n)} per arm, and a verdict needs at least "
+            f"{MIN_REPLICATES} (with fewer the spread over seeds is not measured; at the smoke profile nothing is expected "
+            f"to show). For evidence, run the quick or full profile ({MIN_REPLICATES} replicates) or pass "
+            f"seeds={list(range(MIN_REPLICATES))}.")
 
 
 def summary_sentence(verdicts: list[Mapping[str, Any]]) -> str:

@@ -37,7 +37,7 @@ from saelab.lab.causes import PHASES
 from saelab.lab.params import check_parameters, mirrors
 from saelab.lab.phases import plan_phase, validate
 from saelab.lab.plan import LabPlan, plan_lab
-from saelab.lab.wording import summary_sentence, what_it_means
+from saelab.lab.wording import indication_note, shown, summary_sentence, what_it_means
 from saelab.report.html import (  # noqa: F401 (re-exported)
     BADGE_CSS,
     CSS,
@@ -508,15 +508,17 @@ def render_notebook(executed: Path, html: Path, hide_code: bool = True, error: s
 def _banner(nb: Any, error: str = "", verdicts: list[dict[str, Any]] | None = None) -> str:
     pm = nb.metadata.get("papermill", {})
     # out_dir is this machine's path, the same for every page of the report: not worth a reader's time
-    params = ", ".join(f"{k}={v!r}" for k, v in (pm.get("parameters") or {}).items() if k != "out_dir")
+    params = ", ".join(f"{k}={shown(v)}" for k, v in (pm.get("parameters") or {}).items() if k != "out_dir")
     took = f" in {pm['duration']:.1f} s" if isinstance(pm.get("duration"), (int, float)) else ""
     when = f" · executed {pm['end_time'][:19].replace('T', ' ')} UTC{took}" if pm.get("end_time") else ""
     font = "font:14px/1.5 system-ui,sans-serif"
     found = verdicts or []
     rows = "".join(f'<li style="margin:3px 0">{verdict_badge(v)} <b>{escape(str(v.get("hypothesis", "")))}</b>: '
                    f"{escape(what_it_means(v))}</li>" for v in found)
+    note = indication_note(found)  # too few replicates: the same note as the notebook's verdict cell
+    note = f'<div style="color:#6e4b00;font-weight:600;margin-top:4px">{escape(note)}</div>' if note else ""
     verdict_box = (f'<div style="margin:8px 0 4px"><div style="font-size:16px;font-weight:600">{escape(summary_sentence(found))}</div>'
-                   f'<ul style="list-style:none;padding:0;margin:6px 0">{rows}</ul>'
+                   f'{note}<ul style="list-style:none;padding:0;margin:6px 0">{rows}</ul>'
                    '<div style="color:#57606a;font-size:12px">Colours: red = bad news for this setup, green = good news, '
                    "amber = not settled, grey = not applicable. The numbers and figures behind each verdict follow.</div></div>"
                    if found else "")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from saelab.fileio import write_atomic
-from saelab.lab.wording import MEANING_TITLE, meaning_of, what_it_means
+from saelab.lab.wording import MEANING_TITLE, indication_note, meaning_of, shown, what_it_means
 from saelab.report.html import CSS, badge, csp_meta, e, glossary_html, provenance_line, term, verdict_badge
 from saelab.report.tables import validation_table
 
@@ -190,7 +190,7 @@ def _card(r: Any, show_parameters: bool = False) -> str:
     when = f" · {e(r.finished[:16].replace('T', ' '))} UTC" if r.finished else ""
     return (f'<div class="card {e(r.status)}"><h3>{e(r.stem)} {badge(r.status, "good" if r.status == "ok" else "bad")}</h3>{title}'
             f'<p class="muted">{r.wall_s:.1f} s · profile {e(r.profile or "?")}{when}</p>'
-            + (f'<p class="muted">parameters: {e(", ".join(f"{k}={v!r}" for k, v in r.parameters.items()) or "(none)")}</p>'
+            + (f'<p class="muted">parameters: {e(", ".join(f"{k}={shown(v)}" for k, v in r.parameters.items()) or "(none)")}</p>'
                if show_parameters else "")  # issue 14: phases run with different parameters say so
             + f"<p>{links}</p>{err}{verdicts}</div>")
 
@@ -226,7 +226,9 @@ def index_page(results: list[Any], validation: list[dict[str, Any]], answer: Map
     verdicts = _verdict_rows(results)
     differ = len({json.dumps(r.parameters, sort_keys=True, default=str) for r in results}) > 1
     tally = " · ".join(f"{badge(MEANING_TITLE[m], m)} {n}" for m, n in counts.items() if n)
-    hyp = (f"<p>{tally}</p><table><tr><th>hypothesis</th><th>verdict</th><th>what it means</th><th>numbers</th>"
+    note = indication_note(every)  # too few replicates: the same note as the notebooks' verdict cells
+    note = f'<p class="lead">{e(note)}</p>' if note else ""
+    hyp = (f"{note}<p>{tally}</p><table><tr><th>hypothesis</th><th>verdict</th><th>what it means</th><th>numbers</th>"
            f"<th>phase</th><th>link</th></tr>{verdicts}</table>" if verdicts else '<p class="muted">No phase wrote verdicts.</p>')
     val = (f"<h2>The seed's validation table</h2>{validation_table(validation).to_html()}" if validation else "")
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

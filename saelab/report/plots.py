@@ -24,6 +24,7 @@ MAX_POINTS = 2000  # points per line in any figure
 MAX_HEATMAP_ROWS = 512  # latents (or groups of latents) in the death heatmap
 MAX_HEATMAP_COLS = 400  # log steps in the death heatmap
 PALETTE = qualitative.Plotly + qualitative.D3
+SYMBOLS = ("circle", "diamond", "square", "triangle-up")  # past the palette's colours, the marker tells arms apart
 DETECTORS = ("single_batch", "window", "tokens")
 # event kind -> (marker symbol, colour); these get a vertical marker on time axes
 EVENT_STYLE = {
@@ -357,22 +358,23 @@ def lr_schedules(runs: Mapping[str, Any], lr_by_step: Mapping[str, Any] | None =
 
 def dead_vs_l0(runs: Mapping[str, Any], color_by: str = "aux.reanimation_coef", dense_above: float = 0.1
                ) -> go.Figure:
-    """Final dead fraction against final L0, one point per arm, labelled with the config value at
-    ``color_by``; the hover adds the fraction of dense latents (firing on more than ``dense_above``
-    of held-out rows), so revival that only buys dense noise is visible."""
+    """Final dead fraction against final L0, one point per arm, named in the legend (text beside
+    a dozen close points piles up unreadably: issue 23); the hover adds the config value at
+    ``color_by`` and the fraction of dense latents (firing on more than ``dense_above`` of held-out
+    rows), so revival that only buys dense noise is visible."""
     fig = go.Figure()
     for i, (arm, run) in enumerate(as_runs(runs).items()):
         freq = _fire_frequency(run)[0] if "fire_counts" in run.latents else np.array([np.nan])
         value = _config_value(run, color_by)
         dead, l0 = final_value(run, "dead_frac"), final_value(run, "l0")
         fig.add_trace(go.Scatter(
-            x=[l0], y=[dead], mode="markers+text", text=[f"{arm}"], textposition="top center", name=arm,
-            marker={"size": 13, "color": color(i)},
+            x=[l0], y=[dead], mode="markers", name=arm,
+            marker={"size": 13, "color": color(i), "symbol": SYMBOLS[i // len(PALETTE) % len(SYMBOLS)]},
             hovertext=f"<b>{arm}</b><br>{color_by} = {_fmt(value)}<br>final L0 = {l0:.3g}<br>"
                       f"final dead fraction = {dead:.3f}<br>dense latents (> {dense_above:.0%} of rows): "
                       f"{np.mean(freq > dense_above):.3f}", hoverinfo="text"))
-    fig.update_layout(title=f"Dead latents against L0 at the end of training (labels: arm; hover: {color_by})",
-                      xaxis_title="final L0 (active latents per row, count)",
+    fig.update_layout(title=f"Dead latents against L0 at the end of training (legend: arm; hover: {color_by})",
+                      xaxis_title="final L0 (active latents per row, count)", legend_title_text="arm",
                       yaxis_title="final dead latents (fraction of d_sae)", height=450)
     return fig
 
