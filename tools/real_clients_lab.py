@@ -18,8 +18,9 @@ base with no penalty, no warmup and no resampling, which is what SAELens' and sp
 - SAELens TopK: the planted offset must come first (H8 confirmed and ranked first): SAELens 6 starts
   b_dec at zero, so the offset holds most latents below the top k from the first step.
 - sparsify TopK: sparsify's Trainer starts b_dec at the first batch's mean, which removes the
-  offset, so the honest answer is that H8 does not apply and no cause is confirmed (it must not
-  blame the offset).
+  offset, so the lab must not blame the offset: H8 is not confirmed. Whatever else it confirms
+  on this base (on 2026-12-04: H11, the tied encoder init, against sparsify's kaiming init) is
+  printed, not asserted: it is the lab's finding, not a planted answer.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from pathlib import Path
 SAELAB = [sys.executable, "-m", "saelab.cli"]
 REFUSED = {"gated"}  # SAELens architectures saelab refuses by name
 RANK_ARGS = ["--profile", "smoke", "--only", "04,06", "-p", "seeds=[0, 1, 2]"]
-RANKED = {("saelens", "topk", "checkpoint"): "H8", ("sparsify", "topk", "final"): None}  # first confirmed cause
+RANKED = {("saelens", "topk", "checkpoint"): "H8"}  # the planted cause: confirmed and first
+NOT_BLAMED = {("sparsify", "topk", "final"): "H8"}  # a cause the library's own training removed: never confirmed
 
 
 def run(cmd: list[str]) -> tuple[int, str]:
@@ -78,7 +80,7 @@ def main() -> int:
             failed += not ok
             print(f"{'ok ' if ok else 'BAD'} {what:7s} {tag:40s} exit {rc} (want {want}): {first[:160]}")
         key = (m["library"], m["architecture"], m["kind"])
-        if key in RANKED and not args.skip_lab:
+        if (key in RANKED or key in NOT_BLAMED) and not args.skip_lab:
             rank_out = out / tag / "rank"
             rc, first = run(SAELAB + ["lab", *RANK_ARGS, "--base", str(base_of(folder)), "--data", f"file:{m['data']}",
                                       "--out", str(rank_out)])
@@ -86,9 +88,13 @@ def main() -> int:
             ranking = json.loads(answer.read_text())["ranking"] if answer.exists() else []
             confirmed = [r for r in ranking if r["verdict"] == "confirmed"]
             top = confirmed[0]["cause"].split(" ")[0] if confirmed else None
-            ok = rc == 0 and top == RANKED[key]
+            ids = [r["cause"].split(" ")[0] for r in confirmed]
+            if key in RANKED:
+                ok, want = rc == 0 and top == RANKED[key], f"{RANKED[key]} first"
+            else:
+                ok, want = rc == 0 and NOT_BLAMED[key] not in ids, f"{NOT_BLAMED[key]} not confirmed"
             failed += not ok
-            print(f"{'ok ' if ok else 'BAD'} ranking {tag:40s} exit {rc}: first cause {top} (want {RANKED[key]}); "
+            print(f"{'ok ' if ok else 'BAD'} ranking {tag:40s} exit {rc}: first cause {top} (want {want}); "
                   + "; ".join(f"{r['cause']} {r['verdict']}" for r in ranking[:4]))
     print(f"real clients through saelab: {len(manifest)} SAEs, {failed} failed")
     return 1 if failed else 0
