@@ -131,3 +131,30 @@ def test_the_slurm_config_file_becomes_the_job_script(tmp_path, capsys):
     assert cli.main(["lab", "--profile", "smoke", "--out", str(tmp_path / "o"), "--only", "02",
                      "--cluster", "local:2", "--cluster-config", str(path)]) == 2
     assert "--cluster-config is for --cluster slurm" in capsys.readouterr().err
+
+
+def fails(job: jobs.Job) -> dict:
+    raise ValueError("the data went bad")
+
+
+@pytest.mark.slow
+def test_a_job_failing_on_a_local_cluster_is_one_line_naming_its_saved_traceback(tmp_path, capfd):
+    """No Dask "Compute Failed / Key / State / Traceback" dump (issue 22, finding 6): one line names
+    the job and the file holding the worker's traceback."""
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # ``fails`` lives in this test module
+    runner = cluster.start(cluster.parse_cluster("local:1"), progress=True, log_dir=tmp_path / "logs")
+    runner.fn = fails
+    (job,) = smoke_jobs(tmp_path / "runs")
+    try:
+        runner.submit([job])
+        outcome = runner.wait([job.name])
+    finally:
+        runner.close()
+    err = capfd.readouterr().err
+    log = cluster.job_log(tmp_path / "logs", job.name)
+    assert outcome[job.name] == f"ValueError: the data went bad (traceback: {log})"
+    assert "Key:" not in err and "State:" not in err and "Compute Failed" not in err and "Traceback" not in err, err
+    assert f"job {job.name} failed: ValueError: the data went bad (traceback: {log})" in err
+    assert "in fails" in log.read_text() and "ValueError: the data went bad" in log.read_text()

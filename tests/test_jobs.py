@@ -113,7 +113,12 @@ def test_a_lab_whose_job_fails_fails_that_phase_without_running_its_notebook(tmp
     monkeypatch.setattr(saelab.execution.cluster, "run_job", boom)
     out = tmp_path / "lab"
     assert run_lab(profile="smoke", out=out, only=["02"], progress=True) == 1
-    assert f"job {PHASE}/seed0 failed: RuntimeError: boom" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    log = out / "logs" / "jobs" / f"{PHASE}-seed0.log"  # the job's traceback, kept off the console
+    assert f"job {PHASE}/seed0 failed: RuntimeError: boom (traceback: {log})" in err
+    assert err.count("boom") == 1 and f"{PHASE} failed: not run, its training job {PHASE}/seed0 failed (above)" in err  # shown once
+    assert "in boom" in log.read_text()
     results = json.loads((out / "results.json").read_text())
-    assert results[0]["status"] == "failed" and results[0]["error"] == f"training job {PHASE}/seed0 failed: RuntimeError: boom"
+    assert results[0]["status"] == "failed"
+    assert results[0]["error"] == f"training job {PHASE}/seed0 failed: RuntimeError: boom (traceback: {log})"
     assert not (out / f"{PHASE}.ipynb").exists() and "boom" in (out / f"{PHASE}.html").read_text()

@@ -455,6 +455,9 @@ def test_a_lab_prints_no_kernel_chatter_and_its_index_shows_the_wall_time(tmp_pa
     assert run_lab(profile="smoke", out=out, only=["02"], progress=True) == 0
     console = capfd.readouterr()
     assert "IPKernelApp" not in console.err + console.out
+    assert "Passed unknown parameter" not in console.err and "jobs: 0job" not in console.err  # no other chatter
+    assert "lab: 100%" in console.err and "notebook 02_lr_warmup" in console.err  # one bar: its job, then its notebook
+    assert "02_lr_warmup ok in" not in console.err  # success is the bar alone
     assert "IPKernelApp" in (out / "logs" / "02_lr_warmup.log").read_text()  # kept, in the phase's log
     timing = json.loads((out / "lab.json").read_text())
     assert timing["wall_s"] >= timing["notebooks_s"] > 0 and timing["training_s"] > 0

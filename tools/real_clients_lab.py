@@ -42,7 +42,7 @@ NOT_BLAMED = {("sparsify", "topk", "final"): "H8"}  # a cause the library's own 
 def run(cmd: list[str]) -> tuple[int, str]:
     res = subprocess.run(cmd, capture_output=True, text=True)
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("saelab: error")]
-    progress = re.compile(r"^(jobs:|training jobs|\[\d+/\d+\]|\d+ jobs:)")
+    progress = re.compile(r"^(lab:|jobs:|training jobs|\[\d+/\d+\]|\d+ jobs:)")
     out = [ln.strip() for ln in res.stdout.replace("\r", "\n").splitlines() if ln.strip() and not progress.match(ln.strip())]
     return res.returncode, (errors or out or [""])[0]
 

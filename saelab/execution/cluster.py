@@ -18,6 +18,7 @@ import re
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,10 +140,12 @@ class Runner:
     jobs are done and returns name -> None (done) or the error line. A failing job does not stop
     the others. ``bar`` (tqdm) counts jobs done of jobs submitted."""
 
-    def __init__(self, progress: bool = True):
+    def __init__(self, progress: bool = True, log_dir: Path | None = None):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=0, desc="jobs", unit="job", disable=not progress, dynamic_ncols=True)
+        # delay: no empty "0job" bar before the first job is submitted
+        self.bar = tqdm(total=0, desc="jobs", unit="job", disable=not progress, dynamic_ncols=True, delay=0.01)
+        self.log_dir = log_dir  # a failed job's traceback goes to log_dir/jobs/<name>.log (None: not kept)
         self.outcome: dict[str, str | None] = {}
         self.closing = False  # set by close(): the jobs still running are being cancelled, not failing
         self.records: dict[str, dict] = {}
@@ -162,8 +165,23 @@ class Runner:
             return
         if error:
             self.write(f"job {name} failed: {error}")
+
         elif record is not None and record.get("stale"):  # never reused silently: say what differed
             self.write(f"job {name} retrained: its earlier runs were made by other code or data ({record['stale']})")
+
+    def failed(self, name: str, exc: BaseException) -> None:
+        """Job ``name`` raised ``exc``: its traceback goes to a file (on a cluster the worker's, as Dask
+        sends it back), the console gets one line naming the job and that file."""
+        error = _error_line(exc)
+        if self.log_dir is not None:
+            log = job_log(self.log_dir, name)
+            try:
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text("".join(traceback.format_exception(exc)))
+                error += f" (traceback: {log})"
+            except OSError as e:  # a full or read-only disk must not hide the job's own error
+                error += f" (its traceback could not be saved: {e.strerror or e})"
+        self._done(name, None, error)
 
     def submit(self, jobs: list[Job]) -> None:
         with self._lock:
@@ -182,6 +200,11 @@ class Runner:
         self.bar.close()
 
 
+def job_log(log_dir: Path, name: str) -> Path:
+    """Where job ``name``'s traceback is saved when it fails ("01_l1_penalty/seed0" -> jobs/01_l1_penalty-seed0.log)."""
+    return Path(log_dir) / "jobs" / f"{name.replace('/', '-')}.log"
+
+
 def _error_line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return f"{type(e).__name__}: {lines[-1] if lines else ''}".strip()
@@ -190,8 +213,8 @@ def _error_line(e: BaseException) -> str:
 class InProcess(Runner):
     """The jobs one after another in this process, each when it is first waited for."""
 
-    def __init__(self, progress: bool = True):
-        super().__init__(progress)
+    def __init__(self, progress: bool = True, log_dir: Path | None = None):
+        super().__init__(progress, log_dir)
         self.queue: dict[str, Job] = {}
 
     def submit(self, jobs: list[Job]) -> None:
@@ -208,7 +231,7 @@ class InProcess(Runner):
             try:
                 record = run_job(job)
             except Exception as e:  # noqa: BLE001 - one failing job must not stop the others
-                self._done(name, None, _error_line(e))
+                self.failed(name, e)
             else:
                 self._done(name, record, None)
         return {n: self.outcome[n] for n in names}
@@ -217,8 +240,9 @@ class InProcess(Runner):
 class OnDask(Runner):
     """The jobs on a Dask cluster, all of a batch submitted at once."""
 
-    def __init__(self, client: Any, close: Callable[[], None], progress: bool = True, fn: Callable[[Job], dict] = run_job):
-        super().__init__(progress)
+    def __init__(self, client: Any, close: Callable[[], None], progress: bool = True, fn: Callable[[Job], dict] = run_job,
+                 log_dir: Path | None = None):
+        super().__init__(progress, log_dir)
         self.client, self._close, self.fn, self.futures = client, close, fn, {}
 
     def submit(self, jobs: list[Job]) -> None:
@@ -236,7 +260,7 @@ class OnDask(Runner):
         try:
             record = fut.result()
         except Exception as e:  # noqa: BLE001 - the job's error (or KilledWorker), reported by name
-            self._done(name, None, _error_line(e))
+            self.failed(name, e)
         else:
             self._done(name, record, None)
 
@@ -254,11 +278,12 @@ class OnDask(Runner):
         self._close()
 
 
-def start(spec: ClusterSpec | None, progress: bool = True) -> Runner:
-    """A Runner for ``spec`` (None: in this process). Raises ValueError (one line) when the cluster
-    cannot be had: an unreachable scheduler, no dask-jobqueue for slurm."""
+def start(spec: ClusterSpec | None, progress: bool = True, log_dir: Path | None = None) -> Runner:
+    """A Runner for ``spec`` (None: in this process); a failed job's traceback is saved under
+    ``log_dir``. Raises ValueError (one line) when the cluster cannot be had: an unreachable
+    scheduler, no dask-jobqueue for slurm."""
     if spec is None:
-        return InProcess(progress)
+        return InProcess(progress, log_dir)
     try:
         from distributed import Client
     except ImportError:
@@ -272,24 +297,26 @@ def start(spec: ClusterSpec | None, progress: bool = True) -> Runner:
         cores = os.cpu_count() or 1
         n = spec.workers or local_capacity()[0]
         # one task per worker (threads_per_worker=1) and the cores shared among the workers'
-        # torch threads, so N workers never ask for more threads than the machine has
+        # torch threads, so N workers never ask for more threads than the machine has. Worker logs
+        # below CRITICAL stay quiet: a failing job's "Compute Failed / Key / State / Traceback" dump
+        # (ERROR) came on top of the lab's own line; its traceback is saved by Runner.failed instead.
         with _workers_ignore_ctrl_c():
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                   silence_logs=logging.ERROR, env={WORKER_THREADS_ENV: str(max(1, cores // n))})
+                                   silence_logs=logging.CRITICAL, env={WORKER_THREADS_ENV: str(max(1, cores // n))})
         client = Client(cluster)
 
         def close() -> None:
             client.close()
             cluster.close()
 
-        return OnDask(client, close, progress)
+        return OnDask(client, close, progress, log_dir=log_dir)
     if spec.kind == "address":
         client = connect(spec.address)
         workers = len(client.scheduler_info().get("workers", {}))
         if progress and not workers:
             print(f"the Dask scheduler at {spec.address} has no workers yet; the jobs wait for them to join "
                   f"(dask worker {spec.address})", file=sys.stderr)
-        return OnDask(client, client.close, progress)
+        return OnDask(client, client.close, progress, log_dir=log_dir)
     try:
         SLURMCluster = jobqueue().SLURMCluster
     except ImportError:
@@ -304,7 +331,7 @@ def start(spec: ClusterSpec | None, progress: bool = True) -> Runner:
         client.close()
         cluster.close()
 
-    return OnDask(client, close_slurm, progress)
+    return OnDask(client, close_slurm, progress, log_dir=log_dir)
 
 
 @contextlib.contextmanager

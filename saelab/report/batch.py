@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -126,6 +127,18 @@ def set_aside(run_dir: Path, jobs: list | None = None) -> None:
         os.replace(previous, run_dir)
     if phase_dir_state(run_dir, jobs or []) == "other":
         os.replace(run_dir, previous)
+
+
+class _KnownParameters(logging.Filter):
+    """Drops papermill's "Passed unknown parameter: out_dir": its parser skips every ``x: str | None``
+    line of a parameters cell, and saelab checked each name against the phase's own parameters
+    before anything ran (_check_lab_parameters), so the warning was noise on every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Passed unknown parameter")
+
+
+logging.getLogger("papermill").addFilter(_KnownParameters())
 
 
 def run_phase(notebook: Path, out: Path, parameters: dict[str, Any], progress: bool = True,
@@ -286,7 +299,7 @@ def run_lab(
         raise ValueError(f"{out} already holds a report; pass --force to rerun phases into it (a phase that fails "
                          f"keeps its previous result), or choose another --out")
     plan = plan_lab(profile, [nb.stem for nb in notebooks], parameters or {}, out)  # ValueError before anything is written
-    runner = clusters.start(cluster, progress)  # an unreachable cluster is refused before anything is written
+    runner = clusters.start(cluster, progress, log_dir=out / "logs")  # an unreachable cluster is refused before anything is written
     batch = _Batch(plan, notebooks, runner, progress, cluster, started)
     try:
         batch.run()
@@ -318,7 +331,11 @@ class _Batch:
         base = self.plan.base  # the index opens with what the base had to assume (issue 20); a preset assumes nothing
         write_atomic(self.plan.out / BASE_FILE, json.dumps({"name": base.name, "origin": base.origin,
                                                             "assumed": list(base.assumed)}, indent=2))
+        # one bar over the jobs, then the notebooks (each notebook one step once it ran)
+        self.runner.bar.set_description("lab", refresh=False)
+        self.runner.bar.unit = "step"
         self.say(f"training jobs run {clusters.describe(self.cluster)}")
+        self.runner.bar.total += len(self.notebooks)
         self.submit(self.plan.first)
         for nb in sorted(self.notebooks, key=lambda nb: nb.stem in self.plan.later):  # the first wave, then the late phases
             if nb.stem not in self.submitted:  # a late phase: every first-wave notebook has run by now
@@ -359,7 +376,7 @@ class _Batch:
         self.plan_later()
         error = (f"training job {next(iter(failed))} failed: {next(iter(failed.values()))}"
                  + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "")) if failed else ""
-        self.say(f"[{i}/{n}] {nb.stem} (profile {self.plan.profile})")
+        self.runner.bar.set_postfix_str(f"notebook {nb.stem}", refresh=True)
         before = self.merged.get(nb.stem)
         r = run_phase(nb, self.plan.out, self.plan.passed(nb.stem), False,
                       keep_previous=before is not None and before.status == "ok", jobs=jobs, error=error)
@@ -379,8 +396,13 @@ class _Batch:
             "training_s": round(sum(rec["wall_s"] for rec in self.runner.records.values()), 1),
             "jobs": clusters.summary(self.runner), "finished": datetime.now(UTC).isoformat(timespec="seconds")}))
         build_index(self.plan.out, everything)
-        tail = f": {r.error} (kernel log: {kernel_log(self.plan.out, r.stem)})" if r.error else ""
-        self.say(f"[{i}/{n}] {nb.stem} {r.status} in {r.wall_s:.1f} s{tail}")
+        self.runner.bar.update(1)
+        # success is the bar alone; a failure once: a job's error was said when it failed (with its
+        # traceback's file), a notebook's names the phase's kernel log
+        if failed:
+            self.say(f"[{i}/{n}] {nb.stem} failed: not run, its training job {next(iter(failed))} failed (above)")
+        elif r.error:
+            self.say(f"[{i}/{n}] {nb.stem} failed in {r.wall_s:.1f} s: {r.error} (log: {kernel_log(self.plan.out, r.stem)})")
 
 
 def plan_jobs(stem: str, parameters: dict[str, Any]) -> list[Job]:
