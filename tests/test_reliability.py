@@ -462,3 +462,22 @@ def test_a_lab_prints_no_kernel_chatter_and_its_index_shows_the_wall_time(tmp_pa
     timing = json.loads((out / "lab.json").read_text())
     assert timing["wall_s"] >= timing["notebooks_s"] > 0 and timing["training_s"] > 0
     assert f"last run {timing['wall_s']:.0f} s wall clock" in (out / "index.html").read_text()
+
+
+# ----- finding 6: a non-numeric training setting in a base is one line naming it -------------------
+
+
+@pytest.mark.parametrize("name, base, needle", [
+    ("cfg.json", {"d_in": 8, "d_sae": 16, "architecture": "standard", "lr": "fast", "l1_coefficient": 1.0}, "lr='fast'"),
+    ("runner_cfg.json", {"sae": {"d_in": 8, "d_sae": 16, "architecture": "standard"}, "lr": 3e-4,
+                         "train_batch_size_tokens": "many", "training_tokens": 100000}, "train_batch_size_tokens='many'"),
+    ("cfg.json", {"d_in": 8, "d_sae": 16, "architecture": "standard", "l1_coefficient": "high"}, "l1_coefficient='high'"),
+    ("config.json", {"optim": {"lr": "fast"}}, "optim.lr='fast'"),
+])
+def test_a_base_with_a_word_for_a_number_is_one_line_and_nothing_written(tmp_path, capsys, name, base, needle):
+    path = tmp_path / name
+    path.write_text(json.dumps(base))
+    out = tmp_path / "lab"
+    assert cli.main(["lab", "--profile", "smoke", "--only", "01", "--base", str(path), "--out", str(out)]) == 2
+    one_line(capsys, needle, str(path))
+    assert not out.exists()

@@ -34,6 +34,11 @@ REFUSED_WHEN = {  # field -> (is it set to something saelab cannot honour?)
 }
 # SAELens' defaults for the training settings a checkpoint's cfg.json does not carry (LanguageModelSAERunnerConfig)
 TRAINING_DEFAULTS = {"lr": 3e-4, "lr_warm_up_steps": 0, "adam_beta1": 0.9, "adam_beta2": 0.999}
+# the fields read as numbers: a string there ("lr": "fast") is refused by name, not met as float()'s error
+NUMBERS = ("d_in", "d_sae", "expansion_factor", "k", "aux_loss_coefficient", "l1_coefficient", "l1_warm_up_steps",
+           "l0_warm_up_steps", "l0_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth", "topk_threshold_lr", "lr",
+           "adam_beta1", "adam_beta2", "lr_warm_up_steps", "lr_decay_steps", "train_batch_size_tokens", "training_tokens",
+           "dead_feature_window", "n_batches_for_norm_estimate", "decoder_init_norm")
 PASS_REAL = ("pass the real ones with --base runner_cfg.json (SAELens' runner saves it beside cfg.json) or a saelab "
              "config.json holding them")
 
@@ -77,6 +82,11 @@ def from_saelens(cfg: dict[str, Any]) -> Mapped:
     training settings it lacks). Raises ValueError naming a field saelab cannot honour or does not know."""
     d = flat_fields(cfg)
     check_known("SAELens", d)
+    for key in NUMBERS:
+        value = d.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value
+                                  or value in (float("inf"), float("-inf"))):
+            raise ValueError(f"{key}={value!r} must be a finite number")
     for key, value in d.items():
         if key in REFUSED_WHEN and REFUSED_WHEN[key](value):
             raise ValueError(f"{key}={value!r}: {refusal('SAELens', key)}")
