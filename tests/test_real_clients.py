@@ -33,7 +33,7 @@ def _manifest() -> list[dict]:
 
 
 MANIFEST = _manifest()
-IDS = [f"{m['library']}-{m['architecture']}-{m['kind']}" for m in MANIFEST]
+IDS = [f"{m['library']}-{m.get('case', m['architecture'])}-{m['kind']}" for m in MANIFEST]
 
 
 @pytest.fixture(scope="module")
