@@ -294,7 +294,8 @@ def proof(found: dict[str, Any]) -> str:
             f"({_pct(m['l0_frac'])} of the latents), FVU {m['fvu']:.3g}.")
     if m["meets_margin"]:
         return line + f" That is within the {100 * MIN_EFFECT:.0f}% margin."
-    line += f" That is more than the {100 * MIN_EFFECT:.0f}% margin: the lab found no configuration that brings the deaths under it."
+    line += (f" That is more than the {100 * MIN_EFFECT:.0f}% margin: the lab found no fix that brings the deaths under it "
+             "without a cost (making the SAE dense or reconstructing worse).")
     tested = [r for r in found.get("ranking", []) if isinstance(r.get("final_dead", {}).get("with_fix"), (int, float))]
     if tested:
         best = min(tested, key=lambda r: r["final_dead"]["with_fix"])
