@@ -10,7 +10,8 @@ the fields it leaves open).
     .venv/bin/python benchmarks/planted_lab.py [--only NAME ...] [--out DIR]
 
 A case passes when the planted cause is first, or confirmed and tied with the first within the
-spread over replicates (``tied``: ``answer.ranking`` cannot order them). Prints one line per case:
+spread over replicates (``tied``: ``answer.ranking`` cannot order them), and, for issue 21's cases
+(``LAB_CASES``, each with a healthy control lab), the control does not confirm it. Prints one line per case:
 the answer's first three causes with their verdicts and peak dead
 fractions (base -> with the fix), and the wall time of the lab.
 """
@@ -25,7 +26,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from planted_causes import CASES, parse_args  # noqa: E402
+from planted_causes import CASES, SMALL, TOPK, merge, parse_args  # noqa: E402
+
+# issue 21's whole-lab cases: (planted base, healthy control, the hypothesis that must come first)
+LAB_CASES = {
+    # LR 30x too high on an L1 SAE: phase 01's alpha x0.01 / x0.1 arms compete with phase 02's LR arms;
+    # L1 down keeps latents alive by making the SAE dense, so the cost weighing must put LR first
+    "lr too high, l1 down also works": (merge(SMALL, {"optim": {"lr": 0.1}}), SMALL, "H9"),
+    # alpha 33x the healthy one: the SAE collapses (FVU ~1, L0 < 1 per row), few latents "never fire"
+    "l1 so strong the sae collapses": (merge(SMALL, {"penalty": {"alpha": 0.33}, "steps": 600}), merge(SMALL, {"steps": 600}), "H1s"),
+    # TopK k = 2 of 512 latents: k x4 leaves most dead; the dose search tries k x16, x64
+    "topk k=2 of 512, dosed": (merge(SMALL, merge(TOPK, {"sae": {"d_sae": 512, "k": 2}})),
+                               merge(SMALL, merge(TOPK, {"sae": {"d_sae": 512, "k": 32}})), "H16"),
+}
 
 
 def lab(base: dict, out: Path) -> dict:
@@ -46,12 +59,15 @@ def main() -> int:
     args, root = parse_args(__doc__, "planted-lab-")
     ok = True
     pct = lambda v: "?" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-    for name, (_stem, planted, _control, _params, hid) in CASES.items():
+    cases = {name: (planted, None, hid) for name, (_stem, planted, _control, _params, hid) in CASES.items()} | LAB_CASES
+    for name, (planted, control, hid) in cases.items():
         if args.only and name not in args.only:
             continue
         t0 = time.perf_counter()
         try:
-            ranked = lab(planted, root / name.replace(" ", "_"))["ranking"]
+            found = lab(planted, root / name.replace(" ", "_").replace(",", ""))
+            ranked = found["ranking"]
+            ctrl = lab(control, root / (name.replace(" ", "_").replace(",", "") + "_control"))["ranking"] if control else None
         except RuntimeError as e:
             print(f"FAIL {name:28s} {e}", flush=True)
             ok = False
@@ -60,14 +76,19 @@ def main() -> int:
         at = ids.index(hid) if hid in ids else -1
         first = at == 0 and ranked[0]["verdict"] == "confirmed"
         tied = at > 0 and ranked[at]["verdict"] == "confirmed" and all(r.get("tied_with_above") for r in ranked[1:at + 1])
-        good = first or tied
+        in_control = next((r["verdict"] for r in ctrl or [] if r["id"] == hid), "not ranked")
+        good = (first or tied) and in_control != "confirmed"
         ok &= good
         cost = lambda r: f" ({r['cost']})" if r.get("cost") else " (costs reconstruction)" if r.get("costs_reconstruction") else ""  # noqa: E731
         top = "; ".join(f"{'= ' if r.get('tied_with_above') else ''}{r['id']} {r['verdict']}{cost(r)} "
                         f"{pct(r['peak_dead']['base'])} -> {pct(r['peak_dead']['with_fix'])}"
                         for r in ranked[:3]) or "no cause ranked"
+        m = found.get("fixed_run") or {}
+        proof = f"; fixed run: {pct(m.get('dead'))} dead, L0 {m.get('l0', float('nan')):.3g}" if m else ""
+        control_line = f"; control {hid}: {in_control}" if ctrl is not None else ""
         print(
-            f"{'ok ' if first else 'tied' if tied else 'MISS'} {name:28s} planted {hid}; answer: {top} ({time.perf_counter() - t0:.0f} s)",
+            f"{'ok ' if first else 'tied' if tied else 'MISS'} {name:28s} planted {hid} (rank {at + 1 if at >= 0 else '-'}); "
+            f"answer: {top}{proof}{control_line} ({time.perf_counter() - t0:.0f} s)",
             flush=True,
         )
     return 0 if ok else 1

@@ -20,6 +20,7 @@ from saelab.interop.inspection import default_chunk_rows, inspect, lab_command, 
 from saelab.interop.logs import autopsy_log
 from saelab.lab.base import PROFILES, load_base
 from saelab.lab.datacheck import INIT_ROWS, check, format_check
+from saelab.lab.dose import DOSE_BUDGET
 from saelab.lab.params import check_parameters
 from saelab.report.batch import rerender, run_lab
 from saelab.report.pages import autopsy_page, inspect_page
@@ -64,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
                           "(a running scheduler) or slurm (workers as SLURM jobs); default: in this process")
     lab.add_argument("--cluster-config", type=Path, metavar="FILE",
                      help="SLURMCluster options for --cluster slurm (YAML or JSON; see the README)")
+    lab.add_argument("--dose-budget", type=int, default=DOSE_BUDGET, metavar="N",
+                     help="extra arms the dose search may train (each over every replicate) for confirmed causes whose fix "
+                          f"still leaves more than 5%% dead; 0: no search (default {DOSE_BUDGET})")
     lab.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
                      help="extra notebook parameter passed to every phase (value parsed as JSON when possible)")
     chk = sub.add_parser("check-data", help="what the activations say before training: outlier severity, norms, "
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             params = absolute_paths(params)  # once, here: the notebooks' kernels run in other folders
             # run_lab plans every phase (base, arms, data) before anything is trained or written
             return run_lab(profile=args.profile, out=args.out, only=only, parameters=params or None, force=args.force,
-                           cluster=spec)
+                           cluster=spec, dose_budget=args.dose_budget)
         if args.command in ("inspect", "autopsy", "export"):
             return {"inspect": _inspect, "autopsy": _autopsy, "export": _export}[args.command](args)
         if args.command == "check-data":

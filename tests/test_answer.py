@@ -29,11 +29,14 @@ def test_ranking_puts_confirmed_causes_first_by_the_deaths_their_fix_removes():
     assert set(ranked[0]["peak_dead"]) == {"base", "with_fix", "fall"}  # no spread in these numbers: none shown
     assert ranked[0]["peak_dead"]["fall"] == 0.3 and ranked[0]["final_dead"]["with_fix"] == 0.4 - 0.15
     assert answer.fixed_changes(ranked) == {"sae.b_dec_init": "mean", "sae.apply_b_dec_to_input": True, "resample.strategy": "off"}
-    enough = answer.ranking(
-        [cause("H8", "confirmed", 0.48, {"sae.b_dec_init": "mean"}), cause("H3", "confirmed", 0.3, {"resample.strategy": "off"})]
-    )
-    assert answer.fixed_changes(enough) == {"sae.b_dec_init": "mean"}  # 50% -> 2% dead: the smallest change is enough
+    h8 = cause("H8", "confirmed", 0.48, {"sae.b_dec_init": "mean"})
+    h8["numbers"]["fix_final_dead"] = 0.02
+    enough = answer.ranking([h8, cause("H3", "confirmed", 0.3, {"resample.strategy": "off"})])
+    assert answer.fixed_changes(enough) == {"sae.b_dec_init": "mean"}  # 40% -> 2% dead at the end: the smallest change is enough
     assert enough[1]["combined"] is False and "not needed" in enough[1]["why"]
+    h8["numbers"]["fix_final_dead"] = 0.16  # 2% at the peak but 16% left at the end: not enough, the next fix is added
+    assert answer.fixed_changes(answer.ranking([h8, cause("H3", "confirmed", 0.3, {"resample.strategy": "off"})])) == {
+        "sae.b_dec_init": "mean", "resample.strategy": "off"}
     clash = answer.ranking(
         [cause("H1s", "confirmed", 0.3, {"penalty.alpha": 0.01}), cause("H1x", "confirmed", 0.2, {"penalty.alpha": 0.1})]
     )

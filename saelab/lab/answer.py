@@ -24,8 +24,8 @@ from typing import Any
 
 from saelab.config import RunConfig
 from saelab.fileio import write_json
-from saelab.lab.base import STEP_FIELDS, Base
-from saelab.lab.hypothesis import MIN_EFFECT, SPREAD_FACTOR
+from saelab.lab.base import STEP_FIELDS, Base, file_rows
+from saelab.lab.hypothesis import MIN_EFFECT, SPREAD_FACTOR, health
 from saelab.lab.verdicts import (
     DEAD_MAX,
     L0_RANGE,
@@ -33,6 +33,7 @@ from saelab.lab.verdicts import (
     RECON_MAX,
     RunsBySeed,
     late_collapses,
+    peak,
     per_seed,
     rule,
     stats,
@@ -105,7 +106,8 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                    "base_frac": n.get("base_final_l0_frac"), "with_fix_frac": n.get(f"{arm}_final_l0_frac")},
             "removed": n.get("removed") if v["verdict"] == "confirmed" else None,
             "margin": n.get("margin"), "replicates": n.get("replicates"),
-            "fix": _fix_lines(fix["changes"]), "fix_changes": fix["changes"], "fix_arm": arm})
+            "fix": _fix_lines(fix["changes"]), "fix_changes": fix["changes"], "fix_arm": arm,
+            **({"dose_search": v["dose_search"], "dose": dose_sentence(v["dose_search"])} if v.get("dose_search") else {})})
     for r in rows:
         # a fix that changes the data (drops rows, reorders them) is measured on other held-out rows:
         # its FVU is not comparable with the base's, so it is not judged a cost
@@ -183,11 +185,13 @@ def _tied(above: dict[str, Any], r: dict[str, Any]) -> bool:
 def fixed_changes(ranked: list[dict[str, Any]], enough: float = MIN_EFFECT) -> dict[str, Any]:
     """The smallest combination of confirmed fixes that brings the latents back: most harmful cause
     first, adding the next fix only while the best fix taken so far still leaves more than
-    ``enough`` of the latents dead at the peak (by its own arm: 26% -> 0% with a centered b_dec needs
-    nothing else). A fix that would set a field an earlier fix already set, to another value, is left
-    out. Each confirmed row gets ``combined`` (True / False) and, when left out, ``why``."""
+    ``enough`` of the latents dead at the end (by its own arm: 26% -> 0% with a centered b_dec needs
+    nothing else; a fix that leaves less dead at the end than at the peak is judged by what it
+    leaves). A fix that would set a field an earlier fix already set, to another value, is left
+    out. Each confirmed row gets ``combined`` (True / False) and, when left out, ``why``. Phase 06
+    trains the result and ``write_answer`` reports what that run measured."""
     out: dict[str, Any] = {}
-    left = float("inf")  # the peak dead fraction the fixes taken so far leave, by the best one's own arm
+    left = float("inf")  # the final dead fraction the fixes taken so far leave, by the best one's own arm
     for r in ranked:
         if r["verdict"] != "confirmed":
             continue
@@ -196,56 +200,155 @@ def fixed_changes(ranked: list[dict[str, Any]], enough: float = MIN_EFFECT) -> d
             r["combined"], r["why"] = False, r["cost"]
             continue
         if left <= enough:
-            r["combined"], r["why"] = False, f"not needed: the fixes above already leave {100 * left:.1f}% dead at the peak"
+            r["combined"], r["why"] = False, f"not needed: the fixes above already leave {100 * left:.1f}% dead by their own arms"
             continue
         if any(k in out and out[k] != v for k, v in ch.items()):
             r["combined"], r["why"] = False, "sets a field an earlier fix already set to another value"
             continue
         r["combined"] = True
         out |= ch
-        with_fix = r["peak_dead"].get("with_fix")
+        with_fix = r["final_dead"].get("with_fix")
         left = min(left, with_fix if isinstance(with_fix, (int, float)) else float("inf"))
     return out
 
 
 def at_base_scale(changes: dict[str, Any], base: Base, sized: RunConfig) -> dict[str, Any]:
     """``changes`` measured on the profile-sized base, for the user's own base: step counts keep
-    their share of the run (a warmup of 10 of 1,000 steps is 100 of the base's 10,000)."""
+    their share of the run (a warmup of 10 of 1,000 steps is 100 of the base's 10,000), and k and
+    AuxK's k their share of the latents (k = 32 of 256 is 256 of 2,048), as ``base.sized`` sized them."""
     out = dict(changes)
     ratio = base.config.steps / sized.steps
     for path in STEP_FIELDS:
         if path in out and isinstance(out[path], int) and ratio != 1:
             out[path] = max(1, round(out[path] * ratio))
+    width = base.config.sae.d_sae / sized.sae.d_sae
+    for path in ("sae.k", "aux.auxk_k"):
+        if path in out and isinstance(out[path], int) and width != 1:
+            out[path] = max(1, min(base.config.sae.d_sae, round(out[path] * width)))
+    return out
+
+
+def on_lab_data(base: Base, sized: RunConfig) -> dict[str, Any]:
+    """What the user's base needs to train on the data the lab trained on (``saelab lab --data``):
+    its source; for a source other than synthetic rows, d_in from the source unless the base pins
+    it, and for a file the held-out rows the lab kept (a quarter of a small file) unless pinned."""
+    src = sized.data.source
+    if src == base.config.data.source:
+        return {}
+    out: dict[str, Any] = {"data.source": src}
+    if src != "synthetic" and "sae.d_in" not in base.pinned:
+        out["sae.d_in"] = 0
+    if src.startswith("file:") and "eval_rows" not in base.pinned and (rows := file_rows(src)):
+        out["eval_rows"] = max(1, min(base.config.eval_rows, rows // 4))
     return out
 
 
 def write(out_dir: Path, ranked: list[dict[str, Any]], fixed: RunConfig | None, base: Base,
-          changes: dict[str, Any]) -> Path:
-    """``out_dir/answer.json`` (the ranking, most harmful first, and the fixed configuration) and,
-    when some fix was confirmed, ``out_dir/fixed_config.json`` (train it with ``saelab train
-    --config``)."""
+          changes: dict[str, Any], measured: dict[str, Any] | None = None, search: dict[str, Any] | None = None) -> Path:
+    """``out_dir/answer.json`` (the ranking, most harmful first, the fixed configuration, what its own
+    run measured, and the dose search) and, when some fix was confirmed, ``out_dir/fixed_config.json``
+    (train it with ``saelab train --config``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     answer = {"base": base.name, "base_origin": base.origin, "ranking": [{k: v for k, v in r.items() if k != "fix_changes"}
                                                                         for r in ranked],
-              "fixed_changes": _fix_lines(changes), "fixed_config": fixed.to_dict() if fixed else None}
+              "fixed_changes": _fix_lines(changes), "fixed_config": fixed.to_dict() if fixed else None,
+              "fixed_run": measured, "dose_budget": search}
+    answer["proof"] = proof(answer)
     write_json(out_dir / "answer.json", answer)
     if fixed is not None:
         (out_dir / "fixed_config.json").write_text(fixed.to_json() + "\n")
     return out_dir / "answer.json"
 
 
+def measure(runs: RunsBySeed, arm: str = "fixed") -> dict[str, Any] | None:
+    """What arm ``arm`` measured over the replicates that trained it (means, and sds with several):
+    final and peak dead fraction, L0 per row and as a share of the latents, dense share, FVU in the
+    original space; None when no replicate trained it."""
+    mine = [r[arm] for r in runs.values() if arm in r]
+    if not mine:
+        return None
+    hs = [health(r) for r in mine]
+    cols = {"dead": [h["dead"] for h in hs], "peak_dead": [peak(r, "dead_frac") for r in mine], "l0": [h["l0"] for h in hs],
+            "l0_frac": [h["l0_frac"] for h in hs], "dense": [h["dense"] for h in hs], "fvu": [h["fvu"] for h in hs]}
+    out: dict[str, Any] = {"arm": arm, "replicates": len(mine)}
+    for k, v in cols.items():
+        st = stats(v)
+        out[k] = st["mean"]
+        if len(mine) > 1:
+            out[f"{k}_sd"] = st["sd"]
+    out["meets_margin"] = bool(out["dead"] <= MIN_EFFECT)
+    return out
+
+
+def proof(found: dict[str, Any]) -> str:
+    """What the fixed configuration's own run (phase 06, arm ``fixed``) measured, as a sentence;
+    when it leaves more than MIN_EFFECT dead, says so, names the best tested change (the ranked fix
+    that left the fewest dead by its own arm) with its number, and what remains. "" before phase
+    06 trained it (or when there is no fixed configuration)."""
+    m = found.get("fixed_run")
+    if not found.get("fixed_config") or not m:
+        return ""
+    line = (f"Its own run (phase 06, arm `fixed`, {m['replicates']} replicate{'s' * (m['replicates'] != 1)}) measured: "
+            f"{_pct(m['dead'])} of the latents dead at the end (peak {_pct(m['peak_dead'])}), L0 {m['l0']:.3g} per row "
+            f"({_pct(m['l0_frac'])} of the latents), FVU {m['fvu']:.3g}.")
+    if m["meets_margin"]:
+        return line + f" That is within the {100 * MIN_EFFECT:.0f}% margin."
+    line += (f" That is more than the {100 * MIN_EFFECT:.0f}% margin: the lab found no fix that brings the deaths under it "
+             "without a cost (making the SAE dense or reconstructing worse).")
+    tested = [r for r in found.get("ranking", []) if isinstance(r.get("final_dead", {}).get("with_fix"), (int, float))]
+    if tested:
+        best = min(tested, key=lambda r: r["final_dead"]["with_fix"])
+        left = best["final_dead"]["with_fix"]
+        line += (f" The best tested change is {best['id']} ({' '.join('--set ' + x for x in best['fix'])}): its own arm left "
+                 f"{_pct(left)} dead at the end (base {_pct(best['final_dead'].get('base'))}); {_pct(left)} of the latents remain dead "
+                 f"with it" + (f" ({best['dose']})" if best.get("dose") else "") + ".")
+    return line
+
+
+def _pct(v: Any) -> str:
+    return f"{100 * v:.1f}%" if isinstance(v, (int, float)) and math.isfinite(v) else "?"
+
+
+def dose_sentence(search: dict[str, Any]) -> str:
+    """The dose search of one cause in words: the phase's fix and what it left, each dose tried and
+    what it left, how it ended."""
+    def one(t: dict[str, Any]) -> str:
+        what = " ".join(_fix_lines(t.get("changes") or {}))
+        note = t["verdict"] if t.get("verdict") not in (None, "confirmed") else t.get("cost") or ""
+        return f"{what}: {_pct(t.get('final_dead'))} dead" + (f" ({note})" if note else "")
+    tried = search.get("tried") or []
+    first = search.get("first") or {}
+    text = f"dose search: the phase's {one(first)}; " + ("; ".join(one(t) for t in tried) or "no stronger dose tried")
+    ending = {"met": "met the margin", "ladder exhausted": "no stronger dose left", "budget spent": "the budget of extra arms ran out",
+              "costs": "stopped: that dose keeps the latents alive at a cost"}
+    return text + f" ({ending.get(search.get('outcome'), search.get('outcome') or '')})"
+
+
 def write_answer(run: Any) -> dict[str, Any]:
-    """After training phase 06: rank the other phases' causes, save ``answer.json`` and (when a cause
-    was confirmed) ``fixed_config.json`` at the user's own scale in ``run.out_dir``; returns the
-    answer (``saelab.lab.answer.write``)."""
+    """After training phase 06: rank the other phases' causes (each searched cause at its chosen
+    dose, saelab.lab.dose), save ``answer.json`` with what the fixed configuration's own run (arm
+    ``fixed``) measured and, when a cause was confirmed, ``fixed_config.json``: the user's base at
+    its own scale, on the data the lab trained on, with the fixes; returns the answer."""
     built = run.built[run.seeds[0]]
     ranked = ranking(built.ctx.prior_verdicts)
     changes = fixed_changes(ranked)
     user = at_base_scale(changes, run.base, built.ctx.base) if changes else {}
-    fixed_cfg = run.base.config.with_overrides(user) if user else None
-    path = write(run.out_dir, ranked, fixed_cfg, run.base, user)
+    fixed_cfg = run.base.config.with_overrides(on_lab_data(run.base, built.ctx.base) | user) if user else None
+    searched = [v["dose_search"] for v in built.ctx.prior_verdicts if v.get("dose_search")]
+    search = {k: searched[0][k] for k in ("budget", "used")} if searched else None
+    measured = measure(run.runs, "fixed") if run.runs and "fixed" in built.plan.arms else None
+    path = write(run.out_dir, ranked, fixed_cfg, run.base, user, measured, search)
     return json.loads(path.read_text())
+
+
+def no_fixed(found: dict[str, Any]) -> str:
+    """Why there is no fixed configuration: nothing confirmed, or every confirmed fix costs."""
+    costly = [r for r in found.get("ranking", []) if r.get("verdict") == "confirmed"]
+    if not costly:
+        return "No cause was confirmed, so there is no fixed configuration to train."
+    return ("No fixed configuration: every confirmed fix keeps the latents alive only at a cost ("
+            + "; ".join(f"{r['id']}: {r.get('why') or r.get('cost')}" for r in costly) + "), so none is prescribed.")
 
 
 def markdown(found: dict[str, Any]) -> str:
@@ -265,13 +368,21 @@ def markdown(found: dict[str, Any]) -> str:
                      f"| {' '.join(md_code(f'--set {x}') for x in r['fix'])}"
                      + (f" (not in the fixed configuration: {md_text(r['why'])})" if r.get("combined") is False else "")
                      + (" (tied with the cause above within the spread)" if r.get("tied_with_above") else "") + " |")
+    doses = [r for r in found["ranking"] if r.get("dose")]
+    if doses:
+        budget = found.get("dose_budget") or {}
+        lines += ["", f"Dose search (stronger doses of a confirmed cause's one factor while its fix leaves more than 5% dead; "
+                  f"{budget.get('used', '?')} of a budget of {budget.get('budget', '?')} extra arms used):", ""]
+        lines += [f"- {md_text(r['id'])}: {md_text(r['dose'])}" for r in doses]
     if found["fixed_config"]:
-        lines += ["", "Fixed configuration (the smallest set of confirmed fixes, most harmful cause first, that leaves no more "
-                  "than 5% of the latents dead by their own arms; at your base's own scale): "
+        lines += ["", "Fixed configuration (the confirmed fixes, most harmful cause first, added until one leaves no more "
+                  "than 5% of the latents dead by its own arm; at your base's own scale, on the lab's data): "
                   + " ".join(md_code(f"--set {x}") for x in found["fixed_changes"]) + "; saved as `fixed_config.json` "
                   "(train it with `saelab train --config fixed_config.json`)."]
+        if found.get("proof"):
+            lines += ["", md_text(found["proof"])]
     else:
-        lines += ["", "No cause was confirmed, so there is no fixed configuration to train."]
+        lines += ["", no_fixed(found)]
     return "\n".join(lines)
 
 

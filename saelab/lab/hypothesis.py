@@ -62,6 +62,10 @@ class Hypothesis:
     arms: Callable[[Context], list[Arm]]
     judge: Callable[[RunsBySeed, Context, list[Arm]], dict | list[dict]]
     source: str = ""  # where the hypothesis comes from (the seed's plan, a paper)
+    # the dose ladder of its one factor, weakest first (lr x0.3, x0.1, x0.03 ...): what the lab's dose
+    # search (saelab.lab.dose) tries, one dose at a time, when the confirmed fix still leaves more than
+    # MIN_EFFECT dead; None: the factor has no stronger dose (a switch, or already at its limit)
+    doses: Callable[[Context], list[Arm]] | None = None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from saelab.config import RunConfig, field_paths
 from saelab.data.sources import make_source, resolve
 from saelab.execution.jobs import Job, job_state, load_job, run_job
 from saelab.fileio import read_json, write_json
+from saelab.lab import dose
 from saelab.lab.answer import load_phase_verdicts
 from saelab.lab.base import DEFAULT_BASE, PROFILES, Base, Profile, get_profile, load_base, sized  # noqa: F401 (re-exported)
 from saelab.lab.causes import PHASES
@@ -469,8 +470,9 @@ def plan_phase(stem: str, p: Mapping[str, Any], base: Base | None = None) -> Pha
     base = load_base(p["base"]) if base is None else base
     own = {n: p[n] for n in phase.params}
     prior: tuple[dict, ...] = ()
-    if phase.reads_prior:  # the other phases of this lab write their verdicts beside this phase's folder
-        prior = tuple(load_phase_verdicts(Path(p["out_dir"]).parent, skip=stem))
+    if phase.reads_prior:  # the other phases of this lab write their verdicts beside this phase's folder; the
+        root = Path(p["out_dir"]).parent  # lab's dose search (saelab.lab.dose) puts each cause's chosen dose in place
+        prior = tuple(dose.apply(load_phase_verdicts(root, skip=stem), dose.read(root)))
     built = {s: build(stem, p["profile"], s, base, p["source"], p["steps"], p["data_mean_offset"], dict(p["overrides"]),
                       prior, **own) for s in seeds}
     return PhaseRun(phase, profile, seeds, Path(p["out_dir"]), own, built, base, dict(p["overrides"]), explorer=p["explorer"],

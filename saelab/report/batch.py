@@ -34,6 +34,7 @@ from typing import Any
 from saelab.execution import cluster as clusters
 from saelab.execution.jobs import Job, phase_dir_state
 from saelab.fileio import write_atomic
+from saelab.lab import dose
 from saelab.lab.causes import PHASES
 from saelab.lab.params import check_parameters, mirrors
 from saelab.lab.phases import plan_phase, validate
@@ -274,6 +275,7 @@ def run_lab(
     progress: bool = True,
     force: bool = False,
     cluster: Any = None,
+    dose_budget: int = dose.DOSE_BUDGET,
 ) -> int:
     """Run the phase notebooks (sorted; ``only`` filters by number or stem) with papermill,
     passing ``profile``, ``out_dir=out/runs/<stem>`` and ``parameters``; write each executed
@@ -284,8 +286,10 @@ def run_lab(
     this process); each phase's notebook runs once its jobs are done and finds its runs trained.
     A finished job is never retrained and a half-finished one resumes from its checkpoint, so a
     rerun after an interruption picks up where it stopped. A phase that reads the others' verdicts
-    (06) is planned once their jobs are done (``plan_later``). A failing job is reported by name
-    and fails its phase; the other jobs and phases go on.
+    (06) is planned once their jobs are done (``plan_later``), after the dose search
+    (saelab.lab.dose: at most ``dose_budget`` extra arms, stronger doses of a confirmed cause's one
+    factor while its fix leaves more than 5% dead). A failing job is reported by name and fails
+    its phase; the other jobs and phases go on.
 
     An ``out`` that already holds a report is refused unless ``force``; then a phase that fails
     keeps its previous good result (see ``run_phase``). Every parameter name must be a parameter
@@ -295,12 +299,14 @@ def run_lab(
     out = Path(out).resolve()
     notebooks = find_notebooks(Path(notebooks_dir), only)
     _check_lab_parameters(notebooks, parameters or {})  # issue 14: before anything is written
+    if isinstance(dose_budget, bool) or not isinstance(dose_budget, int) or dose_budget < 0:
+        raise ValueError(f"--dose-budget {dose_budget!r}: must be an integer >= 0 (extra arms; 0: no dose search)")
     if not force and _holds_report(out):
         raise ValueError(f"{out} already holds a report; pass --force to rerun phases into it (a phase that fails "
                          f"keeps its previous result), or choose another --out")
     plan = plan_lab(profile, [nb.stem for nb in notebooks], parameters or {}, out)  # ValueError before anything is written
     runner = clusters.start(cluster, progress, log_dir=out / "logs")  # an unreachable cluster is refused before anything is written
-    batch = _Batch(plan, notebooks, runner, progress, cluster, started)
+    batch = _Batch(plan, notebooks, runner, progress, cluster, started, dose_budget)
     try:
         batch.run()
     finally:
@@ -316,8 +322,9 @@ class _Batch:
     notebook executed as soon as its jobs are done; the index rewritten after every phase."""
 
     def __init__(self, plan: LabPlan, notebooks: list[Path], runner: Any, progress: bool, cluster: Any,
-                 started: float) -> None:
+                 started: float, dose_budget: int = dose.DOSE_BUDGET) -> None:
         self.plan, self.notebooks, self.runner, self.cluster = plan, notebooks, runner, cluster
+        self.dose_budget = dose_budget
         self.started = started  # time.perf_counter() when run_lab began: the index's wall clock (lab.json)
         self.say = runner.write if progress else (lambda line: None)
         self.submitted: set[str] = set()
@@ -364,9 +371,28 @@ class _Batch:
                     self.plan.judge(stem)
                 except Exception:  # noqa: BLE001 - then plan after that notebook ran (it reports the problem)
                     return
+        self.dose_search()
         for stem in late:
             self.plan.plan_later(stem)
         self.submit(late)
+
+    def dose_search(self) -> None:
+        """Rounds of stronger doses (saelab.lab.dose) for the first-wave phases' confirmed causes whose
+        fix leaves more than 5% dead, each round's jobs trained before the next is planned, until
+        every cause meets the margin or runs out of doses or budget; runs/dose/doses.json records it
+        for phase 06. A lab with no first-wave phase (``--only 06``) keeps the search on disk."""
+        runs = {s: self.plan.runs[s] for s in self.plan.first if s in self.plan.runs}
+        if not runs:
+            return
+        search = dose.DoseSearch(runs, self.plan.out / "runs", self.dose_budget)
+        while jobs := search.next_round():
+            self.say(f"dose search, round {search.round}: " + ", ".join(
+                f"{c.h.id} {c.tried[-1]['arm']}" for c in dict.fromkeys(search.arms.values())))
+            self.runner.submit(jobs)
+            search.judge_round(self.runner.wait(j.name for j in jobs))
+        rec = search.write()
+        for c in rec["causes"]:
+            self.say(f"dose search: {c['id']} {c['outcome']}" + (f", chosen {c['chosen']}" if c["chosen"] else ""))
 
     def execute(self, nb: Path) -> None:
         """Wait for the phase's jobs, run its notebook, and rewrite results.json and the index."""

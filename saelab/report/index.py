@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from saelab.fileio import write_atomic
+from saelab.lab.answer import no_fixed
 from saelab.lab.wording import MEANING_TITLE, indication_note, meaning_of, shown, what_it_means
 from saelab.report.html import CSS, badge, csp_meta, e, glossary_html, provenance_line, term, verdict_badge
 from saelab.report.tables import validation_table
@@ -126,6 +127,8 @@ def answer_section(found: Mapping[str, Any] | None) -> str:
                      f'{e(_num(fv.get("with_fix")))}</div>')
         if r.get("removed") == "collapse":
             note += '<div class="muted">removes a collapse (the SAE reconstructed nothing), not deaths</div>'
+        if r.get("dose"):  # the stronger doses tried (saelab.lab.dose) and what each left
+            note += f'<div class="muted">{e(r["dose"])}</div>'
         tie = ' title="tied with the cause above: the difference is within the spread"' if r.get("tied_with_above") else ""
         rows.append(f"<tr><td{tie}>{'=' if tie else i}</td>"
                     f"<td><b>{e(r.get('id', ''))}</b> {e(str(r.get('cause', '')).split(' · ', 1)[-1])}"
@@ -143,14 +146,19 @@ def answer_section(found: Mapping[str, Any] | None) -> str:
              "that do not; = marks a cause tied with the one above within the spread. Red: the cause kills latents in this setup.</p>")
     if found.get("fixed_config"):
         sets = " ".join(f"--set {x}" for x in found.get("fixed_changes", []))
-        fixed = ("<h3>The fixed configuration</h3><p>The smallest set of confirmed fixes, most harmful cause first, "
-                 "that leaves no more than 5% of the latents dead by their own arms, at your base's own scale: "
+        proof = f'<p class="lead">{e(found["proof"])}</p>' if found.get("proof") else ""
+        budget = found.get("dose_budget") or {}
+        spent = (f'<p class="muted">Dose search: {e(budget.get("used"))} of a budget of {e(budget.get("budget"))} extra arms '
+                 "trained (saelab lab --dose-budget).</p>") if budget else ""
+        fixed = ("<h3>The fixed configuration</h3><p>The confirmed fixes, most harmful cause first, added until one "
+                 "leaves no more than 5% of the latents dead by its own arm, at your base's own scale and on the lab's data: "
                  + " ".join(f"<code>--set {e(x)}</code>" for x in found.get("fixed_changes", []))
-                 + '. Saved as <a href="fixed_config.json">fixed_config.json</a> beside this page; train it, from this folder, with</p>'
+                 + f".</p>{proof}{spent}"
+                 + '<p>Saved as <a href="fixed_config.json">fixed_config.json</a> beside this page; train it, from this folder, with</p>'
                  f'<pre class="cmd">saelab train --config fixed_config.json --out reports/fixed</pre>'
                  f'<p class="muted">or on your own base: <code>saelab train --config &lt;your config&gt; {e(sets)}</code></p>')
     else:
-        fixed = "<p>No cause was confirmed, so there is no fixed configuration to train.</p>"
+        fixed = f"<p>{e(no_fixed(found))}</p>"
     # the figure: the causes not refuted (the ones that matter), else the three most harmful
     shown = [r for r in ranking if r.get("verdict") != "refuted"][:MAX_BARS] or ranking[:3]
     figure = answer_bars_svg(shown)

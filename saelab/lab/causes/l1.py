@@ -33,9 +33,12 @@ def _multipliers(ctx: Context, stronger: bool) -> list[float]:
     return [float(m) for m in ms if (m > 1 if stronger else m < 1)]
 
 
-def _alpha_arms(ctx: Context, stronger: bool) -> list[Arm]:
+def _alpha_arms(ctx: Context, stronger: bool, multipliers: list[float] | None = None) -> list[Arm]:
     a = ctx.base.penalty.alpha
-    return [Arm(f"alpha_x{m:g}", {"penalty.alpha": a * m}) for m in _multipliers(ctx, stronger)]
+    return [Arm(f"alpha_x{m:g}", {"penalty.alpha": a * m}) for m in (multipliers or _multipliers(ctx, stronger))]
+
+
+ALPHA_DOSES = [0.3, 0.1, 0.03, 0.01, 0.003, 0.001]  # H1s's dose ladder: alpha down in ~3x steps (saelab.lab.dose)
 
 
 def _judge_weak(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
@@ -160,7 +163,8 @@ def _form_applies(ctx: Context) -> str | None:
 H1 = Hypothesis("H1", "the L1 penalty is too weak: the code stays dense", "cause", PENALTY, has_l1,
                 lambda ctx: _alpha_arms(ctx, True), _judge_weak, source="seeds/004 Bug #1")
 H1S = Hypothesis("H1s", "the L1 penalty is too strong: it kills latents", "cause", PENALTY, has_l1,
-                 lambda ctx: _alpha_arms(ctx, False), _judge_strong, source="Bricken 2023; Conerly 2024 (dead latents at large alpha)")
+                 lambda ctx: _alpha_arms(ctx, False), _judge_strong, source="Bricken 2023; Conerly 2024 (dead latents at large alpha)",
+                 doses=lambda ctx: _alpha_arms(ctx, False, ALPHA_DOSES))
 H1A = Hypothesis("H1a", "the L1 reduction form matters beyond its scale", "cause", PENALTY, _form_applies, _form_arms, _judge_form,
                  source="seeds/004 Hypothesis 1a")
 H1B = Hypothesis("H1b", "the seed's Task 2.2 alpha rescale (alpha x d_sae) is a working fix", "remedy", PENALTY, _task22_applies,
@@ -184,9 +188,17 @@ def _k_arms(ctx: Context) -> list[Arm]:
     ms = ctx.params["sae_k_multipliers"]
     if not isinstance(ms, (list, tuple)) or any(isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 1 for m in ms):
         raise ValueError(f"sae_k_multipliers={ms!r} must be a list of numbers > 1")
+    return _k_values(ctx, ms)
+
+
+def _k_values(ctx: Context, ms: list[float], most: int | None = None) -> list[Arm]:
     k, S = ctx.base.sae.k, ctx.base.sae.d_sae
-    ks = dict.fromkeys(min(S, max(k + 1, round(k * m))) for m in ms)
-    return [Arm(f"k_{v}", {"sae.k": v}) for v in ks if v != k]
+    ks = dict.fromkeys(min(most or S, max(k + 1, round(k * m))) for m in ms)
+    return [Arm(f"k_{v}", {"sae.k": v}) for v in ks if v != k and v <= S]
+
+
+K_DOSES = [4, 16, 64]  # H16's dose ladder: k x4, x16 (k = 2 of 2,048 -> 32, Gao's healthy range), x64; at most half
+# the latents (k = d_sae is no sparse code)
 
 
 def _judge_k(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
@@ -222,9 +234,12 @@ def _jumprelu(ctx: Context) -> str | None:
     return None if arch == "jumprelu" else f"the base is a {arch} SAE: it has no JumpReLU threshold"
 
 
-def _threshold_arms(ctx: Context) -> list[Arm]:
+def _threshold_arms(ctx: Context, ms: tuple[float, ...] = (0.1, 0.01)) -> list[Arm]:
     t = ctx.base.sae.jumprelu_threshold
-    return [Arm(f"threshold_x{m:g}", {"sae.jumprelu_threshold": t * m}) for m in (0.1, 0.01) if t > 0]
+    return [Arm(f"threshold_x{m:g}", {"sae.jumprelu_threshold": t * m}) for m in ms if t > 0]
+
+
+THRESHOLD_DOSES = (0.1, 0.01, 0.001)  # H12's dose ladder: the starting threshold down 10x at a time
 
 
 def _judge_threshold(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
@@ -237,11 +252,12 @@ def _judge_threshold(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
 
 
 H16 = Hypothesis("H16", "k is too small: latents never win a top-k slot", "cause", ("sae.k",), _topk, _k_arms, _judge_k,
-                 source="Gao et al. 2024 (dead latents vs k)")
+                 source="Gao et al. 2024 (dead latents vs k)", doses=lambda ctx: _k_values(ctx, K_DOSES, ctx.base.sae.d_sae // 2))
 H17 = Hypothesis("H17", "without AuxK, dead TopK latents stay dead", "cause", ("aux.auxk_coef", "aux.auxk_k", "tracking.dead_tokens"),
                  _auxk_applies, _auxk_arm, _judge_auxk, source="Gao et al. 2024, AuxK")
 H12 = Hypothesis("H12", "the JumpReLU threshold starts too high", "cause", ("sae.jumprelu_threshold",), _jumprelu, _threshold_arms,
-                 _judge_threshold, source="Rajamanoharan et al. 2024 (threshold init 0.001)")
+                 _judge_threshold, source="Rajamanoharan et al. 2024 (threshold init 0.001)",
+                 doses=lambda ctx: _threshold_arms(ctx, THRESHOLD_DOSES))
 
 INTRO = """An L1 penalty at the wrong strength either leaves the code dense (too weak: the seed's Bug #1,
 `z.abs().mean()` divides by batch x latents) or kills latents (too strong). The arms change only the

@@ -80,8 +80,12 @@ def _judge_jump(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
                                             "largest_change_step": at})
 
 
-def _lr_arms(ctx: Context, higher: bool) -> list[Arm]:
-    ms = ctx.params["optim_lr_multipliers"]
+LR_DOWN = [0.3, 0.1, 0.03, 0.01]  # H9's dose ladder (saelab.lab.dose): the peak LR down in ~3x steps
+LR_UP = [3, 10, 30]  # H10's
+
+
+def _lr_arms(ctx: Context, higher: bool, ladder: list[float] | None = None) -> list[Arm]:
+    ms = ctx.params["optim_lr_multipliers"] if ladder is None else ladder
     if not isinstance(ms, (list, tuple)) or any(isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 for m in ms):
         raise ValueError(f"optim_lr_multipliers={ms!r} must be a list of numbers > 0")
     lr = ctx.base.optim.lr
@@ -111,10 +115,10 @@ def _judge_momentum(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
 
 H9 = Hypothesis("H9", "the learning rate is too high: it kills latents", "cause", ("optim.lr",), lambda ctx: None,
                 lambda ctx: _lr_arms(ctx, False), lambda runs, ctx, arms: _judge_lr(H9, "lower")(runs, ctx, arms),
-                source="Bricken 2023; Conerly 2024 (dead latents at high LR)")
+                source="Bricken 2023; Conerly 2024 (dead latents at high LR)", doses=lambda ctx: _lr_arms(ctx, False, LR_DOWN))
 H10 = Hypothesis("H10", "the learning rate is too low: dead latents never recover", "cause", ("optim.lr",), lambda ctx: None,
                  lambda ctx: _lr_arms(ctx, True), lambda runs, ctx, arms: _judge_lr(H10, "higher")(runs, ctx, arms),
-                 source="lab")
+                 source="lab", doses=lambda ctx: _lr_arms(ctx, True, LR_UP))
 H14 = Hypothesis("H14", "Adam's momentum carries dying latents past the point of return", "cause", ("optim.beta1",), _momentum,
                  lambda ctx: [Arm("adam_beta1_0", {"optim.beta1": 0.0})], _judge_momentum,
                  source="Kingma & Ba 2015; Anthropic April 2024 (beta1 0)")
