@@ -11,6 +11,7 @@ import pytest
 
 from saelab import config as C
 from saelab.config import PRESETS, RunConfig, field_paths, parse_value, preset, preset_summary
+from saelab.lab.base import flatten
 
 
 def get_path(cfg: RunConfig, path: str) -> Any:
@@ -18,17 +19,6 @@ def get_path(cfg: RunConfig, path: str) -> Any:
     for part in path.split("."):
         node = getattr(node, part)
     return node
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"sae": {"d_sae": 1}} -> {"sae.d_sae": 1}."""
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def cli_text(value: Any) -> str:

@@ -100,7 +100,9 @@ def test_sparsify_maps_its_trainers_own_behaviour():
     c = m.config
     assert c["sae"]["b_dec_init"] == "mean" and c["sae"]["apply_b_dec_to_input"] and c["sae"]["d_sae"] == 256
     assert c["aux"] == {"auxk_coef": 0.03125, "auxk_k": 32} and c["tracking"]["dead_tokens"] == 25600
+    assert c["sae"]["init"] == "tied"  # SparseCoder starts W_dec as the encoder's rows: the lab must not offer that as a fix
     assert any("optimizer=signum" in a for a in m.assumed)
+    assert any(a.startswith("auxk_alpha=0.03125") and "input variance" in a for a in m.assumed)
 
 
 @pytest.mark.parametrize("cfg, message", [

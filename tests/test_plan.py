@@ -67,3 +67,25 @@ def test_a_bad_base_stops_the_plan_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="nope"):
         plan_lab("smoke", list(PHASES), {"base": str(tmp_path / "nope.json")}, tmp_path / "lab")
     assert not (tmp_path / "lab").exists()
+
+
+def test_a_plan_is_stale_when_a_sparsify_trainer_config_changes(tmp_path):
+    """A sparsify SAE's base is its cfg.json and the Trainer's config.json one folder up: the plan's
+    stamp covers both, so an edited auxk_alpha is planned afresh, not read back."""
+    cfg = {"activation": "topk", "expansion_factor": 4, "normalize_decoder": True, "num_latents": 64, "k": 4,
+           "multi_topk": False, "skip_connection": False, "transcode": False, "d_in": 16}
+    train = {"sae": {k: v for k, v in cfg.items() if k != "d_in"}, "batch_size": 64, "grad_acc_steps": 1, "micro_acc_steps": 1,
+             "loss_fn": "fvu", "optimizer": "signum", "lr": None, "lr_warmup_steps": 10, "k_decay_steps": 0, "auxk_alpha": 0.0,
+             "dead_feature_threshold": 25600, "hookpoints": ["layers.0"]}
+    sae = tmp_path / "run" / "layers.0"
+    sae.mkdir(parents=True)
+    (sae / "cfg.json").write_text(json.dumps(cfg))
+    (tmp_path / "run" / "config.json").write_text(json.dumps(train))
+    plan = plan_lab("smoke", ["02_lr_warmup"], {"base": str(sae)}, tmp_path / "lab")
+    plan.write()
+    run = plan.runs["02_lr_warmup"]
+    assert run.base.files == (str(sae / "cfg.json"), str(tmp_path / "run" / "config.json"))
+    ns = namespace(plan, "02_lr_warmup")
+    assert phases.read_plan("02_lr_warmup", ns) is not None  # unchanged: read back
+    (tmp_path / "run" / "config.json").write_text(json.dumps(train | {"auxk_alpha": 0.03125}))
+    assert phases.read_plan("02_lr_warmup", ns) is None  # the Trainer's config changed: planned afresh

@@ -33,7 +33,7 @@ def _manifest() -> list[dict]:
 
 
 MANIFEST = _manifest()
-IDS = [f"{m['library']}-{m['architecture']}-{m['kind']}" for m in MANIFEST]
+IDS = [f"{m['library']}-{m.get('case', m['architecture'])}-{m['kind']}" for m in MANIFEST]
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,8 @@ def test_the_saved_config_is_a_base_every_phase_builds_its_arms_from(sae):
         return
     base = load_base(str(spec))
     if sae["library"] == "sparsify":  # the Trainer's config.json, one folder up, was read too
-        assert base.config.aux.auxk_coef == 1 / 32 and not any("auxk_alpha" in a for a in base.assumed)
+        assert base.config.aux.auxk_coef == 1 / 32 and not any("not in this config" in a for a in base.assumed)
+        assert base.config.sae.init == "tied"  # SparseCoder starts W_dec as a copy of the encoder's rows
     arch = {"standard": "relu", "matryoshka_batchtopk": "batchtopk"}.get(sae["architecture"], sae["architecture"])
     assert base.config.sae.architecture == arch and base.config.sae.d_sae == sae["d_sae"]
     for stem in phases.PHASES:

@@ -2,10 +2,10 @@
 activation file with a planted cause, saved the way each library saves them.
 
     .venv-sae-lens/bin/python tools/real_clients.py OUT      # SAELens: every architecture it trains
-    .venv-sparsify/bin/python tools/real_clients.py OUT      # sparsify: its TopK SparseCoder
+    .venv-sparsify/bin/python tools/real_clients.py OUT      # sparsify: its Trainer, three TopK cases
 
 Run with the client's own interpreter (the script imports only numpy, torch, safetensors and the
-client library, never saelab). It writes, under OUT:
+client library (and transformers, which sparsify's Trainer needs), never saelab). It writes, under OUT:
 
 - ``acts_offset.npy``: the activations, generated here with numpy (independent of saelab's own
   synthetic source): sparse non-negative features in superposition plus a constant offset whose
@@ -21,12 +21,15 @@ client library, never saelab). It writes, under OUT:
   ``runner_cfg.json`` (the ``LanguageModelSAERunnerConfig`` as JSON, the runner's own to_dict).
   Architectures: standard, topk, batchtopk, jumprelu, matryoshka_batchtopk, and gated (which saelab
   refuses by name).
-- ``sparsify/topk/layers.0``: ``SparseCoder.save_to_disk`` (``cfg.json`` + ``sae.safetensors``),
-  and ``sparsify/topk/config.json``, the ``TrainConfig``: where sparsify's Trainer saves them. sparsify's ``Trainer`` runs
-  a Hugging Face model for its activations, so the loop here is the Trainer's own step on rows
-  from the file: its optimizer and learning rate (signum: ScheduleFree SignSGD), its b_dec start at
-  the first batch's mean, its unit-norm decoder and gradient projection, its loss
-  ``fvu + auxk_alpha * auxk_loss`` and its tokens-since-fired counter for the dead mask.
+- ``sparsify/<case>/layers.0``: sparsify's own ``Trainer`` (fit, then its save: ``cfg.json`` +
+  ``sae.safetensors`` in the hookpoint's folder, the ``TrainConfig`` as ``sparsify/<case>/config.json``),
+  its "model" a PreTrainedModel that looks rows of the file up by index (see ``train_sparsify``).
+  Cases: ``topk`` on ``acts_offset.npy`` (the Trainer's mean start removes the offset: not a cause
+  there); ``sinks`` on ``acts_sinks.npy``, the planted cause that survives sparsify's training:
+  the same features without the offset, 2% of the rows replaced by sink rows (one direction, 100x
+  the median norm); ``healthy`` on ``acts_healthy.npy``, the same generator without the sinks (the
+  control). For the sink case sparsify also trains once on the file without rows above 10x the
+  median norm (saelab's one-factor arm), and the manifest records both dead counts.
 - ``manifest.json``: every SAE folder with its library, architecture, the data file and d_in.
 
 Sizes are small (d_in 64, 256 latents, 400 steps of 256 rows): seconds per SAE on a CPU.
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -56,15 +60,17 @@ K = 8
 LR = 1e-3
 DEAD_WINDOW_STEPS = 100  # SAELens dead_feature_window (steps); sparsify's threshold is this many batches of tokens
 SEED = 0
+SINK_FRACTION = 0.02  # the sink case: 2% of rows ...
+SINK_NORM = 100.0  # ... at 100x the median row norm, in one direction
 SAELENS_ARCHS = ("standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk", "gated")
 
 
 # ----- the activations (numpy only) -----------------------------------------------------------
 
 
-def planted_rows(rows: int = ROWS, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+def planted_rows(rows: int = ROWS, seed: int = SEED, offset_norm: float = OFFSET_NORM) -> tuple[np.ndarray, np.ndarray]:
     """(rows [N, D_IN] float32, offset [D_IN]): power-law sparse features on random unit
-    directions, a little noise, and the planted constant offset."""
+    directions, a little noise, and the planted constant offset (none at offset_norm=0)."""
     rng = np.random.default_rng(seed)
     dirs = rng.standard_normal((N_FEATURES, D_IN))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
@@ -75,7 +81,7 @@ def planted_rows(rows: int = ROWS, seed: int = SEED) -> tuple[np.ndarray, np.nda
     x = mags @ dirs + 0.01 * rng.standard_normal((rows, D_IN))
     typical = float(np.median(np.linalg.norm(x, axis=1)))
     offset = rng.standard_normal(D_IN)
-    offset *= OFFSET_NORM * typical / np.linalg.norm(offset)
+    offset *= offset_norm * typical / np.linalg.norm(offset)
     return (x + offset).astype(np.float32), offset.astype(np.float32)
 
 
@@ -149,48 +155,93 @@ def train_saelens(arch: str, x: np.ndarray, out: Path) -> list[dict]:
 # ----- sparsify -------------------------------------------------------------------------------
 
 
-def train_sparsify(x: np.ndarray, out: Path) -> list[dict]:
-    """sparsify's Trainer step on rows from the file (see the module docstring); saved as the
-    Trainer saves: SparseCoder.save_to_disk and TrainConfig.save_json(config.json)."""
-    from schedulefree import ScheduleFreeWrapper
-    from sparsify import SparseCoder, SparseCoderConfig, TrainConfig
-    from sparsify.sign_sgd import SignSGD
+def sink_rows(rows: int = ROWS, seed: int = SEED, fraction: float = SINK_FRACTION) -> np.ndarray:
+    """The sink case's rows [N, D_IN] float32: the same features as ``planted_rows`` without the
+    offset, and ``fraction`` of the rows replaced by sinks: one fixed direction at SINK_NORM times
+    the median row norm plus 1% noise (attention sinks, BOS positions). fraction=0: the healthy
+    control, the same generator without the planted cause."""
+    x, _ = planted_rows(rows, seed, offset_norm=0.0)
+    rng = np.random.default_rng(seed + 1)
+    med = float(np.median(np.linalg.norm(x, axis=1)))
+    v = rng.standard_normal(D_IN)
+    v /= np.linalg.norm(v)
+    sinks = rng.random(rows) < fraction
+    x[sinks] = SINK_NORM * med * v + 0.01 * med * rng.standard_normal((int(sinks.sum()), D_IN))
+    return x.astype(np.float32)
 
-    torch.manual_seed(SEED)
+
+def train_sparsify(case: str, x: np.ndarray, out: Path) -> tuple[Path, int]:
+    """sparsify's own Trainer (Trainer.fit, Trainer.save) on rows of ``x``. Its model is a
+    transformers PreTrainedModel whose one layer looks rows up by index: a "token" is a row of the
+    file, a sequence is one row (ctx_len 1, so TrainConfig.batch_size counts rows, as saelab reads
+    it), and the dataset is STEPS x BATCH row indices in shuffled order (sparsify's CLI shuffles
+    the dataset; the Trainer reads it in order). Everything else is the Trainer's: its signum
+    optimizer and default lr, b_dec started at the first batch's mean, the unit-norm decoder,
+    the AuxK loss on latents silent for dead_feature_threshold tokens, its tokens-since-fired
+    counter. Saved where Trainer.save puts it: <save_dir>/<run_name>/layers.0/ (cfg.json,
+    sae.safetensors) and <run_name>/config.json. Returns (the SAE's folder, dead latents by the
+    Trainer's own count at the end)."""
+    from sparsify import SparseCoderConfig, TrainConfig, Trainer
+    from transformers import PretrainedConfig, PreTrainedModel
+
+    class RowsConfig(PretrainedConfig):
+        model_type = "rows"
+
+    class Rows(PreTrainedModel):
+        config_class = RowsConfig
+
+        def __init__(self, acts: np.ndarray):
+            super().__init__(RowsConfig(num_hidden_layers=1))
+            self.layers = torch.nn.ModuleList([torch.nn.Embedding.from_pretrained(torch.from_numpy(acts), freeze=True)])
+
+        def forward(self, input_ids, **_):
+            return self.layers[0](input_ids)
+
+    class Sequences(torch.utils.data.Dataset):
+        def __init__(self, ids: np.ndarray):
+            self.ids = torch.from_numpy(ids).reshape(-1, 1)
+
+        def __len__(self) -> int:
+            return len(self.ids)
+
+        def __getitem__(self, i: int) -> dict:
+            return {"input_ids": self.ids[i]}
+
+    g = np.random.default_rng(SEED)
+    need = STEPS * BATCH
+    ids = np.concatenate([g.permutation(len(x)) for _ in range(-(-need // len(x)))])[:need]
     cfg = TrainConfig(SparseCoderConfig(k=K, num_latents=D_SAE), batch_size=BATCH, auxk_alpha=1 / 32,
-                      dead_feature_threshold=DEAD_WINDOW_STEPS * BATCH, log_to_wandb=False, run_name="topk",
-                      save_dir=str(out / "sparsify"), hookpoints=["layers.0"])
-    sae = SparseCoder(D_IN, cfg.sae, device="cpu", dtype=torch.float32)
-    lr = cfg.lr or 5e-3 / (sae.num_latents / (2**14)) ** 0.5  # the Trainer's signum default
-    opt = ScheduleFreeWrapper(SignSGD([{"params": sae.parameters(), "lr": lr}]), momentum=0.95)
-    opt.train()
-    since_fired = torch.zeros(sae.num_latents, dtype=torch.long)
-    data = batches(x)
-    for step in range(STEPS):
-        rows = next(data)
-        if step == 0:  # the Trainer centres the preactivations at the first batch
-            sae.b_dec.data = rows.mean(0).to(sae.dtype)
-        if sae.cfg.normalize_decoder:
-            sae.set_decoder_norm_to_unit_norm()
-        dead = since_fired > cfg.dead_feature_threshold if cfg.auxk_alpha > 0 else None
-        o = sae(x=rows, y=rows, dead_mask=dead)
-        (o.fvu + cfg.auxk_alpha * o.auxk_loss + o.multi_topk_fvu / 8).backward()
-        if sae.cfg.normalize_decoder:
-            sae.remove_gradient_parallel_to_decoder_directions()
-        opt.step()
-        opt.zero_grad()
-        with torch.no_grad():
-            fired = torch.zeros(sae.num_latents, dtype=torch.bool)
-            fired[o.latent_indices.flatten()] = True
-            since_fired += len(rows)
-            since_fired[fired] = 0
-    opt.eval()  # the Trainer saves the ScheduleFree average, not the training iterate
-    run = out / "sparsify" / "topk"  # Trainer.save: <save_dir>/<run_name>/<hookpoint>/ and <run_name>/config.json
-    folder = run / cfg.hookpoints[0]
-    sae.save_to_disk(folder)
-    cfg.save_json(run / "config.json")
-    return [{"library": "sparsify", "architecture": "topk", "kind": "final", "folder": str(folder),
-             "trainer_dead": int((since_fired > cfg.dead_feature_threshold).sum())}]
+                      dead_feature_threshold=DEAD_WINDOW_STEPS * BATCH, log_to_wandb=False, run_name=case,
+                      save_dir=str(out / "sparsify"), hookpoints=["layers.0"], init_seeds=[SEED], save_every=10**9)
+    trainer = Trainer(cfg, Sequences(ids), Rows(x))
+    trainer.fit()  # ends with Trainer.save
+    dead = int((trainer.num_tokens_since_fired["layers.0"] > cfg.dead_feature_threshold).sum())
+    return out / "sparsify" / case / "layers.0", dead
+
+
+def sparsify_cases(out: Path) -> list[dict]:
+    """The offset case (the Trainer's mean start removes it), the sink case (planted: sinks kill
+    latents in sparsify's own run), its healthy control, and, for the record, sparsify's own run on
+    the sink file without the rows above 10x the median norm (saelab's one-factor arm; not saved
+    as a fixture)."""
+    x, offset = planted_rows()
+    folder, dead = train_sparsify("topk", x, out)
+    done = [{"architecture": "topk", "folder": str(folder), "trainer_dead": dead, "data": str(out / "acts_offset.npy"),
+             "planted": "offset", "offset_norm": float(np.linalg.norm(offset))}]
+    for case, fraction in (("sinks", SINK_FRACTION), ("healthy", 0.0)):
+        x = sink_rows(fraction=fraction)
+        data = out / f"acts_{case}.npy"
+        np.save(data, x)
+        folder, dead = train_sparsify(case, x, out)
+        entry = {"architecture": "topk", "case": case, "folder": str(folder), "trainer_dead": dead, "data": str(data),
+                 "planted": "sinks" if fraction else "none"}
+        if fraction:
+            norms = np.linalg.norm(x, axis=1)
+            kept = x[norms <= 10 * np.median(norms)]
+            _, entry["trainer_dead_without_cause"] = train_sparsify("sinks_dropped", kept, out / "arm")
+            shutil.rmtree(out / "arm")
+        done.append(entry)
+    return [d | {"library": "sparsify", "kind": "final"} for d in done]
 
 
 def main() -> int:
@@ -219,14 +270,15 @@ def main() -> int:
     done: list[dict] = []
     if library == "saelens":
         for arch in args.only or SAELENS_ARCHS:
-            done += train_saelens(arch, x, out)
+            done += [d | {"data": str(data), "planted": "offset", "offset_norm": float(np.linalg.norm(offset))}
+                     for d in train_saelens(arch, x, out)]
     else:
-        done += train_sparsify(x, out)
+        done += sparsify_cases(out)
     for d in done:
-        d |= {"data": str(data), "d_in": D_IN, "d_sae": D_SAE, "planted": "offset",
-              "offset_norm": float(np.linalg.norm(offset))}
-        print(f"real_clients: {d['library']} {d['architecture']} ({d['kind']}) -> {d['folder']} "
-              f"[dead by the trainer's own count: {d['trainer_dead']} of {D_SAE}]")
+        d |= {"d_in": D_IN, "d_sae": D_SAE}
+        extra = f"; without the cause: {d['trainer_dead_without_cause']}" if "trainer_dead_without_cause" in d else ""
+        print(f"real_clients: {d['library']} {d['architecture']} ({d['kind']}, planted {d['planted']}) -> {d['folder']} "
+              f"[dead by the trainer's own count: {d['trainer_dead']} of {D_SAE}{extra}]")
     manifest = out / "manifest.json"
     old = json.loads(manifest.read_text()) if manifest.exists() else []
     keep = [m for m in old if m["folder"] not in {d["folder"] for d in done}]

@@ -10,17 +10,23 @@ runs on every saved SAE. Exit status 1 when any command that must succeed does n
 exit 0; gated: exit 2 with one line naming it), or when the ranking check fails; the table printed
 names each command, its exit status and its first line.
 
-The ranking check (RANK_ARGS) runs phase 04 (data and init, where H8 the uncentered input lives)
-and phase 06 (the answer) at the smoke profile with three replicates: a cause is confirmed only when
-its fix removes the deaths in every replicate beyond the spread over them, and one replicate has no
-spread to compare with; the other phases' causes (L1 forms, warmup, resampling) cannot act on a TopK
-base with no penalty, no warmup and no resampling, which is what SAELens' and sparsify's configs say.
+The ranking checks (RANK_ARGS) run phase 04 (data and init, where H8 the uncentered input and H23
+the sink rows live) and phase 06 (the answer) at the smoke profile with three replicates: a cause
+is confirmed only when its fix removes the deaths in every replicate beyond the spread over them,
+and one replicate has no spread to compare with; the other phases' causes (L1 forms, warmup,
+resampling) cannot act on a TopK base with no penalty, no warmup and no resampling, which is what
+SAELens' and sparsify's configs say.
 - SAELens TopK: the planted offset must come first (H8 confirmed and ranked first): SAELens 6 starts
   b_dec at zero, so the offset holds most latents below the top k from the first step.
-- sparsify TopK: sparsify's Trainer starts b_dec at the first batch's mean, which removes the
-  offset, so the lab must not blame the offset: H8 is not confirmed. Whatever else it confirms
-  on this base (on 2026-12-04: H11, the tied encoder init, against sparsify's kaiming init) is
-  printed, not asserted: it is the lab's finding, not a planted answer.
+- sparsify TopK on the offset file: sparsify's Trainer starts b_dec at the first batch's mean,
+  which removes the offset, so the lab must not blame the offset: H8 is not confirmed. Whatever
+  else it confirms there is printed, not asserted: it is the lab's finding, not a planted answer.
+- sparsify TopK on the sink file (2% rows at 100x the median norm, one direction): the sinks kill
+  latents in sparsify's own run (the manifest holds its dead count with and without them), so
+  H23 must be confirmed and ranked first, the lab running on sparsify's saved cfg.json and
+  config.json as the base.
+- sparsify TopK on the healthy control (the same generator without the sinks): H23 must not be
+  confirmed.
 """
 
 from __future__ import annotations
@@ -35,8 +41,15 @@ from pathlib import Path
 SAELAB = [sys.executable, "-m", "saelab.cli"]
 REFUSED = {"gated"}  # SAELens architectures saelab refuses by name
 RANK_ARGS = ["--profile", "smoke", "--only", "04,06", "-p", "seeds=[0, 1, 2]"]
-RANKED = {("saelens", "topk", "checkpoint"): "H8"}  # the planted cause: confirmed and first
-NOT_BLAMED = {("sparsify", "topk", "final"): "H8"}  # a cause the library's own training removed: never confirmed
+# the planted cause: confirmed and first
+RANKED = {"saelens-topk-checkpoint": "H8", "sparsify-sinks-final": "H23"}
+# a cause the library's own training removed, or a control without the planted cause: never confirmed
+NOT_BLAMED = {"sparsify-topk-final": "H8", "sparsify-healthy-final": "H23"}
+
+
+def tag_of(m: dict) -> str:
+    """library-case-kind: the case (sparsify's three TopK runs) or the architecture."""
+    return f"{m['library']}-{m.get('case', m['architecture'])}-{m['kind']}"
 
 
 def run(cmd: list[str]) -> tuple[int, str]:
@@ -45,6 +58,14 @@ def run(cmd: list[str]) -> tuple[int, str]:
     progress = re.compile(r"^(jobs:|training jobs|\[\d+/\d+\]|\d+ jobs:)")
     out = [ln.strip() for ln in res.stdout.replace("\r", "\n").splitlines() if ln.strip() and not progress.match(ln.strip())]
     return res.returncode, (errors or out or [""])[0]
+
+
+def described(r: dict) -> str:
+    """A ranked cause, its verdict and its arm's peak dead fraction beside the base's."""
+    peak = r.get("peak_dead") or {}
+    if peak.get("base") is None or peak.get("with_fix") is None:
+        return f"{r['cause']} {r['verdict']}"
+    return f"{r['cause']} {r['verdict']} (peak dead {peak['base']:.1%} -> {peak['with_fix']:.1%})"
 
 
 def base_of(folder: Path) -> Path:
@@ -68,10 +89,13 @@ def main() -> int:
     failed = 0
     for m in manifest:
         folder = Path(m["folder"])
-        tag = f"{m['library']}-{m['architecture']}-{m['kind']}"
+        tag = tag_of(m)
         want = 2 if m["architecture"] in REFUSED else 0
         cmds = [("inspect", SAELAB + ["inspect", str(folder), "--data", f"file:{m['data']}", "--out", str(out / tag / "inspect")])]
-        if not args.skip_lab and (m["kind"] == "checkpoint" or m["library"] == "sparsify" or m["architecture"] == "topk"):
+        # the smoke lab on every kind of saved config (sparsify's sink and control cases save the
+        # same config as its offset case: their labs are the ranking runs below)
+        smoke = m["kind"] == "checkpoint" or m["library"] == "sparsify" or m["architecture"] == "topk"
+        if not args.skip_lab and "case" not in m and smoke:
             cmds.append(("lab", SAELAB + ["lab", "--profile", "smoke", "--base", str(base_of(folder)), "--data",
                                           f"file:{m['data']}", "--out", str(out / tag / "lab")]))
         for what, cmd in cmds:
@@ -79,7 +103,7 @@ def main() -> int:
             ok = rc == want and (want == 0 or m["architecture"] in first)
             failed += not ok
             print(f"{'ok ' if ok else 'BAD'} {what:7s} {tag:40s} exit {rc} (want {want}): {first[:160]}")
-        key = (m["library"], m["architecture"], m["kind"])
+        key = tag
         if (key in RANKED or key in NOT_BLAMED) and not args.skip_lab:
             rank_out = out / tag / "rank"
             rc, first = run(SAELAB + ["lab", *RANK_ARGS, "--base", str(base_of(folder)), "--data", f"file:{m['data']}",
@@ -94,8 +118,10 @@ def main() -> int:
             else:
                 ok, want = rc == 0 and NOT_BLAMED[key] not in ids, f"{NOT_BLAMED[key]} not confirmed"
             failed += not ok
-            print(f"{'ok ' if ok else 'BAD'} ranking {tag:40s} exit {rc}: first cause {top} (want {want}); "
-                  + "; ".join(f"{r['cause']} {r['verdict']}" for r in ranking[:4]))
+            own = (f"; the trainer's own dead count {m['trainer_dead']} of {m['d_sae']}"
+                   + (f", {m['trainer_dead_without_cause']} without the cause" if "trainer_dead_without_cause" in m else ""))
+            print(f"{'ok ' if ok else 'BAD'} ranking {tag:40s} exit {rc}: first cause {top} (want {want}){own}; "
+                  + "; ".join(described(r) for r in ranking[:4]))
     print(f"real clients through saelab: {len(manifest)} SAEs, {failed} failed")
     return 1 if failed else 0
 

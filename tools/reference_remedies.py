@@ -29,12 +29,14 @@ mapping is stated in CONVENTIONS and printed) instead of loosening the tolerance
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from clients import clients as client_pythons  # tools/clients.py (this script's folder is on sys.path)
+from clients import parser as client_parser
 
 TOL = 1e-9  # max abs difference, float64 on both sides (values and gradients are O(1e-3..1e1))
 TOL32 = 1e-6  # relative: SAELens keeps the JumpReLU threshold, and so its gradient, in float32
@@ -213,23 +215,15 @@ def _saelab_side(case: dict, t: dict, torch) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--client", type=Path, required=False, help="python of the sae-lens environment")
-    ap.add_argument("--sparsify", type=Path, help="python of the eai-sparsify environment (optional)")
+    ap = client_parser(__doc__)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--worker", metavar="JOBS_JSON", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(args.worker)
         return 0
-    clients = {"saelens": args.client, "sparsify": args.sparsify}
-    if args.client is None and args.sparsify is None:
-        print("reference_remedies: error: give --client (sae-lens python) and/or --sparsify", file=sys.stderr)
+    clients = client_pythons(args, "reference_remedies", need_one=True)
+    if clients is None:
         return 2
-    for lib, py in clients.items():
-        if py is not None and not py.exists():
-            print(f"reference_remedies: error: {lib} python {py} does not exist", file=sys.stderr)
-            return 2
     import torch
     from safetensors.torch import load_file, save_file
 

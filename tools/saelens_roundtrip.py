@@ -11,12 +11,14 @@ safetensors. Exit code 1 when a difference exceeds TOL (float32 agreement), 2 on
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from clients import clients as client_pythons  # tools/clients.py (this script's folder is on sys.path)
+from clients import parser as client_parser
 
 TOL = 1e-4  # max abs difference, in units of the activations (rows of norm ~5-10 here)
 ROWS = 1000
@@ -58,19 +60,13 @@ def worker(jobs_path: str) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--client", type=Path, help="python of the sae-lens environment")
-    ap.add_argument("--sparsify", type=Path, help="python of the eai-sparsify environment (optional)")
-    ap.add_argument("--worker", metavar="JOBS_JSON", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = client_parser(__doc__).parse_args()
     if args.worker:
         worker(args.worker)
         return 0
-    clients = {"saelens": args.client, "sparsify": args.sparsify}
-    for fmt, py in clients.items():
-        if py is not None and not py.exists():
-            print(f"roundtrip: error: {fmt} client {py} does not exist", file=sys.stderr)
-            return 2
+    clients = client_pythons(args, "roundtrip")
+    if clients is None:
+        return 2
     from safetensors.torch import load_file, save_file
 
     from saelab import config

@@ -192,7 +192,8 @@ SPARSIFY: tuple[Field, ...] = _t(
     ("lr_warmup_steps", "mapped", "schedule.warmup_steps (sparsify's Adam warms up linearly, then decays linearly to 0: shape "
      "warmup_linear_decay over the whole run)"),
     ("k_decay_steps", "refused", "when > 0: k that changes during the run is not in saelab"),
-    ("auxk_alpha", "mapped", "aux.auxk_coef, with aux.auxk_k = d_in / 2 (sparsify's k_aux; both divide by the residual's variance)"),
+    ("auxk_alpha", "assumed", "aux.auxk_coef, with aux.auxk_k = d_in / 2 (sparsify's k_aux); sparsify divides its AuxK loss by the "
+     "batch's input variance, saelab by the residual's (OpenAI's reference), so the same coefficient weighs AuxK more in saelab"),
     ("dead_feature_threshold", "mapped", "tracking.dead_tokens (tokens since fired)"),
     ("finetune", "refused", "when set: training that starts from a trained SAE; the lab's arms start from scratch"),
     ("init_seeds", "ignored", "the lab's replicates are seeded 0, 1, 2"),

@@ -5,7 +5,9 @@ decides (docs/interop-fields.md).
 
 What sparsify's Trainer does whatever the config says, and saelab therefore sets: b_dec starts at
 the first batch's mean and is subtracted before the encoder (``sae.b_dec_init=mean``,
-``apply_b_dec_to_input``); the loss is the FVU, the squared error over the batch's total variance
+``apply_b_dec_to_input``); the decoder starts as a copy of the encoder's rows, unit-normed
+(``sae.init=tied``: the same directions; saelab's tied encoder starts at norm 0.1, sparsify's at
+nn.Linear's); the loss is the FVU, the squared error over the batch's total variance
 (``sum_features`` up to that per-batch scale); AuxK uses k_aux = d_in / 2.
 """
 
@@ -73,6 +75,7 @@ def from_sparsify(cfg: dict[str, Any], train: dict[str, Any] | None = None) -> M
         put("sae.d_sae", d_sae)
     put("sae.k", int(d.get("k", 32)))
     put("sae.b_dec_init", "mean")
+    put("sae.init", "tied")  # SparseCoder: W_dec = a clone of the encoder's weight, then unit-normed
     put("sae.apply_b_dec_to_input", True)
     put("sae.decoder_constraint", "unit_norm" if d.get("normalize_decoder", True) else "none")
     put("penalty.form", "none")
@@ -85,6 +88,8 @@ def from_sparsify(cfg: dict[str, Any], train: dict[str, Any] | None = None) -> M
         put("aux.auxk_coef", auxk)
         if d_in:
             put("aux.auxk_k", max(1, int(d_in) // 2))
+        assumed.append(f"auxk_alpha={auxk:g}: sparsify divides the AuxK loss by the batch's input variance, saelab by the "
+                       f"residual's, so the same coefficient weighs AuxK more in saelab's arms")
     put("tracking.dead_tokens", int(t["dead_feature_threshold"]))
     if t["optimizer"] != "adam":
         assumed.append(f"optimizer={t['optimizer']}: saelab trains with Adam; every arm does")

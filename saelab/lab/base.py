@@ -93,6 +93,7 @@ class Base:
     # what a foreign config left open or saelab does differently, one sentence each: the lab's
     # pages open with these (docs/interop-fields.md, decision "assumed")
     assumed: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()  # the files the base was read from (a sparsify cfg.json and its Trainer's config.json)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -150,7 +151,8 @@ def load_base(spec: str | Path | None = None) -> Base:
         cfg = RunConfig.from_dict(d)
     except ValueError as e:
         raise ValueError(f"base {path}: {e}") from None
-    return Base(cfg, frozenset(flatten(d)), str(spec), origin, assumed)
+    read = (path,) if train is None else (path, trainer_config(folder))
+    return Base(cfg, frozenset(flatten(d)), str(spec), origin, assumed, tuple(str(p) for p in read))
 
 
 def _read_object(path: Path) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from saelab.lab.params import default_run_dir, defaults, mirrors, parse_bool
 from saelab.lab.wording import MIN_REPLICATES, shown
 from saelab.lab.wording import md_code as _code
 from saelab.lab.wording import md_text as _md
+from saelab.training.identity import file_stamp
 from saelab.training.train import SHARED_FIELDS
 from saelab.version import provenance
 
@@ -293,9 +294,9 @@ class PhaseRun:
                 "changes": b.plan.changes,
             }
         return {"stem": self.phase.stem, "saelab": provenance(), "parameters": _jsonable(self.parameters),
-                "base_stamp": base_stamp(self.parameters.get("base")),
+                "base_stamp": base_stamp(self.base.files),
                 "base": {"config": self.base.config.to_dict(), "pinned": sorted(self.base.pinned), "name": self.base.name,
-                         "origin": self.base.origin, "assumed": list(self.base.assumed)},
+                         "origin": self.base.origin, "assumed": list(self.base.assumed), "files": list(self.base.files)},
                 "profile": self.profile.name, "seeds": list(self.seeds), "out_dir": str(self.out_dir), "params": self.params,
                 "overrides": self.overrides, "explorer": self.explorer, "replicates": replicates,
                 "jobs": [{"name": j.name, "out": str(j.out), "arms": list(j.arms), "factor": j.factor} for j in self.jobs()]}
@@ -316,7 +317,7 @@ class PhaseRun:
                 built[int(seed)] = Built(ctx, plan, dict(r["profile_set"]))
             b = rec["base"]
             base = Base(RunConfig.from_dict(b["config"]), frozenset(b["pinned"]), b["name"], b["origin"],
-                        tuple(b.get("assumed", ())))
+                        tuple(b.get("assumed", ())), tuple(b.get("files", ())))
             return cls(phase, profile, tuple(rec["seeds"]), Path(rec["out_dir"]), dict(rec["params"]), built, base,
                        dict(rec["overrides"]), explorer=bool(rec["explorer"]), parameters=dict(rec["parameters"]))
         except (KeyError, TypeError, AttributeError) as e:
@@ -328,14 +329,14 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def base_stamp(base: Any) -> list | None:
-    """What says that a base file is unchanged: the size and modification time of the file (or of
-    each file directly in a base folder); None for a preset or no base."""
-    if not isinstance(base, str) or not Path(base).exists():
+def base_stamp(files: Any) -> list | None:
+    """What says that the files a base was read from (``Base.files``: a sparsify cfg.json and its
+    Trainer's config.json one folder up, too) are unchanged: each one's ``identity.file_stamp``;
+    [] for a preset, None when one of them is gone (the plan is then made afresh)."""
+    paths = [Path(f) for f in files or ()]
+    if not all(p.is_file() for p in paths):
         return None
-    path = Path(base)
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    return [file_stamp(p) for p in paths]
 
 
 def read_plan(stem: str, parameters: Mapping[str, Any]) -> PhaseRun | None:
@@ -345,8 +346,11 @@ def read_plan(stem: str, parameters: Mapping[str, Any]) -> PhaseRun | None:
     if not path.is_file():
         return None
     rec = read_json(path)
-    if (not isinstance(rec, dict) or rec.get("stem") != stem or rec.get("saelab") != provenance()
-            or rec.get("parameters") != _jsonable(dict(parameters)) or rec.get("base_stamp") != base_stamp(parameters.get("base"))):
+    if not isinstance(rec, dict):
+        return None
+    files = rec["base"].get("files") if isinstance(rec.get("base"), dict) else None
+    if (rec.get("stem") != stem or rec.get("saelab") != provenance() or rec.get("parameters") != _jsonable(dict(parameters))
+            or rec.get("base_stamp") != base_stamp(files)):
         return None
     return PhaseRun.restore(rec)
 

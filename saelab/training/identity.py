@@ -53,17 +53,19 @@ def sampled_hash(path: Path, blocks: int) -> str:
     return h.hexdigest()[:16]
 
 
+def file_stamp(path: Path, blocks: int = BLOCKS) -> dict[str, Any]:
+    """What says that one file is unchanged: its resolved path, size, modification time and the
+    sha256 of ``blocks`` sampled blocks (a data file's, and a base config's: saelab.lab.phases)."""
+    st = path.stat()
+    return {"file": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sampled_sha256": sampled_hash(path, blocks)}
+
+
 def data_fingerprint(source: str) -> dict[str, Any]:
     """A JSON-able record of the data ``source`` names, equal for equal data (module docstring)."""
     if source.startswith("file:"):
         files = source_files(source.removeprefix("file:"))
         per = max(2, BLOCKS // max(1, len(files)))
-        out = []
-        for p in files:
-            st = p.stat()
-            out.append({"file": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                        "sampled_sha256": sampled_hash(p, per)})
-        return {"source": source, "files": out}
+        return {"source": source, "files": [file_stamp(p, per) for p in files]}
     if source == "minilm" or source.startswith("hf:"):
         return {"source": source, "model": resolve_model(source).fingerprint}
     return {"source": source}
