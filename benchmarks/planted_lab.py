@@ -10,7 +10,8 @@ the fields it leaves open).
     .venv/bin/python benchmarks/planted_lab.py [--only NAME ...] [--out DIR]
 
 A case passes when the planted cause is first, or confirmed and tied with the first within the
-spread over replicates (``tied``: ``answer.ranking`` cannot order them), and, for issue 21's cases
+spread over replicates (``tied``: ``answer.ranking`` cannot order them), or confirmed behind only
+confirmed co-causes the case names (``planted_causes.CO_CAUSES``), and, for issue 21's cases
 (``LAB_CASES``, each with a healthy control lab), the control does not confirm it. Prints one line per case:
 the answer's first three causes with their verdicts and peak dead
 fractions (base -> with the fix), and the wall time of the lab.
@@ -26,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from planted_causes import CASES, SMALL, TOPK, merge, parse_args  # noqa: E402
+from planted_causes import CASES, CO_CAUSES, SMALL, TOPK, materialize, merge, parse_args  # noqa: E402
 
 # issue 21's whole-lab cases: (planted base, healthy control, the hypothesis that must come first)
 LAB_CASES = {
@@ -45,7 +46,7 @@ def lab(base: dict, out: Path) -> dict:
     """Run the whole lab on ``base`` into ``out`` and return its answer.json."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "base.json"
-    path.write_text(json.dumps(base))
+    path.write_text(json.dumps(materialize(base, out.parent / "files")))
     cmd = [str(ROOT / ".venv/bin/saelab"), "lab", "--profile", "smoke", "--base", str(path), "--out", str(out / "report"),
            "-p", "seeds=[0, 1, 2]"]
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -77,7 +78,9 @@ def main() -> int:
         first = at == 0 and ranked[0]["verdict"] == "confirmed"
         tied = at > 0 and ranked[at]["verdict"] == "confirmed" and all(r.get("tied_with_above") for r in ranked[1:at + 1])
         in_control = next((r["verdict"] for r in ctrl or [] if r["id"] == hid), "not ranked")
-        good = (first or tied) and in_control != "confirmed"
+        co = at > 0 and ranked[at]["verdict"] == "confirmed" and all(
+            r["id"] in CO_CAUSES.get(name, ()) and r["verdict"] == "confirmed" for r in ranked[:at])
+        good = (first or tied or co) and in_control != "confirmed"
         ok &= good
         cost = lambda r: f" ({r['cost']})" if r.get("cost") else " (costs reconstruction)" if r.get("costs_reconstruction") else ""  # noqa: E731
         top = "; ".join(f"{'= ' if r.get('tied_with_above') else ''}{r['id']} {r['verdict']}{cost(r)} "
@@ -87,8 +90,8 @@ def main() -> int:
         proof = f"; fixed run: {pct(m.get('dead'))} dead, L0 {m.get('l0', float('nan')):.3g}" if m else ""
         control_line = f"; control {hid}: {in_control}" if ctrl is not None else ""
         print(
-            f"{'ok ' if first else 'tied' if tied else 'MISS'} {name:28s} planted {hid} (rank {at + 1 if at >= 0 else '-'}); "
-            f"answer: {top}{proof}{control_line} ({time.perf_counter() - t0:.0f} s)",
+            f"{'ok ' if first else 'tied' if tied else 'co  ' if co else 'MISS'} {name:28s} planted {hid} "
+            f"(rank {at + 1 if at >= 0 else '-'}); answer: {top}{proof}{control_line} ({time.perf_counter() - t0:.0f} s)",
             flush=True,
         )
     return 0 if ok else 1

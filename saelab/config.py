@@ -91,10 +91,19 @@ class SAEConfig(_Section):
     # negative start puts a latent's pre-activations below zero on every row before any update: a
     # ReLU latent that never fires gets no gradient and stays dead (phase 04, H21)
     b_enc_init: float = 0.0
+    # start every latent's encoder and decoder row inside the data's active subspace: the top
+    # principal components of x - b_dec (the first normalize.estimate_batches training batches, in
+    # normalized space) that hold this share of its second moment; each initial row is projected
+    # there and keeps its norm. 0: off (rows point anywhere in d_in). On activations confined to a
+    # low-dimensional subspace (attention outputs), rows started outside it stay dead; Wang et al.
+    # 2025 (arXiv 2508.16929) keep 99% and cut dead latents from 87% to under 1% (phase 04, H24)
+    init_subspace: float = 0.0
 
     def __post_init__(self) -> None:
         self._check()
         self._require(self.d_in >= 0, "d_in", "must be >= 0 (0: take the width from the data source)")
+        self._require(self.init_subspace == 0 or 0 < self.init_subspace <= 1, "init_subspace",
+                      "must be 0 (off) or in (0, 1] (the share of the data's variance the initial rows' subspace keeps)")
         self._require(self.d_sae >= 1, "d_sae", "must be >= 1")
         self._require(self.k >= 1, "k", "must be >= 1")
         if self.architecture in ("topk", "batchtopk"):

@@ -226,6 +226,8 @@ INVALID: list[tuple[str, Any, str]] = [
     ("data.outlier_fraction", 1.0, "[0, 1)"),
     ("data.outlier_norm", 1.0, "> 1"),
     ("data.drop_norm_above", 0.5, "0 (keep every row) or > 1"),
+    ("sae.init_subspace", 1.5, "0 (off) or in (0, 1]"),
+    ("sae.init_subspace", -0.5, "0 (off) or in (0, 1]"),
 ]
 
 

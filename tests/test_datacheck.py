@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from saelab.cli import main
+from saelab.config import RunConfig
 from saelab.lab import datacheck, phases
-from saelab.lab.causes import PHASES
+from saelab.lab.base import PROFILES
+from saelab.lab.causes import PHASES, normalization
+from saelab.lab.hypothesis import Context
 
 SMALL = ["--set", "sae.d_in=64", "--set", "data.n_features=256", "--set", "sae.d_sae=128", "--rows", "8192"]
 KEYS = {"rows", "d_in", "gamma", "norm_median", "norm_max_over_median", "dead_at_init_predicted", "dead_at_init_measured"}
@@ -61,3 +64,26 @@ def test_phase_00_writes_the_data_check_beside_its_runs(tmp_path):
     assert saved["gamma"] == pytest.approx(found["gamma"]) and found["gamma"] > 1.5
     text = datacheck.markdown(found)
     assert "outlier severity gamma" in text and "dead at init, measured" in text
+
+
+def test_effective_rank_of_low_rank_and_full_rank_rows_and_whether_h24_applies(tmp_path, capsys):
+    """Rows on 4 directions of 32 (plus 1e-3 noise) against isotropic rows: check-data reports how
+    many directions hold 99% of the variance, and H24 (phase 04) acts only on the low-rank file."""
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.standard_normal((32, 4)))[0].T
+    files = {"low": rng.standard_normal((12_000, 4)) @ basis + 1e-3 * rng.standard_normal((12_000, 32)),
+             "full": rng.standard_normal((12_000, 32))}
+    found, applies = {}, {}
+    for name, x in files.items():
+        np.save(tmp_path / f"{name}.npy", x.astype(np.float32))
+        found[name] = check_json(capsys, f"file:{tmp_path / name}.npy", "--set", "sae.d_sae=64", "--rows", "8192")
+        cfg = RunConfig().with_overrides({"data.source": f"file:{tmp_path / name}.npy", "sae.d_in": 32, "eval_rows": 1000})
+        applies[name] = normalization.H24.applies(Context(cfg, PROFILES["smoke"], {}, False))
+    low, full = found["low"], found["full"]
+    assert low["rank99"] == 4 and low["rank99_frac"] == 4 / 32 and 3 < low["participation_ratio"] <= 4
+    assert full["rank99"] >= 30 and full["participation_ratio"] > 25 and full["top10pct_variance_share"] < 0.2
+    assert datacheck.low_rank(low) and not datacheck.low_rank(full)
+    assert "4 of 32 directions" in datacheck.format_check(low) and "low-rank" in datacheck.markdown(low)
+    assert applies["low"] is None and "not low-rank" in applies["full"]
+    on = RunConfig().with_overrides({"data.source": f"file:{tmp_path / 'low'}.npy", "sae.d_in": 32, "sae.init_subspace": 0.99})
+    assert "already" in normalization.H24.applies(Context(on, PROFILES["smoke"], {}, False))

@@ -129,3 +129,24 @@ def test_dense_fraction_and_collapse():
     assert M.dense_fraction(counts, 100).tolist() == [0.5]
     # FVU >= 0.99 (learned nothing) or L0 < 1 per row (L1 33x too strong: 0.5) is a collapse
     assert M.collapsed(torch.tensor([1.03, 0.4, 0.4]), torch.tensor([5.0, 0.5, 3.0])).tolist() == [True, True, False]
+
+
+def test_spectrum_measures_on_hand_computed_eigenvalues():
+    ev = torch.tensor([4.0, 3.0, 2.0, 1.0])
+    assert M.components_for(ev, 0.7) == 2  # 4 + 3 = 7 of 10
+    assert M.components_for(ev, 0.71) == 3 and M.components_for(ev, 1.0) == 4
+    assert M.participation_ratio(ev) == pytest.approx(100 / 30)  # (4+3+2+1)^2 / (16+9+4+1)
+    assert M.entropy_rank(torch.tensor([1.0, 1.0, 0.0, 0.0])) == pytest.approx(2.0)  # exp(ln 2)
+    assert M.entropy_rank(torch.ones(5)) == pytest.approx(5.0) and M.participation_ratio(torch.ones(5)) == pytest.approx(5.0)
+    # rows (1, 0) and (-1, 0): centered covariance diag(1, 0), largest first
+    torch.testing.assert_close(M.spectrum(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])), torch.tensor([1.0, 0.0], dtype=torch.float64))
+
+
+def test_principal_basis_spans_the_rows_subspace():
+    g = torch.Generator().manual_seed(0)
+    q = torch.linalg.qr(torch.randn(10, 3, generator=g, dtype=torch.float64))[0].T  # [3, 10] orthonormal
+    x = torch.randn(200, 3, generator=g, dtype=torch.float64) @ q
+    basis = M.principal_basis(x, 0.99)
+    assert basis.shape == (3, 10)
+    torch.testing.assert_close(basis @ basis.T, torch.eye(3, dtype=torch.float64))
+    torch.testing.assert_close(x @ basis.T @ basis, x)  # every row lies in the span found

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from saelab.config import RunConfig
-from saelab.data.sources import SyntheticSource
+from saelab.data.sources import SyntheticSource, TensorSource
 from saelab.training import metrics, stack
 
 BASE = RunConfig().with_overrides({
@@ -59,3 +59,26 @@ def test_centering_keeps_latents_alive_on_offset_data():
         (group,) = stack.build_groups([cfg], src, torch.device("cpu"))
         dead[name] = float((stack.evaluate(group, x_eval)["fire"] == 0).double().mean())
     assert dead["zeros"] > 0.05 and dead["centered"] == 0.0, dead
+
+
+@pytest.mark.parametrize("init", ["kaiming", "tied"])
+def test_init_subspace_projects_rows_into_the_datas_span_and_keeps_their_norms(init):
+    """Rows of rank 3 in 16 dimensions: the
+    subspace init puts every encoder and decoder row inside their span, each at its kaiming/tied norm;
+    a tied encoder stays the decoder's direction. Off (0), the rows point anywhere."""
+    g = torch.Generator().manual_seed(1)
+    basis = torch.linalg.qr(torch.randn(16, 3, generator=g))[0].T  # [3, 16]
+    rows = torch.randn(4096, 3, generator=g) @ basis
+    cfg = BASE.with_overrides({"sae.init": init})
+    src = TensorSource(rows, eval_rows=256)
+    (plain,) = stack.build_groups([cfg], src, torch.device("cpu"))
+    (inside,) = stack.build_groups([cfg.with_overrides({"sae.init_subspace": 0.99})], src, torch.device("cpu"))
+    proj = basis.T @ basis
+    for name in ("W_enc", "W_dec"):
+        w, w0 = getattr(inside.model, name)[0].detach(), getattr(plain.model, name)[0].detach()
+        torch.testing.assert_close(w @ proj, w, atol=1e-5, rtol=1e-4)  # in the span
+        torch.testing.assert_close(w.norm(dim=-1), w0.norm(dim=-1))  # norms kept
+        assert float((w0 - w0 @ proj).norm() / w0.norm()) > 0.7  # the plain init points mostly outside it (13 of 16 dims)
+    if init == "tied":
+        cos = torch.nn.functional.cosine_similarity(inside.model.W_enc[0], inside.model.W_dec[0], dim=-1)
+        torch.testing.assert_close(cos, torch.ones_like(cos))

@@ -23,21 +23,34 @@ import numpy as np
 import torch
 
 from saelab.config import RunConfig
-from saelab.training import stack
+from saelab.training import metrics, stack
 
 CHECK_ROWS = 100_000  # rows read (streamed in batches, float64 sums: memory stays at one batch)
 INIT_ROWS = 4096  # held-out rows the initialized SAE is measured on
 # a row norm above sqrt(float32 max) has a squared norm of inf in float32: every normalization and
 # loss of a float32 SAE then sees inf or NaN, whatever the data's shape
 FLOAT32_NORM_LIMIT = math.sqrt(float(np.finfo(np.float32).max))
+# the covariance spectrum (effective rank): rows per dimension, the least rows, and the widest d_in
+# (its d_in x d_in float64 sum: 512 MiB at 8,192)
+SPECTRUM_ROWS_PER_DIM = 4
+MIN_SPECTRUM_ROWS = 4096
+SPECTRUM_MAX_D_IN = 8192
+VARIANCE_SHARE = 0.99  # the share of the variance the effective subspace holds (Wang et al. 2025)
+# 99% of the variance in at most this share of the directions: low-rank (Wang et al. 2025 measure
+# about 60% for attention outputs, where 87% of the latents died, and about 90% for residual streams)
+LOW_RANK_FRACTION = 0.75
 
 
 def moments(source: Any, rows: int, batch: int = 4096) -> dict[str, Any]:
     """Stream ``rows`` training rows of ``source`` (at most one pass over a file's training rows):
-    per-dimension mean and std (float64 sums), the row norms, and the count of non-finite rows."""
+    per-dimension mean and std (float64 sums), the row norms, the count of non-finite rows, and the
+    covariance's eigenvalues from the first ``spectrum_rows(d_in)`` finite rows (None above
+    SPECTRUM_MAX_D_IN: a d_in x d_in float64 sum would not fit)."""
     rows = min(rows, getattr(source, "train_rows", rows))
     d = source.d_in
     s1, s2 = torch.zeros(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64)
+    want = spectrum_rows(d) if d <= SPECTRUM_MAX_D_IN else 0
+    outer, o1, seen = (torch.zeros(d, d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64), 0) if want else (None, None, 0)
     norms, n, bad, zero, step = [], 0, 0, 0, 0
     while n < rows:
         x = source.batch(step, batch)[: rows - n].to(torch.float64)  # whole batches: step * batch is where each starts
@@ -48,11 +61,48 @@ def moments(source: Any, rows: int, batch: int = 4096) -> dict[str, Any]:
         zero += int((x == 0).all(dim=-1).sum())
         s1 += x.sum(0)
         s2 += x.square().sum(0)
+        if seen < want:  # the covariance's rows: the first ``want`` finite ones
+            head = x[: want - seen]
+            outer += head.T @ head
+            o1 += head.sum(0)
+            seen += head.shape[0]
         norms.append(x.norm(dim=-1).to(torch.float32))
         n += x.shape[0] + int((~ok).sum())
     mean = s1 / max(n - bad, 1)
     var = (s2 / max(n - bad, 1) - mean.square()).clamp_min(0)
-    return {"rows": n, "nonfinite": bad, "zero": zero, "mean": mean, "std": var.sqrt(), "norms": torch.cat(norms)}
+    eig = None
+    if seen > 1:
+        mu = o1 / seen
+        eig = torch.linalg.eigvalsh(outer / seen - torch.outer(mu, mu)).clamp_min(0).flip(0)
+    return {"rows": n, "nonfinite": bad, "zero": zero, "mean": mean, "std": var.sqrt(), "norms": torch.cat(norms),
+            "eigenvalues": eig, "spectrum_rows": seen}
+
+
+def spectrum_rows(d_in: int) -> int:
+    """Rows the covariance spectrum is estimated from: SPECTRUM_ROWS_PER_DIM per dimension, at least
+    MIN_SPECTRUM_ROWS (N rows span at most N directions, so fewer would make any data look low-rank)."""
+    return max(MIN_SPECTRUM_ROWS, SPECTRUM_ROWS_PER_DIM * d_in)
+
+
+def rank_summary(eig: torch.Tensor | None, rows: int, d_in: int) -> dict[str, Any]:
+    """How many directions the rows use (Wang et al. 2025, arXiv 2508.16929: attention outputs put
+    99% of their variance in about 60% of the directions, residual streams in about 90%):
+    components holding 99% of the variance (count and share of d_in), participation ratio,
+    entropy rank, and the variance share of the top component and of the top 10% of components.
+    All None when no spectrum was measured; ``spectrum_rows`` says from how many rows."""
+    if eig is None or float(eig.sum()) <= 0:
+        return {"rank99": None, "rank99_frac": None, "participation_ratio": None, "entropy_rank": None,
+                "top1_variance_share": None, "top10pct_variance_share": None, "spectrum_rows": rows}
+    total = float(eig.sum())
+    r99 = metrics.components_for(eig, VARIANCE_SHARE)
+    return {"rank99": r99, "rank99_frac": r99 / d_in, "participation_ratio": metrics.participation_ratio(eig),
+            "entropy_rank": metrics.entropy_rank(eig), "top1_variance_share": float(eig[0]) / total,
+            "top10pct_variance_share": float(eig[: max(1, d_in // 10)].sum()) / total, "spectrum_rows": rows}
+
+
+def low_rank(summary: dict[str, Any]) -> bool:
+    """The rows sit in a subspace: 99% of their variance in at most LOW_RANK_FRACTION of d_in."""
+    return summary.get("rank99_frac") is not None and summary["rank99_frac"] <= LOW_RANK_FRACTION
 
 
 def gamma(mean: torch.Tensor, std: torch.Tensor) -> float:
@@ -93,7 +143,8 @@ def measured_dead_at_init(cfg: RunConfig, source: Any, rows: int = INIT_ROWS) ->
 def check(cfg: RunConfig, source: Any, rows: int = CHECK_ROWS, top: int = 5) -> dict[str, Any]:
     """Everything the data says before training, as one JSON-able dict: rows, d_in, gamma, the
     norm distribution (median, max / median, rows above 10x and 100x the median), the dimensions
-    with the largest |mean| / std, and the predicted and measured dead-at-init for ``cfg``."""
+    with the largest |mean| / std, the effective rank (``rank_summary``), and the predicted and
+    measured dead-at-init for ``cfg``."""
     m = moments(source, rows)
     mean, std, norms = m["mean"], m["std"], m["norms"]
     med = float(norms.median()) if len(norms) else float("nan")
@@ -123,6 +174,7 @@ def check(cfg: RunConfig, source: Any, rows: int = CHECK_ROWS, top: int = 5) -> 
         "rows_above_10x_median": int((norms > 10 * med).sum()), "rows_above_100x_median": int((norms > 100 * med).sum()),
         "top_mean_over_std_dims": [{"dim": int(i), "mean": float(mean[i]), "std": float(std[i]), "ratio": float(ratio[i])}
                                    for i in order],
+        **rank_summary(m["eigenvalues"], m["spectrum_rows"], source.d_in),
         "architecture": cfg.sae.architecture, "d_sae": cfg.sae.d_sae,
         "dead_at_init_rows": init_rows,
         "dead_at_init_predicted": predicted_dead_at_init(g, cfg, init_rows, cfg.seed),
@@ -132,6 +184,16 @@ def check(cfg: RunConfig, source: Any, rows: int = CHECK_ROWS, top: int = 5) -> 
 
 def _pct(v: float | None) -> str:
     return "not measured" if v is None else f"{100 * v:.1f}%"
+
+
+def _rank_text(r: dict[str, Any]) -> str:
+    if r.get("rank99") is None:
+        return f"not measured (d_in above {SPECTRUM_MAX_D_IN:,}, or no variance)"
+    low = " (low-rank: latents started outside it can stay dead; sae.init_subspace, H24 in phase 04)" if low_rank(r) else ""
+    return (f"99% of the variance in {r['rank99']} of {r['d_in']} directions ({100 * r['rank99_frac']:.0f}%){low}; "
+            f"participation ratio {r['participation_ratio']:.3g}, entropy rank {r['entropy_rank']:.3g}; the top component "
+            f"holds {100 * r['top1_variance_share']:.1f}% of the variance, the top 10% of components "
+            f"{100 * r['top10pct_variance_share']:.1f}% ({r['spectrum_rows']:,} rows)")
 
 
 def format_check(r: dict[str, Any]) -> str:
@@ -145,6 +207,7 @@ def format_check(r: dict[str, Any]) -> str:
             f"  row norms: median {r['norm_median']:.3g}, max {r['norm_max_over_median']:.3g}x the median; "
             f"{r['rows_above_10x_median']} rows above 10x, {r['rows_above_100x_median']} above 100x",
             f"  dimensions with the largest |mean|/std: {dims}",
+            f"  effective rank: {_rank_text(r)}",
             f"  dead at init ({r['architecture']}, {r['d_sae']} latents, {r['dead_at_init_rows']} rows): predicted "
             f"{_pct(r['dead_at_init_predicted'])}, measured {_pct(r['dead_at_init_measured'])}",
             *(f"  warning: {w}" for w in r.get("warnings", [])),
@@ -168,6 +231,7 @@ def markdown(r: dict[str, Any]) -> str:
         "| dimensions with the largest \\|mean\\| / std | "
         + ", ".join(f"{d['dim']} ({d['ratio']:.2g})" for d in r["top_mean_over_std_dims"])
         + " |",
+        f"| effective rank (covariance spectrum) | {_rank_text(r).replace('|', '/')} |",
         f"| dead at init, predicted from gamma ({r['architecture']}, {r['d_sae']:,} latents) | {100 * pred:.1f}% |",
         f"| dead at init, measured on the initialized SAE ({r['dead_at_init_rows']:,} rows) | {_pct(meas)} |",
         "",

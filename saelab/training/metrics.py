@@ -134,3 +134,52 @@ def geometric_median(x: Tensor, max_iter: int = 200, tol: float = 1e-7) -> Tenso
         if done:
             break
     return y.to(x.dtype)
+
+
+# ----- the data's spectrum: how many directions its rows use (Wang et al. 2025, arXiv 2508.16929) -----
+
+def spectrum(x: Tensor, center: bool = True) -> Tensor:
+    """Eigenvalues, largest first, of the rows' covariance (``center``) or second moment about 0
+    (not centered), in float64: x [N, d] -> [d]. Tiny negative values from rounding are set to 0."""
+    x64 = x.to(torch.float64)
+    if center:
+        x64 = x64 - x64.mean(0)
+    return torch.linalg.eigvalsh(x64.T @ x64 / max(x64.shape[0], 1)).clamp_min(0).flip(0)
+
+
+def components_for(eigenvalues: Tensor, share: float) -> int:
+    """The fewest leading components whose eigenvalues hold ``share`` of their sum (eigenvalues
+    largest first). [4, 3, 2, 1] at share 0.7: 4 + 3 = 7 of 10, so 2."""
+    total = float(eigenvalues.sum())
+    if total <= 0:
+        return 0
+    cum = eigenvalues.cumsum(0) / total
+    return min(int((cum < share - 1e-12).sum()) + 1, eigenvalues.numel())
+
+
+def participation_ratio(eigenvalues: Tensor) -> float:
+    """(sum l)^2 / sum l^2: d for an isotropic spectrum, 1 when one direction holds everything.
+    [4, 3, 2, 1]: 100 / 30 = 3.33."""
+    sq = float(eigenvalues.square().sum())
+    return float(eigenvalues.sum()) ** 2 / sq if sq > 0 else 0.0
+
+
+def entropy_rank(eigenvalues: Tensor) -> float:
+    """exp of the entropy of the eigenvalues as shares (Roy & Vetterli 2007's effective rank):
+    d for an isotropic spectrum, 1 for one direction. [1, 1, 0, 0]: exp(ln 2) = 2."""
+    total = float(eigenvalues.sum())
+    if total <= 0:
+        return 0.0
+    p = eigenvalues[eigenvalues > 0].to(torch.float64) / total
+    return math.exp(float(-(p * p.log()).sum()))
+
+
+def principal_basis(x: Tensor, share: float) -> Tensor:
+    """Orthonormal rows spanning the leading principal directions of the rows x [N, d] about 0
+    (their second moment, not centered: subtract a center first if wanted) that hold ``share`` of
+    it: [r, d], float64, r = components_for(..., share) (at least 1)."""
+    x64 = x.to(torch.float64)
+    vals, vecs = torch.linalg.eigh(x64.T @ x64 / max(x64.shape[0], 1))
+    vals, vecs = vals.clamp_min(0).flip(0), vecs.flip(1)
+    r = max(components_for(vals, share), 1)
+    return vecs[:, :r].T.contiguous()

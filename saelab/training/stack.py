@@ -23,6 +23,7 @@ from saelab.training.optim import StackedAdam, retain_freed_memory
 from saelab.training.tracking import DETECTORS, DeadTracker, precision_recall
 
 EVAL_CHUNK = 4096
+SUBSPACE_ROWS_PER_DIM = 4  # training rows per input dimension the subspace init (sae.init_subspace) is estimated from
 RESAMPLE_POOL_ROWS = 8192  # rows the anthropic strategy samples from (recent training batches)
 
 
@@ -52,7 +53,9 @@ def build_groups(cfgs: list[RunConfig], source: Source, device: torch.device) ->
     """Stack the arms into groups (arms in one group share the SAE config, the tracking config and
     the AuxK k), each with its model (every arm starting from the same weights), Adam state,
     tracker and normalizers. The source's first normalize.estimate_batches batches fit the
-    dataset_scalar normalizers and, under sae.b_dec_init, give each arm's starting b_dec."""
+    dataset_scalar normalizers and, under sae.b_dec_init, give each arm's starting b_dec; under
+    sae.init_subspace, those batches (at least SUBSPACE_ROWS_PER_DIM rows per input dimension)
+    give the subspace the initial rows are projected into."""
     retain_freed_memory()  # once per process, off the step: steps reuse their big buffers (saelab.training.optim)
     by_key: dict = {}
     for i, c in enumerate(cfgs):
@@ -71,12 +74,19 @@ def build_groups(cfgs: list[RunConfig], source: Source, device: torch.device) ->
         normalizers = [make_normalizer(c.normalize, sae_cfg.d_in) for c in arm_cfgs]
         shared = len({c.normalize for c in arm_cfgs}) == 1
         fit_batches = max(c.normalize.estimate_batches for c in arm_cfgs)
-        needs_batches = sae_cfg.b_dec_init != "zeros" or any(c.normalize.mode == "dataset_scalar" for c in arm_cfgs)
-        batches = [source.batch(s, first.data.batch_size).to(device, dtype) for s in range(fit_batches)] if needs_batches else []
+        # the subspace init's rows: at least SUBSPACE_ROWS_PER_DIM per dimension, so that a full-rank
+        # input is not mistaken for a low-rank one (N rows span at most N directions)
+        subspace_batches = -(-SUBSPACE_ROWS_PER_DIM * sae_cfg.d_in // first.data.batch_size) if sae_cfg.init_subspace > 0 else 0
+        needs_batches = (sae_cfg.b_dec_init != "zeros" or sae_cfg.init_subspace > 0
+                         or any(c.normalize.mode == "dataset_scalar" for c in arm_cfgs))
+        n_batches = max(fit_batches, subspace_batches) if needs_batches else 0
+        batches = [source.batch(s, first.data.batch_size).to(device, dtype) for s in range(n_batches)]
         for n in normalizers:
             n.fit(batches)
         if sae_cfg.b_dec_init != "zeros":
-            _init_b_dec(model, normalizers, torch.cat(batches))
+            _init_b_dec(model, normalizers, torch.cat(batches[:fit_batches]))
+        if sae_cfg.init_subspace > 0:
+            _init_subspace(model, normalizers, torch.cat(batches))
         groups.append(Group(idx, model, StackedAdam(params, betas, eps, decay),
                              DeadTracker(len(idx), sae_cfg.d_sae, tracking_cfg, device), normalizers, shared,
                              _compiled_forward() if first.compile else forward_losses))
@@ -91,6 +101,23 @@ def _init_b_dec(model: SAE, normalizers: list[Normalizer], x: Tensor) -> None:
         xn = n(x)[0]
         center = xn.mean(0) if model.cfg.b_dec_init == "mean" else metrics.geometric_median(xn)
         model.b_dec[k] = center
+
+
+@torch.no_grad()
+def _init_subspace(model: SAE, normalizers: list[Normalizer], x: Tensor) -> None:
+    """Each arm's encoder and decoder rows projected onto the leading principal directions of its
+    rows x [N, d] (in that arm's normalized space, about its starting b_dec) that hold
+    sae.init_subspace of their second moment, each row keeping its norm (Wang et al. 2025, arXiv
+    2508.16929: a row started outside the data's active subspace sees pre-activations from
+    directions the data never takes, and its decoder adds error wherever it fires). A tied encoder
+    stays the decoder's transpose: both rows are one direction projected the same way."""
+    for k, n in enumerate(normalizers):
+        basis = metrics.principal_basis(n(x)[0] - model.b_dec[k], model.cfg.init_subspace)  # [r, d] float64
+        for w in (model.W_enc, model.W_dec):
+            rows = w[k].to(torch.float64)
+            inside = rows @ basis.T @ basis
+            scale = rows.norm(dim=-1, keepdim=True) / inside.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+            w[k] = (inside * scale).to(w.dtype)
 
 
 def _compiled_forward() -> Callable:

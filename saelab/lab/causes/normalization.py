@@ -1,5 +1,5 @@
 """Phase 04: does input normalization, or an uncentered input, kill latents? (seeds/004 Bug #4; lab H8.)
-Also the encoder's initialization (H11, H21) and the data's order and sink rows (H22, H23)."""
+Also the encoder's initialization (H11, H21), the data's order and sink rows (H22, H23) and its rank (H24)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 
 from saelab.config import RunConfig
 from saelab.data.sources import MEDIAN_ROWS, make_source
+from saelab.lab import datacheck
 from saelab.lab.hypothesis import Arm, Context, Hypothesis, Phase, best_fix, compared, judged, removes_deaths
 from saelab.lab.verdicts import RunsBySeed, at_step, per_seed, pm, rule, stats, tail
 
@@ -227,6 +228,52 @@ def _judge_sinks(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
                   compared({a.name: dict(a.changes) for a in arms}, "drop_sinks"), fix="drop_sinks")
 
 
+@functools.lru_cache(maxsize=8)
+def _rank(data: Any, d_in: int, eval_rows: int) -> dict[str, Any]:
+    """``datacheck.rank_summary`` of the base's raw training rows (the first
+    ``datacheck.spectrum_rows(d_in)``; read once per source, cached)."""
+    cfg = RunConfig(data=data).with_overrides({"sae.d_in": d_in, "eval_rows": eval_rows})
+    source = make_source(cfg)
+    m = datacheck.moments(source, datacheck.spectrum_rows(source.d_in))
+    return datacheck.rank_summary(m["eigenvalues"], m["spectrum_rows"], source.d_in) | {"d_in": source.d_in}
+
+
+def _low_rank(ctx: Context) -> str | None:
+    s = ctx.base.sae
+    if s.init_subspace > 0:
+        return f"the base already starts its rows in the data's principal subspace (sae.init_subspace={s.init_subspace:g})"
+    r = _rank(ctx.base.data, s.d_in, ctx.base.eval_rows)
+    if r["rank99"] is None:
+        return f"the data's covariance spectrum was not measured (d_in {r['d_in']} above {datacheck.SPECTRUM_MAX_D_IN}, or no variance)"
+    if r["spectrum_rows"] < 2 * r["d_in"]:
+        return f"too few rows ({r['spectrum_rows']}) to tell the rank of {r['d_in']} dimensions"
+    if not datacheck.low_rank(r):
+        return (f"the data is not low-rank: 99% of its variance takes {r['rank99']} of its {r['d_in']} directions "
+                f"({100 * r['rank99_frac']:.0f}%, more than {100 * datacheck.LOW_RANK_FRACTION:.0f}%), so rows started "
+                f"anywhere already lie mostly inside it")
+    return None
+
+
+def _judge_subspace(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H24 · low-rank activations kill latents started outside their subspace: when 99% of the
+    variance lies in a few of the d_in directions (attention outputs: about 60%), a random row
+    points mostly outside it, its decoder adds error wherever it fires and the gradient pushes it
+    out of use for good (Wang et al. 2025, arXiv 2508.16929: 87% dead -> under 1% with rows started
+    in the data's subspace). Base vs the same init projected onto the principal components that
+    hold 99% of the data (sae.init_subspace=0.99) by ``removes_deaths``; the data's effective rank
+    is reported beside it."""
+    r = removes_deaths(runs, "base", "init_subspace")
+    k = _rank(ctx.base.data, ctx.base.sae.d_in, ctx.base.eval_rows)
+    effect = (f"99% of the variance in {k['rank99']} of {k['d_in']} directions, participation ratio "
+              f"{k['participation_ratio']:.3g}; " + r["effect"])
+    return judged(H24, STEM, r["word"], effect, r["numbers"] | {"rank99": k["rank99"], "rank99_frac": k["rank99_frac"],
+                                                               "participation_ratio": k["participation_ratio"]},
+                  compared({a.name: dict(a.changes) for a in arms}, "init_subspace"), fix="init_subspace")
+
+
+H24 = Hypothesis("H24", "low-rank activations: latents started outside the data's subspace stay dead", "cause", ("sae.init_subspace",),
+                 _low_rank, lambda ctx: [Arm("init_subspace", {"sae.init_subspace": datacheck.VARIANCE_SHARE})], _judge_subspace,
+                 source="Wang et al. 2025, arXiv 2508.16929 (attention outputs are low-rank; subspace init: 87% -> <1% dead)")
 H21 = Hypothesis("H21", "a negative encoder bias init kills latents at init", "cause", ("sae.b_enc_init",), _negative_b_enc,
                  lambda ctx: [Arm("b_enc_zero", {"sae.b_enc_init": 0.0})], _judge_b_enc,
                  source="lab; Bricken 2023 and Gao 2024 start b_enc at 0")
@@ -264,14 +311,16 @@ transpose, or independent).
 
 Where the base has them, three more single-factor arms: the encoder bias started at 0 instead of below it
 (H21), the same stream shuffled instead of in document or file order (H22), and the same data without the
-rows above 10x the median norm, the sink rows of attention sinks and BOS positions (H23)."""
+rows above 10x the median norm, the sink rows of attention sinks and BOS positions (H23). When 99% of the
+data's variance lies in at most 75% of its directions (low-rank activations, such as attention outputs), one
+arm starts every latent's rows inside that subspace instead of anywhere (H24)."""
 
 PHASE = Phase(
     STEM,
     "Input normalization, centering and initialization",
     "Do the input's normalization, its offset or the encoder's initialization kill latents?",
     INTRO,
-    (H4, H4A, H8, H11, H21, H22, H23),
+    (H4, H4A, H8, H11, H21, H22, H23, H24),
     {
         "data_tiny_row_fraction": (
             "data.tiny_row_fraction",
