@@ -143,3 +143,22 @@ def test_a_collapse_removed_is_ranked_and_named():
     (r,) = answer.ranking([c])
     assert r["removed"] == "collapse" and r["cost"] == ""
     assert answer.fixed_changes([r]) == {"penalty.alpha": 0.0033}
+
+
+def _found_with_fixed_run(**run):
+    m = {"arm": "fixed", "replicates": 2, "dead": 0.01, "peak_dead": 0.03, "l0": 8.0, "l0_frac": 0.03, "dense": 0.0,
+         "fvu": 0.2, "meets_margin": True, "cost": ""} | run
+    return {"fixed_config": {"steps": 1}, "fixed_run": m, "ranking": []}
+
+
+def test_the_proof_weighs_the_fixed_runs_own_sparsity_and_reconstruction_against_the_base_run():
+    # a fixed run that is alive and sparse: within the margin, nothing to weigh
+    ok = answer.proof(_found_with_fixed_run())
+    assert "within the 5% margin." in ok and "weigh" not in ok
+    # alive only by being dense (L0 250 of 256 where the base had 8): the margin is met on deaths, the cost is named
+    dense = {"costs_sparsity": True, "l0": {"base": 8.0, "with_fix": 250.0, "with_fix_frac": 250 / 256}}
+    text = answer.proof(_found_with_fixed_run(l0=250.0, l0_frac=250 / 256, cost=answer.cost_sentence(dense)))
+    assert "margin on deaths" in text and "L0 8 -> 250 per row (98% of the latents)" in text and "weigh that" in text
+    # the rule the fixed run is held to is the ranking's own
+    assert answer.costs_sparsity({"base": 8.0, "with_fix": 250.0, "with_fix_frac": 250 / 256})
+    assert not answer.costs_sparsity({"base": 8.0, "with_fix": 12.0, "with_fix_frac": 12 / 256})

@@ -107,9 +107,10 @@ def test_k_too_small_is_dosed_until_the_margin_and_the_fixed_configurations_own_
     assert h["fix_arm"] == (c["chosen"] or "k_8") and h["dose"].startswith("dose search: the phase's sae.k=8")
     m = found["fixed_run"]
     assert m["replicates"] == len(SEEDS) and 0 <= m["dead"] <= 1 and m["l0"] > 1
+    assert m["base_l0"] < m["l0"] and (m["cost"] == "") == (m["l0_frac"] <= 0.07)  # k 2 -> 32 of 512 stays sparse
     assert found["dose_budget"] == {"budget": dose.DOSE_BUDGET, "used": rec["used"]}
     if m["dead"] <= 0.05:
-        assert "within the 5% margin" in found["proof"]
+        assert "within the 5% margin" in found["proof"] and ("weigh that" in found["proof"]) == bool(m["cost"])
     else:  # the answer says so, names the best tested change with its number and what remains
         assert "more than the 5% margin" in found["proof"] and "The best tested change is" in found["proof"]
         assert f"{100 * m['dead']:.1f}% of the latents dead" in found["proof"]

@@ -292,6 +292,9 @@ def proof(found: dict[str, Any]) -> str:
     line = (f"Its own run (phase 06, arm `fixed`, {m['replicates']} replicate{'s' * (m['replicates'] != 1)}) measured: "
             f"{_pct(m['dead'])} of the latents dead at the end (peak {_pct(m['peak_dead'])}), L0 {m['l0']:.3g} per row "
             f"({_pct(m['l0_frac'])} of the latents), FVU {m['fvu']:.3g}.")
+    if m["meets_margin"] and m.get("cost"):  # alive, but at a cost the ranking would hold against a fix
+        return line + (f" That is within the {100 * MIN_EFFECT:.0f}% margin on deaths, but against the base's own run in this "
+                       f"phase it {m['cost']}: weigh that before adopting it.")
     if m["meets_margin"]:
         return line + f" That is within the {100 * MIN_EFFECT:.0f}% margin."
     line += (f" That is more than the {100 * MIN_EFFECT:.0f}% margin: the lab found no fix that brings the deaths under it "
@@ -338,6 +341,12 @@ def write_answer(run: Any) -> dict[str, Any]:
     searched = [v["dose_search"] for v in built.ctx.prior_verdicts if v.get("dose_search")]
     search = {k: searched[0][k] for k in ("budget", "used")} if searched else None
     measured = measure(run.runs, "fixed") if run.runs and "fixed" in built.plan.arms else None
+    if measured is not None and (base := measure(run.runs, "base")) is not None:  # what the fixed run costs, against the base's own run
+        measured |= {"base_l0": base["l0"], "base_fvu": base["fvu"]}
+        measured["cost"] = cost_sentence({
+            "costs_sparsity": costs_sparsity(l0 := {"base": base["l0"], "with_fix": measured["l0"], "with_fix_frac": measured["l0_frac"]}),
+            "costs_reconstruction": costs_reconstruction(fvu := {"base": base["fvu"], "with_fix": measured["fvu"]}),
+            "l0": l0, "fvu": fvu})
     path = write(run.out_dir, ranked, fixed_cfg, run.base, user, measured, search)
     return json.loads(path.read_text())
 
