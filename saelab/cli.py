@@ -10,25 +10,12 @@ from pathlib import Path
 
 from saelab import config
 from saelab.config import PRESETS, preset_summary
-from saelab.data.files import open_segments
-from saelab.data.sources import make_source, resolve
-from saelab.execution.cluster import parse_cluster
 from saelab.fileio import write_atomic, write_json
-from saelab.interop.export import export
-from saelab.interop.foreign import load_checkpoint
-from saelab.interop.inspection import default_chunk_rows, inspect, lab_command, row_chunks
-from saelab.interop.logs import autopsy_log
-from saelab.lab.base import PROFILES, load_base
-from saelab.lab.datacheck import INIT_ROWS, check, format_check
-from saelab.lab.dose import DOSE_BUDGET
-from saelab.lab.params import check_parameters
-from saelab.report.batch import rerender, run_lab
-from saelab.report.pages import autopsy_page, inspect_page
-from saelab.training import train
-from saelab.training.diagnose import format_autopsy
-from saelab.training.runs import read_config
-from saelab.training.train import Interrupted
+from saelab.lab.base import DOSE_BUDGET, PROFILES
 from saelab.version import describe
+
+# Each command imports what it runs (below, in its function): `saelab autopsy` on a long log never
+# loads torch, Dask or the lab (issue 22: 500 MB peak on a 3.3M-row log; the imports alone were 290 MB).
 
 SUMMARY_KEYS = ("steps", "l0", "l0_frac", "dead_frac", "dead_frac_batch", "mse", "fvu", "l1_recon_ratio",
                 "mmcs", "frac_recovered", "wall_seconds", "steps_per_second")
@@ -108,6 +95,10 @@ def _foreign_parsers(sub) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from saelab.interop.foreign import load_checkpoint
+    from saelab.interop.inspection import default_chunk_rows, inspect, lab_command, row_chunks
+    from saelab.report.pages import inspect_page
+
     for flag, value in (("--rows", args.rows), ("--chunk-rows", args.chunk_rows)):
         if value < 0:
             raise ValueError(f"{flag} {value} must be >= 0 (0: {'every row' if flag == '--rows' else 'the default'})")
@@ -125,6 +116,9 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _autopsy(args: argparse.Namespace) -> int:
+    from saelab.interop.logs import autopsy_log
+    from saelab.report.pages import autopsy_page
+
     columns = {}
     for text in args.column:
         name, sep, role = text.rpartition("=")
@@ -140,12 +134,16 @@ def _autopsy(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from saelab.interop.export import export
+
     out = export(args.run, args.format, args.out)
     print(f"exported {args.run} as {args.format} to {out}")
     return 0
 
 
 def _print_summary(runs: dict) -> None:
+    from saelab.training.diagnose import format_autopsy
+
     for name, run in runs.items():
         s = run.summary
         print(f"{name}: " + ", ".join(f"{k}={s[k]:.4g}" if isinstance(s.get(k), float) else f"{k}={s.get(k)}"
@@ -156,6 +154,9 @@ def _print_summary(runs: dict) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from saelab.training import train
+    from saelab.training.runs import read_config
+
     if args.resume:
         if args.overrides or args.config:
             raise ValueError("--resume continues the run with its own config.json; drop --set/--config "
@@ -185,6 +186,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _parse_param(text: str) -> tuple[str, object]:
+    from saelab.lab.params import check_parameters
+
     if "=" not in text:
         raise ValueError(f"parameter {text!r} must look like name=value")
     name, raw = text.split("=", 1)
@@ -196,6 +199,11 @@ def _parse_param(text: str) -> tuple[str, object]:
 
 
 def _check_data(args: argparse.Namespace) -> int:
+    from saelab.data.files import open_segments
+    from saelab.data.sources import make_source, resolve
+    from saelab.lab.base import load_base
+    from saelab.lab.datacheck import INIT_ROWS, check, format_check
+
     if args.rows < 1:
         raise ValueError(f"--rows {args.rows} must be >= 1")
     cfg = load_base(args.base).config.with_overrides(args.overrides).with_overrides({"data.source": args.source})
@@ -225,6 +233,13 @@ def absolute_paths(params: dict) -> dict:
     return out
 
 
+def _interrupted(e: BaseException) -> bool:
+    """A training's own interruption (``saelab.training.train.Interrupted``: a signal, with its
+    number); only a command that trained can have raised one, so its module is loaded by then."""
+    train = sys.modules.get("saelab.training.train")
+    return train is not None and isinstance(e, train.Interrupted)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -235,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return _train(args)
         if args.command == "lab":
+            from saelab.execution.cluster import parse_cluster
+            from saelab.report.batch import run_lab
+
             spec = parse_cluster(args.cluster, args.cluster_config) if args.cluster else None
             if args.cluster_config and not args.cluster:
                 raise ValueError("--cluster-config is for --cluster slurm; pass --cluster slurm too")
@@ -253,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-data":
             return _check_data(args)
         if args.command == "report":
+            from saelab.report.batch import rerender
+
             return rerender(args.out)
     except (ValueError, RuntimeError, OSError) as e:  # OSError: a folder for a file, no permission, disk full ...
         print(f"saelab: error: {e}", file=sys.stderr)
@@ -262,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             print("saelab: interrupted; completed phases and trained jobs are saved: rerun the same command with --force "
                   "to continue (finished jobs are kept, the interrupted one resumes from its last checkpoint)",
                   file=sys.stderr)
-            return 128 + int(e.signum) if isinstance(e, Interrupted) else 130
-        if isinstance(e, Interrupted):  # a training: it names its run directory and checkpoint
+            return 128 + int(e.signum) if _interrupted(e) else 130
+        if _interrupted(e):  # a training: it names its run directory and checkpoint
             print(f"saelab: {e}", file=sys.stderr)
             return 128 + int(e.signum)
         print("saelab: interrupted; completed phases are saved", file=sys.stderr)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import Tensor
 
 
 def umask() -> int:
@@ -57,8 +57,10 @@ def write_via(path: Path, write: Callable[[str], Any]) -> None:
 
 def clean_json(obj: Any) -> Any:
     """JSON has no NaN/Inf: write them as null. Numpy and torch values become Python ones first
-    (a numpy float32 NaN would otherwise slip through as an invalid ``NaN`` token)."""
-    if isinstance(obj, (np.generic, np.ndarray, Tensor)):
+    (a numpy float32 NaN would otherwise slip through as an invalid ``NaN`` token). A tensor can only
+    exist once torch is imported, so this module does not import it (``saelab autopsy`` never needs it)."""
+    torch = sys.modules.get("torch")
+    if isinstance(obj, (np.generic, np.ndarray)) or (torch is not None and isinstance(obj, torch.Tensor)):
         obj = obj.tolist()  # scalars -> int/float/bool, arrays -> nested lists
     if isinstance(obj, float) and not math.isfinite(obj):
         return None

@@ -21,6 +21,7 @@ from saelab.config import RunConfig
 from saelab.data.transformer import CACHE_FORMAT, built_once
 from saelab.execution import cluster, jobs
 from saelab.lab.phases import build
+from saelab.report import batch
 from saelab.report.batch import run_lab
 from saelab.training import diagnose, train
 
@@ -280,7 +281,7 @@ def test_the_interrupted_lab_says_to_rerun_with_force(tmp_path, monkeypatch, cap
         (tmp_path / "lab" / "runs").mkdir(parents=True)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "run_lab", interrupted)
+    monkeypatch.setattr(batch, "run_lab", interrupted)  # the CLI imports it when it runs a lab
     assert cli.main(["lab", "--profile", "smoke", "--only", "02", "--out", str(tmp_path / "lab")]) == 130
     err = one_line(capsys, "--force")
     assert "rerun the same command to continue" not in err
@@ -481,3 +482,20 @@ def test_a_base_with_a_word_for_a_number_is_one_line_and_nothing_written(tmp_pat
     assert cli.main(["lab", "--profile", "smoke", "--only", "01", "--base", str(path), "--out", str(out)]) == 2
     one_line(capsys, needle, str(path))
     assert not out.exists()
+
+
+def test_the_autopsy_command_loads_neither_torch_nor_dask_nor_the_lab(tmp_path):
+    """The 500 MB budget of issue 22 on a 3.3M-row log: the autopsy's process must not pay for the
+    trainer's imports (torch alone is most of the 290 MB the CLI's imports took)."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "log.csv"
+    pd.DataFrame({"step": np.arange(0, 2000, 10), "l0": 50.0, "dead_frac": np.linspace(0, 0.5, 200)}).to_csv(log, index=False)
+    code = ("import sys; from saelab import cli; rc = cli.main(['autopsy', sys.argv[1], '--out', sys.argv[2]]); "
+            "print([m for m in ('torch', 'dask', 'distributed', 'saelab.lab.answer', 'saelab.training.train') if m in sys.modules]); "
+            "sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code, str(log), str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "out" / "autopsy.html").exists()

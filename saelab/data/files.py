@@ -26,13 +26,14 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from saelab.config import RunConfig
+
+if TYPE_CHECKING:  # torch is imported where a tensor is read or made: reading a .npy never needs it
+    from torch import Tensor
 
 SUFFIXES = (".npy", ".safetensors", ".pt", ".pth", ".arrow")
 MAX_CHUNK_BYTES = 128 * 2**20  # float32 bytes of one shuffle chunk: caps data.shuffle_buffer for wide rows (43,690 at d_in 768)
@@ -53,10 +54,11 @@ class Segment:
 
     def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
         """Rows [start, stop) as float32 [stop - start, d_in], written into ``out`` when given
-        (float32 files are read straight into it: no second copy)."""
+        (float32 files are read straight into it: no second copy). torch only for a .pt tensor or bfloat16."""
         if out is None:
             out = np.empty((stop - start, self.d_in), dtype=np.float32)
         if self.tensor is not None:
+            import torch
             out[...] = self.tensor[start:stop].to(torch.float32).numpy()
             return out
         storage = "uint16" if self.dtype == "bfloat16" else self.dtype
@@ -67,6 +69,7 @@ class Segment:
         if got != buf.nbytes:
             raise ValueError(f"{self.path}: truncated; rows {start}..{stop} need {buf.nbytes} bytes, read {got}")
         if self.dtype == "bfloat16":
+            import torch
             out[...] = torch.from_numpy(buf.view(np.int16)).view(torch.bfloat16).to(torch.float32).numpy()
         elif buf is not out:
             out[...] = buf
@@ -161,6 +164,7 @@ def safetensors_segment(path: Path, name: str | None = None) -> Segment:
 def pt_segment(path: Path, name: str | None = None) -> Segment:
     """A .pt file through ``torch.load(weights_only=True, mmap=True)``: a tensor, or a dict of
     tensors (the named or the only one). Anything needing a full unpickler is refused."""
+    import torch
     if path.stat().st_size == 0:
         raise _fail(path, "is empty (0 bytes)")
     try:
@@ -447,6 +451,7 @@ class FileSource:
 
     def batch(self, step: int, batch_size: int) -> Tensor:
         """Training rows for ``step``: float32 [batch_size, d_in], a pure function of (seed, step)."""
+        import torch
         pos = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.int64)
         epoch, offset = np.divmod(pos, self.train_rows)
         out = np.empty((batch_size, self.d_in), dtype=np.float32)
@@ -464,6 +469,7 @@ class FileSource:
 
     def eval_set(self, n_rows: int) -> Tensor:
         """The last ``n_rows`` rows: float32 [n_rows, d_in], never in a training batch."""
+        import torch
         if n_rows > self.eval_rows:
             raise ValueError(f"{self.label}: eval_set({n_rows}) asks for more than the {self.eval_rows} held-out rows (eval_rows)")
         return torch.from_numpy(self._read(self.rows - n_rows, self.rows))

@@ -54,6 +54,10 @@ class Profile:
     # steps 4-14x slower (measured: phase 05 smoke 1.6 s with 1 thread, 21.8 s with 2)
 
 
+# the dose search's extra arms (saelab.lab.dose; here so the CLI reads it without loading the lab), each
+# over every replicate: k x16 and lr x0.03, x0.01 fit
+DOSE_BUDGET = 4
+
 PROFILES: dict[str, Profile] = {
     # seconds: for tests; nothing is expected to show at this size
     "smoke": Profile("smoke", (0,), 60, 32, 32, 16, 256, 10, 128, 8.0, 4096, 64, 32, 60, 1),

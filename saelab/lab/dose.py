@@ -33,12 +33,12 @@ from saelab.config import RunConfig
 from saelab.execution.jobs import Job, load_job
 from saelab.fileio import read_json, write_json
 from saelab.lab.answer import ranking
+from saelab.lab.base import DOSE_BUDGET  # the extra arms a search may train (the CLI's default too)
 from saelab.lab.causes import PHASES
 from saelab.lab.hypothesis import MIN_EFFECT, Arm, Hypothesis, diff
 from saelab.lab.wording import MIN_REPLICATES
 from saelab.training.train import SHARED_FIELDS
 
-DOSE_BUDGET = 4  # extra arms the search may train (each over every replicate): k x16 and lr x0.03, x0.01 fit
 DOSE_DIR = "dose"  # runs/dose/: the search's jobs (round<r>/seed<s>) and doses.json
 RECORD = "doses.json"
 
