@@ -1,12 +1,16 @@
-"""Fault injection for ``saelab train`` and ``saelab export`` at smoke size (issue 22): SIGKILL and
-SIGTERM at random steps, a full disk during a checkpoint and during an export (a file-size limit,
+"""Fault injection for ``saelab train``, ``saelab export`` and ``saelab lab`` at smoke size (issue 22):
+SIGKILL and SIGTERM at random steps, a full disk during a checkpoint and during an export (a file-size limit,
 RLIMIT_FSIZE, stands in for a small tmpfs: every write beyond it fails with EFBIG as on a full
-disk), and a read-only output folder. After each fault the run is recovered the way the messages
+disk), a read-only output folder; and whole labs (phase 02, three seeds) killed at a random moment:
+in this process (SIGKILL, and Ctrl-C), on ``--cluster local:2`` a worker process (SIGKILL: Dask
+retries its job, the lab must finish by itself) and the client (SIGKILL: no process may be left
+behind). After each fault the run is recovered the way the messages
 say (resume, or the same command again) and compared with an uninterrupted run: metrics, held-out
 fire counts and final weights must be equal, or the fault refused with one line and exit code 2,
-with nothing written before the fault lost.
+with nothing written before the fault lost. A lab is recovered the way its message says (the same
+command with ``--force``) and compared job by job and verdict by verdict with an uninterrupted lab.
 
-    .venv/bin/python benchmarks/faults.py [--trials 3] [--seed 0]
+    .venv/bin/python benchmarks/faults.py [--trials 3] [--seed 0] [--no-lab]
 
 Prints one line per fault and the counts: faults injected, resumed exactly, refused cleanly,
 finished before the fault landed, wrong results, files lost. Exit code 1 when any result is wrong
@@ -188,11 +192,141 @@ def read_only(tally: Tally, ref: Path, tmp: Path) -> None:
             clean = rc == 2 and len(err.splitlines()) == 1
             tally.add(f"read-only folder ({what})", "refused_cleanly" if clean else "wrong", err.strip()[:140])
 
+# ----- whole labs ---------------------------------------------------------------------------------
+
+LAB = ["lab", "--profile", "smoke", "--only", "02", "-p", "seeds=[0, 1, 2]", "-p", 'overrides={"steps": 300}']
+
+
+def lab_runs(out: Path) -> list[Path]:
+    """The arm folders of a lab's runs (relative), each a trained run."""
+    return sorted(p.parent.relative_to(out) for p in (out / "runs").rglob("summary.json"))
+
+
+def same_lab(a: Path, b: Path) -> str:
+    """"" when two labs trained the same runs to the same numbers and reached the same verdicts
+    (hypothesis, verdict and effect), else what differs."""
+    import json
+
+    if lab_runs(a) != lab_runs(b):
+        return f"runs differ: {len(lab_runs(a))} against {len(lab_runs(b))}"
+    for rel in lab_runs(a):
+        if not same_run(a / rel, b / rel):
+            return f"{rel} differs"
+    for v in sorted((a / "runs").glob("*/verdicts.json")):
+        key = lambda path: [(x["id"], x["verdict"], x["effect"]) for x in json.loads(path.read_text())]  # noqa: E731
+        w = b / v.relative_to(a)
+        if not w.exists() or key(v) != key(w):
+            return f"{v.relative_to(a)} differs"
+    return ""
+
+
+def start_lab(out: Path, cluster: bool) -> subprocess.Popen:
+    """The lab in a process of its own, its console into ``<out>.log`` (a pipe nobody reads would fill)."""
+    args = [*SAELAB, *LAB, "--out", str(out)] + (["--cluster", "local:2"] if cluster else [])
+    with open(f"{out}.log", "wb") as log:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+
+
+def workers(p: subprocess.Popen) -> list:
+    """The lab's Dask worker processes (its children that are neither kernels nor helpers)."""
+    import psutil
+
+    try:
+        kids = psutil.Process(p.pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    return [k for k in kids if "multiprocessing" in " ".join(k.cmdline()) and "resource_tracker" not in " ".join(k.cmdline())]
+
+
+def jobs_done(out: Path) -> int:
+    """The lab's jobs whose every arm has its summary.json (a job killed while writing them is not done)."""
+    groups = [g for g in (out / "runs").glob("*/seed*") if g.is_dir()] if (out / "runs").exists() else []
+    return sum(1 for g in groups if (arms := [a for a in g.iterdir() if (a / "config.json").exists()])
+               and all((a / "summary.json").exists() for a in arms))
+
+
+def wait_for_training(out: Path, p: subprocess.Popen, rng: random.Random, jobs: int = 3) -> bool:
+    """Until a random job of the lab is training (some earlier ones may be done): False if the lab
+    finished first. A job trains 300 steps; the fault lands at a random moment of it."""
+    target = rng.randrange(jobs)
+    while p.poll() is None:
+        done = jobs_done(out)
+        if done >= target and any((out / "runs").rglob("checkpoint*")):
+            time.sleep(rng.uniform(0, 1.5))
+            return p.poll() is None
+        time.sleep(0.05)
+    return False
+
+
+def lab_trial(tally: Tally, ref: Path, tmp: Path, rng: random.Random, name: str, what: str) -> None:
+    """One whole-lab fault: ``what`` is "kill" (SIGKILL the lab in this process), "interrupt" (Ctrl-C),
+    "worker" (SIGKILL a worker of --cluster local:2) or "client" (SIGKILL the lab on local:2)."""
+    import psutil
+
+    out = tmp / name
+    fault = {"kill": "lab: SIGKILL", "interrupt": "lab: Ctrl-C (SIGINT)", "worker": "lab on local:2: SIGKILL a worker",
+             "client": "lab on local:2: SIGKILL the client"}[what]
+    p = start_lab(out, cluster=what in ("worker", "client"))
+    if not wait_for_training(out, p, rng):
+        tally.add(fault, "finished_before_fault")
+        return
+    left: list = []
+    if what == "worker":
+        ws = workers(p)
+        if not ws:
+            p.kill()
+            tally.add(fault, "wrong", "no worker process found")
+            return
+        for w in ws:
+            w.cpu_percent()
+        time.sleep(0.3)
+        max(ws, key=lambda w: w.cpu_percent()).kill()  # the busiest: the one training a job
+        rc = p.wait(timeout=900)  # Dask retries the job elsewhere: the lab finishes by itself
+        err = Path(f"{out}.log").read_text(errors="replace")
+        jobs_line = next((line.strip() for line in re.split(r"[\r\n]", err) if " jobs: " in line or line.startswith("jobs")), "")
+        if rc != 0:
+            tally.add(fault, "wrong", f"the lab exited {rc} after the worker died: {err.strip()[-200:]}")
+            return
+    else:
+        ws = workers(p)
+        kids = psutil.Process(p.pid).children(recursive=True)
+        p.send_signal(signal.SIGINT if what == "interrupt" else signal.SIGKILL)
+        rc = p.wait(timeout=300)
+        err = Path(f"{out}.log").read_text(errors="replace")
+        if what == "interrupt" and (rc != 130 or "--force" not in err):
+            tally.add(fault, "wrong", f"exit {rc}, the message does not say to rerun with --force: {err.strip()[-200:]}")
+            return
+        _, alive = psutil.wait_procs(kids, timeout=30)
+        left = [k for k in alive if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+        for k in left:
+            k.kill()
+        before = snapshot(out / "runs")
+        done_before = jobs_done(out)
+        again = subprocess.run([*SAELAB, *LAB, "--out", str(out), "--force"] + (["--cluster", "local:2"] if what == "client" else []),
+                               capture_output=True, text=True, timeout=900)
+        rc, err = again.returncode, again.stderr
+        jobs_line = (f"{done_before} of 3 jobs done at the fault; rerun: "
+                     + next((line.strip() for line in re.split(r"[\r\n]", err) if " jobs: " in line), "?"))
+        if rc != 0:
+            tally.add(fault, "wrong", f"the rerun with --force exited {rc}: {err.strip()[-200:]}")
+            return
+        gone = [k for k, h in before.items() if k.endswith("summary.json") and k not in snapshot(out / "runs")]
+        if gone:
+            tally.add(fault, "lost", f"{len(gone)} finished runs were not kept")
+            return
+    differs = same_lab(ref, out)
+    if left:
+        tally.add(fault, "wrong", f"{len(left)} processes outlived the lab ({len(ws)} workers)")
+    else:
+        tally.add(fault, "wrong" if differs else "resumed_exactly", differs or jobs_line)
+
+
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=3, help="SIGKILL and SIGTERM faults each, at random steps")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-lab", action="store_true", help="only the faults of saelab train and export")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     tally = Tally()
@@ -211,6 +345,14 @@ def main() -> int:
         full_disk_export(tally, ref, tmp)
         read_only(tally, ref, tmp)
         shutil.rmtree(tmp / "read-only", ignore_errors=True)
+        if not args.no_lab:
+            lab_ref = tmp / "lab-uninterrupted"
+            rc, err, _ = run([*LAB, "--out", str(lab_ref)])
+            if rc != 0:
+                print(f"the uninterrupted lab failed: {err}")
+                return 1
+            for what in ("kill", "interrupt", "worker", "client"):
+                lab_trial(tally, lab_ref, tmp, rng, f"lab-{what}", what)
     c = tally.counts
     print(f"faults injected {c['injected']}: resumed exactly {c['resumed_exactly']}, refused cleanly "
           f"{c['refused_cleanly']}, finished before the fault {c['finished_before_fault']}, wrong {c['wrong']}, "
