@@ -133,3 +133,21 @@ def test_the_fixed_configuration_carries_the_labs_data_and_trains(tmp_path):
     assert cli.main(["train", "--config", str(tmp_path / "answer/fixed_config.json"), "--out", str(tmp_path / "run"), "--quiet"]) == 0
     trained = json.loads((tmp_path / "run/config.json").read_text())
     assert trained["data"]["source"] == carried["data.source"] and trained["sae"]["d_in"] == 16 and trained["sae"]["k"] == 8
+
+
+@pytest.mark.slow
+def test_the_lab_runs_a_dose_round_between_its_first_phases_and_phase_06(tmp_path):
+    """Through ``saelab lab`` itself: phase 01 confirms k too small with >5% left dead, the batch
+    trains a round of stronger doses before planning phase 06, and the answer reports it (a round
+    once crashed here: its progress line grouped the arms by an unhashable cause)."""
+    (tmp_path / "base.json").write_text(json.dumps(TOPK_K2))
+    rows = np.random.default_rng(0).standard_normal((6000, 32)).astype(np.float32)  # a file: phase 06 trains no MiniLM arm
+    np.save(tmp_path / "acts.npy", rows)
+    rc = cli.main(["lab", "--profile", "smoke", "--only", "01,06", "--base", str(tmp_path / "base.json"), "--data",
+                   f"file:{tmp_path / 'acts.npy'}", "--out", str(tmp_path / "lab"), "-p", "seeds=[0]", "--dose-budget", "1"])
+    assert rc == 0
+    rec = json.loads((tmp_path / "lab/runs/dose/doses.json").read_text())
+    assert rec["used"] == 1 and [c["id"] for c in rec["causes"]] == ["H16"]
+    assert (tmp_path / "lab/runs/dose/round1/seed0/H16-k_32/summary.json").exists()
+    found = json.loads((tmp_path / "lab/answer.json").read_text())
+    assert found["dose_budget"] == {"budget": 1, "used": 1} and found["fixed_run"]["replicates"] == 1

@@ -91,10 +91,11 @@ def stronger(base: RunConfig, dose: Mapping[str, Any], than: Mapping[str, Any]) 
     return a * b > 0 and abs(a) > abs(b) + 1e-12
 
 
-@dataclass
+@dataclass(eq=False)
 class Cause:
     """One confirmed cause under search: its phase run, its hypothesis, the phase's verdict and
-    the doses tried so far (each: arm, changes, round, verdict dict, met)."""
+    the doses tried so far (each: arm, changes, round, verdict dict, met). Equal only to itself
+    (hashable: a round's arms are grouped by their cause)."""
 
     stem: str
     run: Any  # saelab.lab.phases.PhaseRun, its runs trained
