@@ -1,0 +1,251 @@
+"""Issue 22's reproducers that no other test ran as the issue states them (docs/reliability.md maps
+every reproducer to its test): a run's recorded commit and a file rewritten in place as part of a
+job's identity, a NaN in one latent's encoder, TopK ``"k": 1e9`` as JSON writes it, ``--cluster
+local:1000`` and an HTTP server as ``--cluster`` through the CLI, ``-p overrides=...`` as the CLI parses
+it reaching phase 00's seed-pipeline job, and the probes the issue found to hold (safetensors header
+tricks, symlink loops, legacy pickles), kept from regressing. Each bad input is one line on stderr,
+exit code 2 and nothing written."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from saelab import cli, fileio
+from saelab.config import RunConfig
+from saelab.execution import jobs
+from saelab.report.batch import plan_jobs
+from saelab.version import KEY
+
+D, S = 8, 16
+
+
+def one_line(capsys, *needles: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in err, (n, err)
+    return err
+
+
+@pytest.fixture()
+def acts(tmp_path) -> Path:
+    p = tmp_path / "acts.npy"
+    np.save(p, np.random.default_rng(0).normal(size=(256, D)).astype(np.float32))
+    return p
+
+
+def saelens(path: Path, arch: str = "standard", mutate=None, **cfg) -> Path:
+    g = torch.Generator().manual_seed(0)
+    sd = {"W_enc": torch.randn(D, S, generator=g), "b_enc": torch.zeros(S), "W_dec": torch.randn(S, D, generator=g),
+          "b_dec": torch.zeros(D)}
+    if mutate:
+        mutate(sd)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path / "sae_weights.safetensors"))
+    (path / "cfg.json").write_text(json.dumps({"architecture": arch, "d_in": D, "d_sae": S, "apply_b_dec_to_input": True,
+                                               "normalize_activations": "none", **cfg}))
+    return path
+
+
+def inspect_cli(ckpt: Path, data: Path, out: Path) -> int:
+    return cli.main(["inspect", str(ckpt), "--data", f"file:{data}", "--out", str(out)])
+
+
+# ----- finding 2 / deliver 2: the commit and the data's contents are part of a job's identity -------
+
+
+def file_job(tmp_path: Path, acts: Path) -> jobs.Job:
+    cfg = RunConfig().with_overrides({"data.source": f"file:{acts}", "sae.d_in": 0, "sae.d_sae": S, "steps": 20,
+                                      "log_interval": 10, "eval_rows": 64, "data.batch_size": 64})
+    return jobs.Job("t/seed0", {"base": cfg}, tmp_path / "job", "width")
+
+
+@pytest.fixture()
+def done_job(tmp_path) -> jobs.Job:
+    acts = tmp_path / "acts.npy"
+    np.save(acts, np.random.default_rng(0).normal(size=(2000, D)).astype(np.float32))
+    job = file_job(tmp_path, acts)
+    jobs.run_job(job)
+    assert jobs.job_state(job) == "done"
+    return job
+
+
+def test_a_run_whose_config_names_another_saelab_commit_is_stale(done_job):
+    path = Path(done_job.out) / "base" / "config.json"
+    cfg = fileio.read_json(path)
+    assert "commit" in cfg[KEY]
+    cfg[KEY]["commit"] = "0123456789ab"  # what a run trained by another checkout of saelab records
+    path.write_text(json.dumps(cfg))
+    assert jobs.job_state(done_job) == "stale"
+    assert "commit '0123456789ab'" in jobs.stale_reason(done_job)
+    record = jobs.run_job(done_job)  # retrained, saying why
+    assert record["state"] == "stale" and "commit" in record["stale"]
+    assert jobs.job_state(done_job) == "done"
+
+
+def test_data_rewritten_in_place_with_the_same_size_and_time_is_stale(done_job, tmp_path):
+    """``cp -p`` of other rows of the same shape: only the sampled hash of the contents tells."""
+    acts = tmp_path / "acts.npy"
+    st = acts.stat()
+    np.save(acts, (50 + np.random.default_rng(1).normal(size=(2000, D))).astype(np.float32))
+    os.utime(acts, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert acts.stat().st_size == st.st_size and acts.stat().st_mtime_ns == st.st_mtime_ns
+    assert jobs.job_state(done_job) == "stale"
+    assert "changed since" in jobs.stale_reason(done_job)
+
+
+# ----- finding 3: inspect on broken weights and impossible settings ---------------------------------
+
+
+def _nan_encoder_column(sd):
+    sd["W_enc"][:, 3] = float("nan")
+
+
+def _nan_encoder_bias(sd):
+    sd["b_enc"][3] = float("nan")
+
+
+@pytest.mark.parametrize("mutate, needle", [(_nan_encoder_column, "W_enc"), (_nan_encoder_bias, "b_enc")])
+def test_a_nan_in_one_latent_is_refused_not_reported_as_a_median(tmp_path, acts, capsys, mutate, needle):
+    out = tmp_path / "report"
+    assert inspect_cli(saelens(tmp_path / "ck", mutate=mutate), acts, out) == 2
+    err = one_line(capsys, needle, "latent 3", "NaN or Inf")
+    assert "median" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("k", [1e9, 8.0])
+def test_topk_k_written_as_a_json_float_is_one_line(tmp_path, acts, capsys, k):
+    out = tmp_path / "report"
+    assert inspect_cli(saelens(tmp_path / "ck", "topk", k=k), acts, out) == 2
+    one_line(capsys, f"k={k!r}", "integer")
+    assert not out.exists()
+
+
+# ----- finding 4 through the CLI: bounded and answered clusters -------------------------------------
+
+
+def test_cli_local_cluster_1000_is_one_line_exit_2_and_nothing_written(tmp_path, capsys):
+    out = tmp_path / "lab"
+    assert cli.main(["lab", "--profile", "smoke", "--only", "02", "--out", str(out), "--cluster", "local:1000"]) == 2
+    err = one_line(capsys, "--cluster 'local:1000'", "at most")
+    assert "cores" in err and "memory" in err  # says what the machine can hold
+    assert not out.exists()
+
+
+@pytest.mark.timeout(60)
+def test_cli_cluster_at_an_http_server_is_one_line_exit_2_and_nothing_written(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"tcp://127.0.0.1:{server.server_address[1]}"
+    out = tmp_path / "lab"
+    try:
+        assert cli.main(["lab", "--profile", "smoke", "--only", "02", "--out", str(out), "--cluster", address]) == 2
+    finally:
+        server.shutdown()
+    one_line(capsys, f"--cluster {address}", "no Dask scheduler answered")
+    assert not out.exists()
+
+
+# ----- finding 8: -p overrides as the CLI parses it reaches every job of phase 00 ---------------------
+
+
+def test_cli_overrides_parameter_reaches_the_seed_pipeline_job(tmp_path):
+    name, value = cli._parse_param('overrides={"steps": 40}')
+    planned = plan_jobs("00_reproduce", {"profile": "smoke", "out_dir": str(tmp_path / "runs"), name: value})
+    assert len(planned) >= 2  # the seed-pipeline arm is a job of its own
+    assert {c.steps for j in planned for c in j.arms.values()} == {40}
+
+
+# ----- held in issue 22: header tricks, symlink loops, legacy pickles stay one line ------------------
+
+
+def _header_tricks():
+    def with_header(good: bytes, edit) -> bytes:
+        n = struct.unpack("<Q", good[:8])[0]
+        header = json.loads(good[8:8 + n])
+        name = next(k for k in header if k != "__metadata__")
+        header[name] = edit(dict(header[name]))
+        text = json.dumps(header).encode()
+        return struct.pack("<Q", len(text)) + text + good[8 + n:]
+
+    return {
+        "huge header length": lambda good: struct.pack("<Q", 2**62) + good[8:],
+        "header not JSON": lambda good: struct.pack("<Q", 5) + b"hello" + good[8:],
+        "offsets past the end": lambda good: with_header(good, lambda t: {**t, "data_offsets": [0, 10**12]}),
+        "unknown dtype": lambda good: with_header(good, lambda t: {**t, "dtype": "F99"}),
+        "overflowing shape": lambda good: with_header(good, lambda t: {**t, "shape": [10**9, 10**9]}),
+        "empty file": lambda good: b"",
+    }
+
+
+@pytest.mark.parametrize("trick", list(_header_tricks()))
+def test_safetensors_header_tricks_are_one_line(tmp_path, acts, capsys, trick):
+    ck = saelens(tmp_path / "ck")
+    weights = ck / "sae_weights.safetensors"
+    weights.write_bytes(_header_tricks()[trick](weights.read_bytes()))
+    out = tmp_path / "report"
+    assert inspect_cli(ck, acts, out) == 2
+    one_line(capsys, "sae_weights.safetensors", "not a readable safetensors file")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("looped", ["cfg.json", "sae_weights.safetensors", "data"])
+def test_symlink_loops_are_one_line(tmp_path, acts, capsys, looped):
+    ck = saelens(tmp_path / "ck")
+    data = acts
+    if looped == "data":
+        data = tmp_path / "loop.npy"
+        data.symlink_to(data.name)
+    else:
+        (ck / looped).unlink()
+        (ck / looped).symlink_to(looped)
+    out = tmp_path / "report"
+    assert inspect_cli(ck, data, out) == 2
+    one_line(capsys, "loop.npy" if looped == "data" else looped)
+    assert not out.exists()
+
+
+def test_legacy_pickled_pt_files_are_refused_never_unpickled(tmp_path, capsys):
+    """torch.save's pre-1.6 format (not a zip): refused like the zip format, as activations and as a
+    dictionary_learning checkpoint; the payload (os.mkdir of a marker) never runs."""
+
+    class Payload:
+        def __init__(self, marker: Path):
+            self.marker = str(marker)
+
+        def __reduce__(self):
+            return (os.mkdir, (self.marker,))
+
+    x = torch.randn(300, D)
+    torch.save({"acts": x, "evil": Payload(tmp_path / "pwned_acts")}, tmp_path / "acts.pt",
+               _use_new_zipfile_serialization=False)
+    assert cli.main(["check-data", f"file:{tmp_path / 'acts.pt'}"]) == 2
+    one_line(capsys, "acts.pt", "refused")
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    torch.save({"encoder.weight": torch.zeros(S, D), "evil": Payload(tmp_path / "pwned_ae")}, dl / "ae.pt",
+               _use_new_zipfile_serialization=False)
+    (dl / "config.json").write_text(json.dumps({"trainer": {"dict_class": "AutoEncoder"}}))
+    np.save(tmp_path / "rows.npy", x.numpy())
+    assert inspect_cli(dl, tmp_path / "rows.npy", tmp_path / "report") == 2
+    one_line(capsys, "ae.pt", "refused")
+    assert not (tmp_path / "pwned_acts").exists() and not (tmp_path / "pwned_ae").exists()
+    assert not (tmp_path / "report").exists()
