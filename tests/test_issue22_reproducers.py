@@ -249,3 +249,56 @@ def test_legacy_pickled_pt_files_are_refused_never_unpickled(tmp_path, capsys):
     one_line(capsys, "ae.pt", "refused")
     assert not (tmp_path / "pwned_acts").exists() and not (tmp_path / "pwned_ae").exists()
     assert not (tmp_path / "report").exists()
+
+
+# ----- finding 6: Ctrl-C on a lab on --cluster local:2 is the one line, no Dask traceback ------------
+
+
+def test_a_bar_drawn_before_any_job_finished_ends_its_line_when_closed(capsys):
+    """Ctrl-C (or an error) before the first job finishes: the lab's message starts a line of its own,
+    not the end of the progress bar's."""
+    import sys
+
+    from saelab.execution import cluster
+
+    runner = cluster.Runner(progress=True)
+    runner.submit([object(), object()])  # drawn: "jobs: 0/2"
+    runner.close()
+    print("saelab: interrupted", file=sys.stderr)
+    err = capsys.readouterr().err
+    assert "0/2" in err and "\nsaelab: interrupted" in err, repr(err)
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_on_a_lab_on_a_local_cluster_is_one_line_without_dask_tracebacks(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group (the lab and its Dask workers) once a job
+    is training: the lab says to rerun with --force, and neither a worker's traceback nor Dask's
+    FutureCancelledError is printed; no process of the group outlives it."""
+    pytest.importorskip("distributed")
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "lab"
+    p = subprocess.Popen([sys.executable, "-m", "saelab.cli", "lab", "--profile", "smoke", "--only", "02", "--out", str(out),
+                          "--cluster", "local:2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    deadline = time.monotonic() + 240
+    while p.poll() is None and not any((out / "runs").rglob("config.json")) and time.monotonic() < deadline:
+        time.sleep(0.1)  # until a worker has started a job
+    assert p.poll() is None, p.communicate()
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "CancelledError" not in err and "distributed." not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("saelab:")]
+    assert len(lines) == 1 and "rerun the same command with --force" in lines[0], err
+    while time.monotonic() < deadline:  # the workers are closed with the lab
+        try:
+            os.killpg(p.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("processes of the lab's group outlived it")
