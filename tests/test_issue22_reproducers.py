@@ -302,3 +302,26 @@ def test_ctrl_c_on_a_lab_on_a_local_cluster_is_one_line_without_dask_tracebacks(
         time.sleep(0.2)
     else:
         pytest.fail("processes of the lab's group outlived it")
+
+
+# ----- deliver 4: a failing notebook is said once, with its phase and its log --------------------------
+
+
+@pytest.mark.slow
+def test_a_failing_notebook_is_one_line_naming_the_phase_and_its_log(tmp_path, capfd):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_runs import write_test_notebooks
+
+    from saelab.report.batch import kernel_log, run_lab
+
+    nbs = write_test_notebooks(tmp_path / "notebooks", broken=True)
+    out = tmp_path / "out"
+    assert run_lab(profile="smoke", out=out, notebooks_dir=nbs, only=["01"], progress=True) == 1
+    err = capfd.readouterr().err
+    log = kernel_log(out.resolve(), "01_broken")
+    assert err.count("deliberate failure for the test") == 1, err  # shown once
+    assert "01_broken failed in " in err and f"(log: {log})" in err, err
+    assert "Traceback" not in err and "IPKernelApp" not in err, err
+    assert log.is_file()
