@@ -103,6 +103,26 @@ def test_data_rewritten_in_place_with_the_same_size_and_time_is_stale(done_job, 
     assert "changed since" in jobs.stale_reason(done_job)
 
 
+def test_force_documents_what_it_reuses_and_the_lab_says_what_it_retrained(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["lab", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    force = text[text.index("--force rerun"):text.index("--cluster WHERE run")]
+    for words in ("(version and commit)", "torch and numpy", "same data", "reused", "retrained"):
+        assert words in force, (words, force)
+
+    from saelab.execution import cluster
+
+    runner = cluster.Runner(progress=False)
+    runner._done("p/seed0", {"state": "done", "from_step": None, "wall_s": 0.0, "stale": ""}, None)
+    runner._done("p/seed1", {"state": "stale", "from_step": None, "wall_s": 1.0, "stale": "torch '2.12.0' -> '2.13.0'"}, None)
+    err = capsys.readouterr().err
+    assert "job p/seed1 retrained: its earlier runs were made by other code or data (torch '2.12.0' -> '2.13.0')" in err
+    assert "p/seed0" not in err  # a reused job is counted, not listed
+    assert ("1 already done (same saelab, torch, numpy and data), 1 retrained (made by other code or data)"
+            in cluster.summary(runner))
+
+
 # ----- finding 3: inspect on broken weights and impossible settings ---------------------------------
 
 
