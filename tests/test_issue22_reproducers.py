@@ -103,6 +103,30 @@ def test_data_rewritten_in_place_with_the_same_size_and_time_is_stale(done_job, 
     assert "changed since" in jobs.stale_reason(done_job)
 
 
+def test_the_data_fingerprint_follows_a_model_folder_and_every_shard_of_a_folder(tmp_path):
+    """Deliver 2 beyond one file: a local model folder whose config changes, and a folder source whose
+    second shard is rewritten in place (same size and time) each get a new fingerprint."""
+    from saelab.training.identity import data_fingerprint
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 8}')
+    before = data_fingerprint(f"hf:{model}")
+    (model / "config.json").write_text('{"hidden_size": 9}')
+    assert data_fingerprint(f"hf:{model}") != before
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i in range(2):
+        np.save(shards / f"{i}.npy", np.random.default_rng(i).normal(size=(500, D)).astype(np.float32))
+    before = data_fingerprint(f"file:{shards}")
+    assert len(before["files"]) == 2
+    st = (shards / "1.npy").stat()
+    np.save(shards / "1.npy", np.random.default_rng(9).normal(size=(500, D)).astype(np.float32))
+    os.utime(shards / "1.npy", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert data_fingerprint(f"file:{shards}") != before
+
+
 def test_force_documents_what_it_reuses_and_the_lab_says_what_it_retrained(capsys):
     with pytest.raises(SystemExit):
         cli.main(["lab", "--help"])
