@@ -197,7 +197,12 @@ class Runner:
 
     def close(self) -> None:
         self.closing = True
-        self.bar.close()
+        bar = self.bar
+        if not bar.disable and bar.total:
+            # tqdm ends a bar's line on close only once update() has printed it; a bar drawn by refresh()
+            # alone (Ctrl-C or an error before the first job finished) had the lab's next line glued to it
+            bar.last_print_t = max(bar.last_print_t, bar.start_t + bar.delay)
+        bar.close()
 
 
 def job_log(log_dir: Path, name: str) -> Path:
