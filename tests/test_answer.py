@@ -160,5 +160,8 @@ def test_the_proof_weighs_the_fixed_runs_own_sparsity_and_reconstruction_against
     text = answer.proof(_found_with_fixed_run(l0=250.0, l0_frac=250 / 256, cost=answer.cost_sentence(dense)))
     assert "margin on deaths" in text and "L0 8 -> 250 per row (98% of the latents)" in text and "weigh that" in text
     # the rule the fixed run is held to is the ranking's own
+    # alive because it learned nothing (a smoke-size run: FVU 1.0): said, not passed
+    text = answer.proof(_found_with_fixed_run(fvu=1.002))
+    assert "learned nothing (FVU 1 >= 0.99)" in text and "within the 5% margin." not in text
     assert answer.costs_sparsity({"base": 8.0, "with_fix": 250.0, "with_fix_frac": 250 / 256})
     assert not answer.costs_sparsity({"base": 8.0, "with_fix": 12.0, "with_fix_frac": 12 / 256})

@@ -41,6 +41,7 @@ from saelab.lab.verdicts import (
     verdict,
 )
 from saelab.lab.wording import md_code, md_text
+from saelab.training.metrics import COLLAPSE_FVU
 
 VERDICT_ORDER = {"confirmed": 0, "inconclusive": 1, "refuted": 2}
 FVU_COST = 0.02  # final FVU points a fix may add before it counts as keeping latents alive by learning less
@@ -292,6 +293,10 @@ def proof(found: dict[str, Any]) -> str:
     line = (f"Its own run (phase 06, arm `fixed`, {m['replicates']} replicate{'s' * (m['replicates'] != 1)}) measured: "
             f"{_pct(m['dead'])} of the latents dead at the end (peak {_pct(m['peak_dead'])}), L0 {m['l0']:.3g} per row "
             f"({_pct(m['l0_frac'])} of the latents), FVU {m['fvu']:.3g}.")
+    if m["meets_margin"] and (m["fvu"] >= COLLAPSE_FVU or m["l0"] < 1):  # alive because nothing was learned
+        return line + (f" That is within the {100 * MIN_EFFECT:.0f}% margin on deaths, but the run has learned nothing "
+                       f"(FVU {m['fvu']:.3g} >= {COLLAPSE_FVU}" + (f", L0 {m['l0']:.3g} < 1" if m["l0"] < 1 else "")
+                       + "): no latent can be called alive or dead by it; train longer (a larger --profile) before trusting it.")
     if m["meets_margin"] and m.get("cost"):  # alive, but at a cost the ranking would hold against a fix
         return line + (f" That is within the {100 * MIN_EFFECT:.0f}% margin on deaths, but against the base's own run in this "
                        f"phase it {m['cost']}: weigh that before adopting it.")
