@@ -127,6 +127,7 @@ def train_saelens(arch: str, x: np.ndarray, out: Path) -> list[dict]:
 
     torch.manual_seed(SEED)
     folder = out / "saelens" / arch
+    shutil.rmtree(folder, ignore_errors=True)  # this script's own fixture of an earlier run: trained again from scratch
     runner = LanguageModelSAERunnerConfig(
         sae=saelens_sae_config(arch), model_name="planted-offset", hook_name="blocks.0.hook_resid_post",
         dataset_path="planted/acts_offset.npy", training_tokens=STEPS * BATCH, train_batch_size_tokens=BATCH,
