@@ -182,13 +182,13 @@ def pt_segment(path: Path, name: str | None = None) -> Segment:
     except (RuntimeError, EOFError, OSError) as e:
         raise _fail(path, f"could not be read by torch.load(weights_only=True): {str(e).splitlines()[0]} (truncated or not a torch file?)") from None
     if isinstance(obj, dict):
-        found = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+        found = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if name is None and len(found) == 1:
             name = next(iter(found))
         if name not in found:
             raise _fail(path, f"pick one tensor with file:{path}#<name>; it holds {sorted(map(str, found))}")
         obj = found[name]
-    if not isinstance(obj, Tensor):
+    if not isinstance(obj, torch.Tensor):
         raise _fail(path, f"holds a {type(obj).__name__}, not a tensor")
     dtype = str(obj.dtype).removeprefix("torch.")
     rows, d_in = _check_shape(path, tuple(obj.shape), dtype)
