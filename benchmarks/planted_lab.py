@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from planted_causes import CASES, CO_CAUSES, SMALL, TOPK, materialize, merge, parse_args  # noqa: E402
 
+CENTRED = {"b_dec_init": "geometric_median", "apply_b_dec_to_input": True}
+
 # issue 21's whole-lab cases: (planted base, healthy control, the hypothesis that must come first)
 LAB_CASES = {
     # LR 30x too high on an L1 SAE: phase 01's alpha x0.01 / x0.1 arms compete with phase 02's LR arms;
@@ -36,9 +38,11 @@ LAB_CASES = {
     "lr too high, l1 down also works": (merge(SMALL, {"optim": {"lr": 0.1}}), SMALL, "H9"),
     # alpha 33x the healthy one: the SAE collapses (FVU ~1, L0 < 1 per row), few latents "never fire"
     "l1 so strong the sae collapses": (merge(SMALL, {"penalty": {"alpha": 0.33}, "steps": 600}), merge(SMALL, {"steps": 600}), "H1s"),
-    # TopK k = 2 of 512 latents: k x4 leaves most dead; the dose search tries k x16, x64
-    "topk k=2 of 512, dosed": (merge(SMALL, merge(TOPK, {"sae": {"d_sae": 512, "k": 2}})),
-                               merge(SMALL, merge(TOPK, {"sae": {"d_sae": 512, "k": 32}})), "H16"),
+    # TopK k = 2 of 512 latents: k x4 leaves most dead; the dose search tries k x16, x64. Both centred
+    # (b_dec at the geometric median, subtracted): uncentred, the k = 32 control itself left 18.6% dead
+    # at this size, removed by centring (H8) or by k x4 at a density cost, so it was no healthy control
+    "topk k=2 of 512, dosed": (merge(SMALL, merge(TOPK, {"sae": {"d_sae": 512, "k": 2, **CENTRED}})),
+                               merge(SMALL, merge(TOPK, {"sae": {"d_sae": 512, "k": 32, **CENTRED}})), "H16"),
 }
 
 
