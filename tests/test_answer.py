@@ -155,6 +155,9 @@ def test_the_proof_weighs_the_fixed_runs_own_sparsity_and_reconstruction_against
     # a fixed run that is alive and sparse: within the margin, nothing to weigh
     ok = answer.proof(_found_with_fixed_run())
     assert "within the 5% margin." in ok and "weigh" not in ok
+    # as dense as a dense base (the seed's case: L0 250 of 256 where the base had 146): no cost, but not sparse either
+    text = answer.proof(_found_with_fixed_run(l0=250.0, l0_frac=250 / 256, base_l0=146.0))
+    assert "the SAE is not sparse: 97.7% of the latents" in text and "base's own run: L0 146" in text
     # alive only by being dense (L0 250 of 256 where the base had 8): the margin is met on deaths, the cost is named
     dense = {"costs_sparsity": True, "l0": {"base": 8.0, "with_fix": 250.0, "with_fix_frac": 250 / 256}}
     text = answer.proof(_found_with_fixed_run(l0=250.0, l0_frac=250 / 256, cost=answer.cost_sentence(dense)))

@@ -300,6 +300,11 @@ def proof(found: dict[str, Any]) -> str:
     if m["meets_margin"] and m.get("cost"):  # alive, but at a cost the ranking would hold against a fix
         return line + (f" That is within the {100 * MIN_EFFECT:.0f}% margin on deaths, but against the base's own run in this "
                        f"phase it {m['cost']}: weigh that before adopting it.")
+    if m["meets_margin"] and m["l0_frac"] > L0_RANGE[1]:  # not a cost against the base (as dense, or collapsed), still not sparse
+        base = f" (the base's own run: L0 {m['base_l0']:.3g})" if isinstance(m.get("base_l0"), (int, float)) else ""
+        return line + (f" That is within the {100 * MIN_EFFECT:.0f}% margin on deaths, but the SAE is not sparse: "
+                       f"{_pct(m['l0_frac'])} of the latents fire per row, above the {100 * L0_RANGE[1]:.0f}% the validation "
+                       f"table accepts{base}; the sparsity is a separate problem from the deaths.")
     if m["meets_margin"]:
         return line + f" That is within the {100 * MIN_EFFECT:.0f}% margin."
     line += (f" That is more than the {100 * MIN_EFFECT:.0f}% margin: the lab found no fix that brings the deaths under it "
