@@ -213,7 +213,7 @@ def _judge_k(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
 def _auxk_applies(ctx: Context) -> str | None:
     if (why := _topk(ctx)) is not None:
         return why
-    return "the base already trains with AuxK" if ctx.base.aux.auxk_coef > 0 else None
+    return "the base already trains with AuxK (H25 tests its settings)" if ctx.base.aux.auxk_coef > 0 else None
 
 
 def _auxk_arm(ctx: Context) -> list[Arm]:
@@ -227,6 +227,55 @@ def _judge_auxk(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
     ``hypothesis.removes_deaths``."""
     r = removes_deaths(runs, "base", "auxk")
     return judged(H17, STEM, r["word"], r["effect"], r["numbers"], compared(_changes(ctx, arms), "auxk"), fix="auxk")
+
+
+GAO_AUXK_COEF = 1 / 32  # Gao et al. 2024's AuxK weight (also SAELens' and sparsify's default)
+
+
+def _gao_auxk_k(ctx: Context) -> int | None:
+    """Gao 2024's k_aux: a power of two near d_model / 2 (here d_in // 2), at most d_sae; None
+    when the base takes d_in from a file (its width is not known before the data is read)."""
+    c = ctx.base
+    return min(c.sae.d_sae, max(1, c.sae.d_in // 2)) if c.sae.d_in > 0 else None
+
+
+def _misset_arms(ctx: Context) -> list[Arm]:
+    """One arm per AuxK setting that differs from Gao's, each changing only that field: the weight
+    to 1/32, k_aux to d_in/2, and a dead window longer than a tenth of the run's tokens down to a
+    tenth (as H17's arm sizes it: AuxK acts only on latents silent that long)."""
+    c, arms = ctx.base, []
+    if c.aux.auxk_coef != GAO_AUXK_COEF:
+        arms.append(Arm(f"auxk_coef_{GAO_AUXK_COEF:g}", {"aux.auxk_coef": GAO_AUXK_COEF}))
+    if (k := _gao_auxk_k(ctx)) is not None and c.aux.auxk_k != k:
+        arms.append(Arm(f"auxk_k_{k}", {"aux.auxk_k": k}))
+    window = max(1, c.steps * c.data.batch_size // 10)
+    if c.tracking.dead_tokens > window:
+        arms.append(Arm(f"auxk_window_{window}", {"tracking.dead_tokens": window}))
+    return arms
+
+
+def _misset_applies(ctx: Context) -> str | None:
+    if (why := _topk(ctx)) is not None:
+        return why
+    if ctx.base.aux.auxk_coef <= 0:
+        return "the base trains without AuxK (aux.auxk_coef=0): H17 tests adding it"
+    if not _misset_arms(ctx):
+        return "the base's AuxK is already at Gao's settings (weight 1/32, k_aux = d_in/2, window <= a tenth of the run)"
+    return None
+
+
+def _judge_misset(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H25 · AuxK is on but mis-set: each arm moves one of its settings to Gao 2024's; confirmed
+    when some arm removes the deaths by ``hypothesis.removes_deaths`` (the fix: the one with the
+    largest fall), else that arm's word; the others are reported. The window arm leans against
+    confirmation: the lab's dead count looks back over at least ``tracking.dead_tokens``
+    (``stack.count_window``), so the shorter window counts latents dead sooner than the base's."""
+    name, r = best_fix(runs, "base", [a.name for a in arms])
+    rest = [a.name for a in arms if a.name != name]
+    effect = f"best AuxK setting {name}: {r['effect']}" + "".join(
+        f"; {a}: " + removes_deaths(runs, "base", a)["effect"].split("; final")[0] for a in rest)
+    return judged(H25, STEM, r["word"], effect, r["numbers"] | {"best": name},
+                  compared(_changes(ctx, arms), *[a.name for a in arms]), fix=name)
 
 
 def _jumprelu(ctx: Context) -> str | None:
@@ -255,6 +304,10 @@ H16 = Hypothesis("H16", "k is too small: latents never win a top-k slot", "cause
                  source="Gao et al. 2024 (dead latents vs k)", doses=lambda ctx: _k_values(ctx, K_DOSES, ctx.base.sae.d_sae // 2))
 H17 = Hypothesis("H17", "without AuxK, dead TopK latents stay dead", "cause", ("aux.auxk_coef", "aux.auxk_k", "tracking.dead_tokens"),
                  _auxk_applies, _auxk_arm, _judge_auxk, source="Gao et al. 2024, AuxK")
+H25 = Hypothesis("H25", "AuxK is mis-set: too weak a coefficient, too few auxiliary latents (k_aux), or a dead window too long "
+                 "for the run to ever mark a latent dead", "cause", ("aux.auxk_coef", "aux.auxk_k", "tracking.dead_tokens"),
+                 _misset_applies, _misset_arms, _judge_misset,
+                 source="Gao et al. 2024, AuxK (weight 1/32, k_aux = d_model/2); SAELens/sparsify defaults")
 H12 = Hypothesis("H12", "the JumpReLU threshold starts too high", "cause", ("sae.jumprelu_threshold",), _jumprelu, _threshold_arms,
                  _judge_threshold, source="Rajamanoharan et al. 2024 (threshold init 0.001)",
                  doses=lambda ctx: _threshold_arms(ctx, THRESHOLD_DOSES))
@@ -265,15 +318,16 @@ base's penalty: its alpha times the multipliers below on its own form, every oth
 gives the *same gradient* on z (`losses.convert_alpha`: the per-sample sum needs alpha / d_sae, not
 x d_sae), the seed's Task 2.2 arm (alpha x d_sae), and a unit-norm decoder at the base's penalty. On a
 TopK SAE, which has no L1 penalty, those are *not applicable*; its sparsity is k, and the arms
-change k (times the multipliers below) and add AuxK (Gao 2024). A JumpReLU base also gets lower
-starting thresholds."""
+change k (times the multipliers below) and add AuxK (Gao 2024), or, when the base already trains
+with AuxK, move each of its settings (weight, k_aux, dead window) to Gao's, one at a time. A
+JumpReLU base also gets lower starting thresholds."""
 
 PHASE = Phase(
     STEM,
     "Sparsity: L1 penalty, k, threshold",
     "Is the sparsity penalty (or k) at the wrong strength?",
     INTRO,
-    (H1, H1S, H1A, H1B, H7, H16, H17, H12),
+    (H1, H1S, H1A, H1B, H7, H16, H17, H25, H12),
     {
         "penalty_alpha_multipliers": (
             "penalty.alpha",
