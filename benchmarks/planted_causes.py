@@ -81,6 +81,9 @@ def materialize(base: dict, root: Path) -> dict:
 
 
 LOW_RANK = merge(SMALL, merge(TOPK, {"data": {"source": "file:planted:lowrank_d64_r8.npy"}}))
+# TopK with AuxK mis-set (a hundredth of Gao's weight); its dead window a tenth of the run, k_aux = d_in/2
+AUXK_TOPK = merge(SMALL, merge(TOPK, {"sae": {"k": 4}, "steps": 2000, "optim": {"lr": 0.01},
+                                     "aux": {"auxk_coef": 1 / 3200, "auxk_k": 16}, "tracking": {"dead_tokens": 12800}}))
 # name -> (phase, planted base, control base, phase parameters, the hypothesis that must come first)
 CASES = {
     "lr too high": ("02_lr_warmup", merge(SMALL, {"optim": {"lr": 0.1}}), SMALL, {"schedule_shape": []}, "H9"),
@@ -110,6 +113,12 @@ CASES = {
     # anywhere, ~2-3% with rows started in the data's subspace. Control: the same generator at full rank
     "low-rank activations": ("04_normalization", LOW_RANK, merge(LOW_RANK, {"data": {"source": "file:planted:fullrank_d64.npy"}}),
                              ONLY_04, "H24"),
+    # AuxK on at a hundredth of Gao's weight: TopK k=4 of 64 latents at LR 1e-2 over 2,000 steps
+    # (at 400 steps AuxK barely acts: k=2 left 67.7% -> 65.6% dead). Control: AuxK at Gao's 1/32,
+    # where every AuxK setting is Gao's and H25 has nothing to change. H16 (k x4) is not trained:
+    # a larger k removes deaths whatever AuxK does
+    "auxk weight too weak": ("01_l1_penalty", AUXK_TOPK, merge(AUXK_TOPK, {"aux": {"auxk_coef": 1 / 32}}),
+                             {"sae_k_multipliers": []}, "H25"),
 }
 
 
