@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from test_reliability import file_job, inspect_cli, one_line, saelens, write_acts
 
 from saelab import cli, fileio
-from saelab.config import RunConfig
 from saelab.execution import jobs
 from saelab.report.batch import plan_jobs
 from saelab.version import KEY
@@ -27,46 +26,12 @@ from saelab.version import KEY
 D, S = 8, 16
 
 
-def one_line(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in err, (n, err)
-    return err
-
-
 @pytest.fixture()
 def acts(tmp_path) -> Path:
-    p = tmp_path / "acts.npy"
-    np.save(p, np.random.default_rng(0).normal(size=(256, D)).astype(np.float32))
-    return p
-
-
-def saelens(path: Path, arch: str = "standard", mutate=None, **cfg) -> Path:
-    g = torch.Generator().manual_seed(0)
-    sd = {"W_enc": torch.randn(D, S, generator=g), "b_enc": torch.zeros(S), "W_dec": torch.randn(S, D, generator=g),
-          "b_dec": torch.zeros(D)}
-    if mutate:
-        mutate(sd)
-    path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(path / "sae_weights.safetensors"))
-    (path / "cfg.json").write_text(json.dumps({"architecture": arch, "d_in": D, "d_sae": S, "apply_b_dec_to_input": True,
-                                               "normalize_activations": "none", **cfg}))
-    return path
-
-
-def inspect_cli(ckpt: Path, data: Path, out: Path) -> int:
-    return cli.main(["inspect", str(ckpt), "--data", f"file:{data}", "--out", str(out)])
+    return write_acts(tmp_path)
 
 
 # ----- finding 2 / deliver 2: the commit and the data's contents are part of a job's identity -------
-
-
-def file_job(tmp_path: Path, acts: Path) -> jobs.Job:
-    cfg = RunConfig().with_overrides({"data.source": f"file:{acts}", "sae.d_in": 0, "sae.d_sae": S, "steps": 20,
-                                      "log_interval": 10, "eval_rows": 64, "data.batch_size": 64})
-    return jobs.Job("t/seed0", {"base": cfg}, tmp_path / "job", "width")
 
 
 @pytest.fixture()
@@ -161,7 +126,7 @@ def _nan_encoder_bias(sd):
 @pytest.mark.parametrize("mutate, needle", [(_nan_encoder_column, "W_enc"), (_nan_encoder_bias, "b_enc")])
 def test_a_nan_in_one_latent_is_refused_not_reported_as_a_median(tmp_path, acts, capsys, mutate, needle):
     out = tmp_path / "report"
-    assert inspect_cli(saelens(tmp_path / "ck", mutate=mutate), acts, out) == 2
+    assert inspect_cli(saelens(tmp_path / "ck", mutate=mutate), acts, tmp_path) == 2
     err = one_line(capsys, needle, "latent 3", "NaN or Inf")
     assert "median" not in err
     assert not out.exists()
@@ -170,7 +135,7 @@ def test_a_nan_in_one_latent_is_refused_not_reported_as_a_median(tmp_path, acts,
 @pytest.mark.parametrize("k", [1e9, 8.0])
 def test_topk_k_written_as_a_json_float_is_one_line(tmp_path, acts, capsys, k):
     out = tmp_path / "report"
-    assert inspect_cli(saelens(tmp_path / "ck", "topk", k=k), acts, out) == 2
+    assert inspect_cli(saelens(tmp_path / "ck", "topk", k=k), acts, tmp_path) == 2
     one_line(capsys, f"k={k!r}", "integer")
     assert not out.exists()
 
@@ -246,7 +211,7 @@ def test_safetensors_header_tricks_are_one_line(tmp_path, acts, capsys, trick):
     weights = ck / "sae_weights.safetensors"
     weights.write_bytes(_header_tricks()[trick](weights.read_bytes()))
     out = tmp_path / "report"
-    assert inspect_cli(ck, acts, out) == 2
+    assert inspect_cli(ck, acts, tmp_path) == 2
     one_line(capsys, "sae_weights.safetensors", "not a readable safetensors file")
     assert not out.exists()
 
@@ -262,7 +227,7 @@ def test_symlink_loops_are_one_line(tmp_path, acts, capsys, looped):
         (ck / looped).unlink()
         (ck / looped).symlink_to(looped)
     out = tmp_path / "report"
-    assert inspect_cli(ck, data, out) == 2
+    assert inspect_cli(ck, data, tmp_path) == 2
     one_line(capsys, "loop.npy" if looped == "data" else looped)
     assert not out.exists()
 
@@ -289,7 +254,7 @@ def test_legacy_pickled_pt_files_are_refused_never_unpickled(tmp_path, capsys):
                _use_new_zipfile_serialization=False)
     (dl / "config.json").write_text(json.dumps({"trainer": {"dict_class": "AutoEncoder"}}))
     np.save(tmp_path / "rows.npy", x.numpy())
-    assert inspect_cli(dl, tmp_path / "rows.npy", tmp_path / "report") == 2
+    assert inspect_cli(dl, tmp_path / "rows.npy", tmp_path) == 2
     one_line(capsys, "ae.pt", "refused")
     assert not (tmp_path / "pwned_acts").exists() and not (tmp_path / "pwned_ae").exists()
     assert not (tmp_path / "report").exists()

@@ -151,11 +151,16 @@ def sparsify(path: Path, **cfg) -> Path:
     return path
 
 
-@pytest.fixture()
-def acts(tmp_path) -> Path:
-    p = tmp_path / "acts.npy"
+def write_acts(folder: Path) -> Path:
+    """256 rows of width D as ``folder/acts.npy``: the activation file the inspect probes read."""
+    p = folder / "acts.npy"
     np.save(p, np.random.default_rng(0).normal(size=(256, D)).astype(np.float32))
     return p
+
+
+@pytest.fixture()
+def acts(tmp_path) -> Path:
+    return write_acts(tmp_path)
 
 
 def inspect_cli(ckpt: Path, acts: Path, tmp_path: Path, *extra: str) -> int:
