@@ -7,6 +7,7 @@ The one atomic writer of the package: runs, reports, exports and answers all wri
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -80,13 +81,31 @@ def bad_file(path: Path, problem: str) -> ValueError:
     return ValueError(f"{path}: {problem}")
 
 
+def missing(path: Path, otherwise: str = "is missing") -> str:
+    """Why ``path`` cannot be opened although it was named: a symbolic link that loops or points at
+    nothing reads as "no such file" to the OS, which misleads a user who can see the link."""
+    p = Path(path)
+    if p.is_symlink():
+        try:
+            p.resolve(strict=True)
+        except RuntimeError:  # Python < 3.13 raises RuntimeError for a loop
+            return "is a symbolic link that loops back on itself"
+        except OSError as e:
+            if getattr(e, "errno", None) == errno.ELOOP:
+                return "is a symbolic link that loops back on itself"
+            return f"is a symbolic link to {os.readlink(p)!r}, which does not exist"
+    return otherwise
+
+
 def read_json(path: Path) -> Any:
     """A JSON file; a missing, unreadable or malformed one is a ValueError naming the file."""
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise bad_file(path, "is missing") from None
-    except (OSError, UnicodeDecodeError) as e:
+        raise bad_file(path, missing(path)) from None
+    except OSError as e:
+        raise bad_file(path, missing(path) if e.errno == errno.ELOOP else f"cannot be read ({e.__class__.__name__}: {e})") from None
+    except UnicodeDecodeError as e:
         raise bad_file(path, f"cannot be read ({e.__class__.__name__}: {e})") from None
     except json.JSONDecodeError as e:
         raise bad_file(path, f"is not valid JSON ({e}); the file is damaged") from None

@@ -228,8 +228,15 @@ def test_symlink_loops_are_one_line(tmp_path, acts, capsys, looped):
         (ck / looped).symlink_to(looped)
     out = tmp_path / "report"
     assert inspect_cli(ck, data, tmp_path) == 2
-    one_line(capsys, "loop.npy" if looped == "data" else looped)
+    one_line(capsys, "loop.npy" if looped == "data" else looped, "symbolic link that loops back on itself")
     assert not out.exists()
+
+
+def test_a_link_to_nothing_names_its_target(tmp_path, capsys):
+    data = tmp_path / "acts.npy"
+    data.symlink_to("moved_away.npy")
+    assert cli.main(["check-data", f"file:{data}"]) == 2
+    one_line(capsys, "acts.npy", "symbolic link to 'moved_away.npy', which does not exist")
 
 
 def test_legacy_pickled_pt_files_are_refused_never_unpickled(tmp_path, capsys):

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from saelab.config import RunConfig
+from saelab.fileio import missing
 
 if TYPE_CHECKING:  # torch is imported where a tensor is read or made: reading a .npy never needs it
     from torch import Tensor
@@ -300,7 +301,7 @@ def open_segments(spec: str) -> list[Segment]:
     elif path.is_file():
         paths = [path]
     else:
-        raise ValueError(f"activation file {path}: no such file or folder")
+        raise ValueError(f"activation file {path}: {missing(path, 'no such file or folder')}")
     segments = []
     for p in paths:
         suffix = p.suffix.lower()

@@ -46,7 +46,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from saelab.config import RunConfig, SAEConfig
-from saelab.fileio import read_jsonl
+from saelab.fileio import missing, read_jsonl
 from saelab.interop.fields import check_known
 from saelab.interop.saelens_config import flat_fields
 from saelab.interop.sparsify_config import trainer_config
@@ -192,7 +192,11 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise _fail(path.parent, f"{path.name} is not a regular file")
     try:
         obj = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except OSError as e:
+        if path.is_symlink() or not path.exists():
+            raise _fail(path.parent, f"{path.name} {missing(path)}") from None
+        raise _fail(path.parent, f"{path.name} cannot be read ({e.strerror or e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise _fail(path.parent, f"{path.name} is not valid JSON ({str(e).splitlines()[0]})") from None
     if not isinstance(obj, dict):
         raise _fail(path.parent, f"{path.name} holds a {type(obj).__name__}, not a JSON object")
@@ -200,6 +204,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    if path.is_symlink() and not path.exists():
+        raise _fail(path.parent, f"{path.name} {missing(path)}")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
@@ -544,5 +550,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             raise _fail(p, "is a pickle file; refused: saelab never unpickles (save a state dict of tensors or safetensors)")
         p = p.parent
     if not p.exists():
-        raise _fail(p, "no such file or folder")
+        raise _fail(p, missing(p, "no such file or folder"))
     return LOADERS[detect_format(p)](p)

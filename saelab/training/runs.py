@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from saelab.config import PROVENANCE_KEY, RunConfig
-from saelab.fileio import bad_file, read_json, read_jsonl, write_json, write_jsonl, write_via
+from saelab.fileio import bad_file, missing, read_json, read_jsonl, write_json, write_jsonl, write_via
 
 # every file saelab writes into a run directory (through _atomic, so a kill can leave a temporary
 # ".<name>.<8 random characters>" beside it; remove_stale_temps clears those)
@@ -105,7 +105,7 @@ def read_tensors(path: Path) -> dict[str, Tensor]:
     try:
         return load_file(str(path))
     except FileNotFoundError:
-        raise bad_file(path, "is missing") from None
+        raise bad_file(path, missing(path)) from None
     except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError (and OSError, ...)
         raise bad_file(path, f"is not a readable safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
                          "it is truncated or damaged") from None
@@ -119,7 +119,7 @@ def read_tensor_metadata(path: Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except FileNotFoundError:
-        raise bad_file(path, "is missing") from None
+        raise bad_file(path, missing(path)) from None
     except Exception as e:  # noqa: BLE001 - SafetensorError
         raise bad_file(path, f"is not a readable safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
                          "it is truncated or damaged") from None
