@@ -87,3 +87,15 @@ def test_effective_rank_of_low_rank_and_full_rank_rows_and_whether_h24_applies(t
     assert applies["low"] is None and "not low-rank" in applies["full"]
     on = RunConfig().with_overrides({"data.source": f"file:{tmp_path / 'low'}.npy", "sae.d_in": 32, "sae.init_subspace": 0.99})
     assert "already" in normalization.H24.applies(Context(on, PROFILES["smoke"], {}, False))
+
+
+def test_the_rank_and_the_sink_rows_are_measured_on_the_stream_shuffled_not_its_first_document():
+    """An unshuffled synthetic stream whose 4,096-row documents each use a few features: its first
+    rows are one document, which spans about 15 of 32 directions, while the data spans all 32.
+    H24 measured the first rows and called the data low-rank (it then outranked H22 on the planted
+    unshuffled stream); it must judge the data, shuffled, and not apply."""
+    base = {"data.order": "ordered", "data.document_rows": 4096, "data.document_features": 1.0, "sae.d_in": 32, "eval_rows": 1000}
+    cfg = RunConfig().with_overrides(base)
+    r = normalization._rank(cfg.data, 32, cfg.eval_rows)
+    assert r["rank99"] == 32 and not datacheck.low_rank(r)
+    assert "not low-rank" in normalization.H24.applies(Context(cfg, PROFILES["smoke"], {}, False))

@@ -190,8 +190,10 @@ SINK_FACTOR = 10.0  # rows above this multiple of the median norm count as high-
 @functools.lru_cache(maxsize=8)
 def _rows_above(data: Any, d_in: int, eval_rows: int, factor: float) -> tuple[int, int, float]:
     """(rows above ``factor`` x the median norm, rows looked at, max / median) among the first
-    MEDIAN_ROWS training rows of a non-synthetic source (read once per source, cached)."""
-    cfg = RunConfig(data=dataclasses.replace(data, drop_norm_above=0.0)).with_overrides({"sae.d_in": d_in, "eval_rows": eval_rows})
+    MEDIAN_ROWS training rows of a non-synthetic source, shuffled (read once per source, cached)."""
+    # shuffled: in an unshuffled stream the first rows are one document, not the data
+    cfg = RunConfig(data=dataclasses.replace(data, drop_norm_above=0.0, order="shuffled")).with_overrides(
+        {"sae.d_in": d_in, "eval_rows": eval_rows})
     source = make_source(cfg)
     x = torch.cat([source.batch(s, data.batch_size) for s in range(-(-MEDIAN_ROWS // data.batch_size))])
     norms = x.norm(dim=-1)
@@ -231,8 +233,10 @@ def _judge_sinks(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
 @functools.lru_cache(maxsize=8)
 def _rank(data: Any, d_in: int, eval_rows: int) -> dict[str, Any]:
     """``datacheck.rank_summary`` of the base's raw training rows (the first
-    ``datacheck.spectrum_rows(d_in)``; read once per source, cached)."""
-    cfg = RunConfig(data=data).with_overrides({"sae.d_in": d_in, "eval_rows": eval_rows})
+    ``datacheck.spectrum_rows(d_in)`` of the stream shuffled; read once per source, cached)."""
+    # shuffled: the first rows of an unshuffled stream are one document (one stretch of a file), and
+    # one document's few features made a full-rank synthetic stream look low-rank (issue 21)
+    cfg = RunConfig(data=dataclasses.replace(data, order="shuffled")).with_overrides({"sae.d_in": d_in, "eval_rows": eval_rows})
     source = make_source(cfg)
     m = datacheck.moments(source, datacheck.spectrum_rows(source.d_in))
     return datacheck.rank_summary(m["eigenvalues"], m["spectrum_rows"], source.d_in) | {"d_in": source.d_in}
