@@ -18,6 +18,11 @@ def hypothesis_list(stem: str) -> str:
     return "\n".join(f"- **{h.id}** ({h.kind}): {h.claim}" + (f" — {h.source}" if h.source else "") for h in PHASES[stem].hypotheses)
 
 
+def sections(pairs: tuple[tuple[str, str], ...]) -> list[nbformat.NotebookNode]:
+    """A phase's own (Markdown, code) sections as cells."""
+    return [cell for text, code in pairs for cell in (new_markdown_cell(text), new_code_cell(code))]
+
+
 def notebook(stem: str) -> nbformat.NotebookNode:
     phase = PHASES[stem]
     title, evidence = phase.evidence
@@ -35,25 +40,15 @@ def notebook(stem: str) -> nbformat.NotebookNode:
                       'pio.renderers.default = "plotly_mimetype+notebook"\n'
                       f'run = phases.prepare("{stem}", globals())  # raises ValueError on an unknown or invalid parameter\n'
                       "display(Markdown(run.describe()))"),
-        *([new_markdown_cell("## Data check (before any training)\n\nWhat the activations alone say: outlier severity "
-                             "gamma predicts the latents dead at initialization (Simon, Adams & Zou 2026), shown beside the "
-                             "dead fraction measured on the base's initialized SAE; the same as `saelab check-data`."),
-           new_code_cell("from saelab.lab import datacheck\n\ndisplay(Markdown(datacheck.markdown(run.data_check())))")]
-          if stem == "00_reproduce" else []),
+        *sections(phase.before_training),
         new_markdown_cell("## Training\n\nAll arms of a replicate train in lockstep on identical batches."),
         new_code_cell("runs = run.train()"),
-        *([new_markdown_cell("## What kills the latents of this setup\n\nThe causes the other phases tested, ranked by how "
-                             "many deaths their fix removes (peak, then final dead fraction; mean over replicates), each with "
-                             "its verdict and the change that fixes it; then the fixed configuration, trained below as the "
-                             "`fixed` arm and checked against the validation table."),
-           new_code_cell("from saelab.lab import answer\n\nfound_answer = answer.write_answer(run)\n"
-                         "display(Markdown(answer.markdown(found_answer)))\nplots.answer_bars(found_answer)")]
-          if stem == "06_validation" else []),
+        *sections(phase.after_training),
         new_markdown_cell("## Verdicts\n\nEach applicable hypothesis judged by its rule; *confirmed* for a cause means it kills "
                           "latents in this setup, for a remedy that it works. Dead = never fired on the held-out rows nor in "
                           "the latest training window (`dead_frac`)."),
         new_code_cell("found = run.verdicts()\n"
-                      f'verdicts.write(run.out_dir, found{", answer.validation_rows(runs)" if stem == "06_validation" else ""})\n'
+                      f'verdicts.write(run.out_dir, found{", " + phase.verdicts_extra if phase.verdicts_extra else ""})\n'
                       "display(Markdown(verdicts.narrative(found)))"),
         new_markdown_cell("## Training curves\n\nPick the metric in the dropdown. Dead fraction: solid = dead by the "
                           "held-out rows and the training window, dashed = a single batch (as the seed counted). Markers: "

@@ -84,6 +84,11 @@ class Phase:
     evidence: tuple[str, tuple[str, ...]] = ("", ())
     shared: Callable[[RunConfig, Mapping[str, Any], bool], dict[str, Any]] | None = None  # (base, params, default_case)
     reads_prior: bool = False  # its arms depend on the other phases' verdicts (the fixed configuration)
+    # the notebook's own sections, each (Markdown, code): before its training cell, and after it
+    # (before the verdicts); ``verdicts_extra``: more arguments of its ``verdicts.write`` call
+    before_training: tuple[tuple[str, str], ...] = ()
+    after_training: tuple[tuple[str, str], ...] = ()
+    verdicts_extra: str = ""
 
     @property
     def factor(self) -> tuple[str, ...]:

@@ -94,4 +94,8 @@ PHASE = Phase(
     {"presets": (None, None, "the seed's configurations reproduced beside the base: ['seed-pipeline']; None: "
                               "seed-pipeline for the lab's first case (the seed's Test 1), none otherwise")},
     ("Collapse timing across replicates", ("plots.replicate_spread(verdicts.replicate_frame(runs))",
-                                           "plots.death_heatmap(run.first()[list(run.first())[-1]])")))
+                                           "plots.death_heatmap(run.first()[list(run.first())[-1]])")),
+    before_training=(("## Data check (before any training)\n\nWhat the activations alone say: outlier severity "
+                      "gamma predicts the latents dead at initialization (Simon, Adams & Zou 2026), shown beside the "
+                      "dead fraction measured on the base's initialized SAE; the same as `saelab check-data`.",
+                      "from saelab.lab import datacheck\n\ndisplay(Markdown(datacheck.markdown(run.data_check())))"),))

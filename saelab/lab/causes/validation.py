@@ -94,4 +94,11 @@ PHASE = Phase(
      "recipes": (None, list(RECIPES), "recipes applied to the base: fixed (the other phases' confirmed fixes combined), "
                                       "seed-fixed (the seed's Expected Fixes), lab-fixed (this lab's)")},
     ("The seed's Validation Metrics table", ("rows = answer.validation_rows(runs)\ntables.validation_table(rows)",)),
-    reads_prior=True)
+    reads_prior=True,
+    after_training=(("## What kills the latents of this setup\n\nThe causes the other phases tested, ranked by how "
+                     "many deaths their fix removes (peak, then final dead fraction; mean over replicates), each with "
+                     "its verdict and the change that fixes it; then the fixed configuration, trained below as the "
+                     "`fixed` arm and checked against the validation table.",
+                     "from saelab.lab import answer\n\nfound_answer = answer.write_answer(run)\n"
+                     "display(Markdown(answer.markdown(found_answer)))\nplots.answer_bars(found_answer)"),),
+    verdicts_extra="answer.validation_rows(runs)")
