@@ -143,8 +143,15 @@ CASES = {
     # a larger k removes deaths whatever AuxK does
     "auxk weight too weak": ("01_l1_penalty", AUXK_TOPK, merge(AUXK_TOPK, {"aux": {"auxk_coef": 1 / 32}}),
                              {"sae_k_multipliers": []}, "H25"),
-    # (helper w, H26) 8 of 64 directions at 10x the std of the other 56 (participation ratio ~6 of 64);
-    # TopK k=8 of 64 latents. Control: the same generator isotropic (every direction at the same std)
+    # (H26) 2 of 16 directions at 30x the std of the other 14, each holding half of the 64 features
+    # (participation ratio 2.0 of 16); TopK k=4 of 64 latents: 33.9% die, 15.1% with the input whitened
+    # (FVU in the original space 0.01 -> 0.15: whitening spends latents on the quiet features). At 10x
+    # 32.8% -> 15.1%, at 100x 37.0% -> 15.1%; at 3x (participation ratio 35% of d_in, H26 not
+    # applicable) 27.1% die and the tied init (H11) removes them. On d_in 64 with 256 features (8 loud
+    # directions at 10x or 30x, TopK k=8) nothing died: 64 latents for 256 features all find work.
+    # H24 applies here too (99% of the variance in 2 of 16 directions): its subspace init is
+    # refuted (37% -> 58% dead at 100x: the rows start in the loud directions only) and H11 is
+    # inconclusive, so no co-cause is named. Control: the same generator isotropic (ratio 1)
     "anisotropic activations": ("04_normalization", ANISO, merge(ANISO, {"data": {"source": "file:planted:aniso_d16_l2_x1.npy"}}),
                                 ONLY_04, "H26"),
 }
@@ -154,6 +161,8 @@ CASES = {
 # Low-rank activations kill latents whose encoder and decoder rows start independent (kaiming): the
 # tied init (H11) removes those deaths too (27.6% -> 2.1% measured, against 9.4% for the subspace
 # init), so the case passes when H24 is confirmed and only a confirmed co-cause ranks above it.
+# H26 (whitening) is confirmed on the low-rank case too (27.6% -> 0% dead), but by fitting the 1e-3
+# noise of the empty directions (FVU 0.05 -> 0.49): the answer ranks it after H24 for that cost.
 CO_CAUSES = {"low-rank activations": ("H11",)}
 
 
