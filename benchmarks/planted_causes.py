@@ -151,7 +151,9 @@ CASES = {
     # directions at 10x or 30x, TopK k=8) nothing died: 64 latents for 256 features all find work.
     # H24 applies here too (99% of the variance in 2 of 16 directions): its subspace init is
     # refuted (37% -> 58% dead at 100x: the rows start in the loud directions only) and H11 is
-    # inconclusive, so no co-cause is named. Control: the same generator isotropic (ratio 1)
+    # inconclusive, so no co-cause is named. Control: the same generator isotropic (ratio 1). The whole
+    # lab (planted_lab.py) misses it: k x4 (H16, dense) and a lower LR (H9) remove the deaths too
+    # (benchmarks/README.md)
     "anisotropic activations": ("04_normalization", ANISO, merge(ANISO, {"data": {"source": "file:planted:aniso_d16_l2_x1.npy"}}),
                                 ONLY_04, "H26"),
 }
