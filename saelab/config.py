@@ -20,7 +20,7 @@ Architecture = Literal["relu", "topk", "batchtopk", "jumprelu"]
 PenaltyForm = Literal["none", "mean_all", "per_sample_sum", "per_feature_mean", "sum", "decoder_weighted"]
 RecForm = Literal["mse_mean", "sum_features"]
 LRShape = Literal["constant", "linear_warmup", "warmup_cosine", "warmup_linear_decay"]
-NormMode = Literal["none", "constant_norm_rescale", "constant_norm_rescale_clamped", "dataset_scalar", "layer_norm"]
+NormMode = Literal["none", "constant_norm_rescale", "constant_norm_rescale_clamped", "dataset_scalar", "layer_norm", "whitening"]
 ResampleStrategy = Literal["off", "seed", "seed-fix", "anthropic"]
 Detector = Literal["single_batch", "window", "tokens"]
 CoefSchedule = Literal["constant", "linear_anneal"]
@@ -242,7 +242,9 @@ class NormalizeConfig(_Section):
     _prefix = "normalize"
     mode: NormMode = "none"  # constant_norm_rescale is the seed's lines 106-110: x * sqrt(d_in)/||x||, no clamp
     clamp_min: float = 1e-6  # the seed's Task 5.1 clamp on ||x|| (constant_norm_rescale_clamped only)
-    estimate_batches: int = 20  # dataset_scalar: batches used once to estimate E||x||
+    # dataset_scalar: batches used once to estimate E||x||; whitening: the least batches its mean and
+    # covariance are estimated from (more when they hold under 4 rows per dimension)
+    estimate_batches: int = 20
 
     def __post_init__(self) -> None:
         self._check()

@@ -42,8 +42,9 @@ def folded(path: Path) -> tuple[Any, dict[str, Tensor], float]:
     cfg, sd = run_weights(path)
     mode = cfg.normalize.mode
     if mode not in ("none", "dataset_scalar"):
-        raise ValueError(f"run {path}: normalize.mode={mode!r} rescales every row by its own norm, which no fixed "
-                         f"weights can reproduce; only none or dataset_scalar can be exported")
+        why = ("whitens with a fitted map the run does not save" if mode == "whitening"
+               else "rescales every row by its own norm, which no fixed weights can reproduce")
+        raise ValueError(f"run {path}: normalize.mode={mode!r} {why}; only none or dataset_scalar can be exported")
     c = dataset_scalar(path) if mode == "dataset_scalar" else 1.0
     w = {k: v.detach().to(torch.float32).clone() for k, v in sd.items()}
     w["W_enc"] = w["W_enc"] * c

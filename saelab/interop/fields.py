@@ -51,7 +51,8 @@ SAELENS: tuple[Field, ...] = _t(
     ("k", "mapped", "sae.k (BatchTopK's mean k is rounded to an integer)"),
     ("apply_b_dec_to_input", "mapped", "sae.apply_b_dec_to_input"),
     ("normalize_activations", "mapped", "normalize.mode: none, expected_average_only_in -> dataset_scalar, constant_norm_rescale, "
-     "layer_norm; covariance_whitening is refused"),
+     "layer_norm; any other value is refused (SAELens has no whitening value: sae.py, October 2025, lists only these "
+     "four; saelab's own whitening is normalize.mode=whitening)"),
     ("rescale_acts_by_decoder_norm", "assumed", "true -> sae.decoder_constraint=unit_norm: every latent decodes along a unit "
      "direction in both; SAELens divides by the norm, saelab renormalizes the rows (same model, another parametrization). "
      "When loading weights it is folded in exactly"),

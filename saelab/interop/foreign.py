@@ -502,6 +502,9 @@ def load_saelab(path: Path) -> Checkpoint:
     model.eval()
     model.requires_grad_(False)
     mode = cfg.normalize.mode
+    if mode == "whitening":  # its fitted mean and W live only in the training checkpoint, not in the run's files
+        raise _fail(path, "normalize.mode=whitening: the fitted whitening map is not saved with the run, so its SAE "
+                          "cannot be applied to raw activations here")
     normalizer = Normalizer(mode, cfg.sae.d_in, clamp_min=cfg.normalize.clamp_min) if mode != "none" else None
     if mode == "dataset_scalar":
         c = dataset_scalar(path)

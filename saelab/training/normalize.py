@@ -1,7 +1,8 @@
 """Input normalization modes, each with an exact inverse so metrics can be reported in the
 original activation space.
 
-Every mode is an affine map per row, ``n = (x - shift) * coef``, undone by ``y / coef + shift``:
+Every mode is an affine map per row, ``n = (x - shift) * coef`` (whitening: ``n = (x - shift) @ W``),
+undone by ``y / coef + shift`` (whitening: ``y @ W^-1 + shift``):
 
     none                           coef = 1, shift = 0
     constant_norm_rescale          coef = sqrt(d_in) / ||x||  per row, no clamp (the seed's lines
@@ -17,9 +18,20 @@ Every mode is an affine map per row, ``n = (x - shift) * coef``, undone by ``y /
     layer_norm                     F.layer_norm without affine: shift = row mean, coef = 1/sqrt(var+eps)
                                    (biased variance, eps = 1e-5); an all-zero or constant row maps to
                                    zeros, and the stored mean restores it.
+    whitening                      ZCA whitening, W = Sigma^{-1/2} with shift = mu, both fitted once by
+                                   fit() (float64) from the first cfg.estimate_batches batches, and at
+                                   least WHITEN_ROWS_PER_DIM rows per dimension; every direction of the
+                                   data then has unit variance, so E||n||^2 = d_in as under
+                                   dataset_scalar. Eigenvalues below WHITEN_FLOOR x the largest are
+                                   raised to it, so directions with (numerically) no variance are scaled
+                                   up at most 1/sqrt(WHITEN_FLOOR) = 1000x less than the top one, not
+                                   blown up; W^-1 = Sigma_floored^{1/2} inverts W exactly. SAELens has
+                                   no whitening mode (its normalize_activations is none,
+                                   expected_average_only_in, constant_norm_rescale or layer_norm).
 
 Tensors may carry a leading arm dimension or not: ``x`` is ``[..., d_in]``, norms are over the last
-dimension, and ``NormInfo`` tensors are ``[..., 1]`` (0-dim for dataset_scalar).
+dimension, and ``NormInfo`` tensors are ``[..., 1]`` (0-dim for dataset_scalar; whitening: ``shift``
+is ``[d_in]`` and ``matrix`` ``[d_in, d_in]``).
 """
 
 from __future__ import annotations
@@ -38,6 +50,14 @@ from saelab.config import NormalizeConfig, NormMode
 
 TINY_NORM = 1e-6  # the seed's Task 5.1 threshold for a near-zero row
 LAYER_NORM_EPS = 1e-5  # F.layer_norm's default
+# whitening: eigenvalues of the covariance below this share of the largest are raised to it. float32
+# rows carry about 7 significant digits, so a direction whose variance is under 1e-6 of the top one
+# (a std under 1e-3 of it) is mostly rounding and estimation noise; scaling it to unit variance would
+# hand the SAE noise. Anisotropy up to 1e6 in variance (1000x in std) is whitened in full.
+WHITEN_FLOOR = 1e-6
+# whitening: at least this many rows per input dimension for the covariance (datacheck and the
+# subspace init use 4: N rows span at most N directions, and fewer would under-estimate the small ones)
+WHITEN_ROWS_PER_DIM = 4
 
 
 @dataclass(frozen=True)
@@ -45,11 +65,13 @@ class NormInfo:
     """What one call did, so ``inverse`` can undo it: ``n = (x - shift) * coef``.
 
     coef: ``[..., 1]`` per-row factor, a 0-dim tensor for dataset_scalar, or None for 1.
-    shift: ``[..., 1]`` per-row mean (layer_norm only), or None for 0.
+    shift: ``[..., 1]`` per-row mean (layer_norm), the data's mean ``[d_in]`` (whitening), or None for 0.
+    matrix: whitening only, ``W^-1 [d_in, d_in]``: the inverse of the whitening map (None otherwise).
     """
 
     coef: Tensor | None = None
     shift: Tensor | None = None
+    matrix: Tensor | None = None
 
 
 class Normalizer:
@@ -66,12 +88,22 @@ class Normalizer:
         self.estimate_batches = estimate_batches
         self.scalar: float | None = None  # dataset_scalar only: sqrt(d_in) / E||x||
         self.mean_norm: float | None = None  # dataset_scalar only: the estimated E||x||
+        # whitening only, float64: the mean [d_in], W = Sigma^-1/2 and W^-1 [d_in, d_in], fitted by fit()
+        self.mean: Tensor | None = None
+        self.whiten: Tensor | None = None
+        self.unwhiten: Tensor | None = None
+        self.spectrum: dict[str, Any] = {}  # whitening only: what fit() measured (JSON-able)
+        self._cast: dict = {}  # (dtype, device) -> (mean, W, W^-1) in that dtype: cast once, not every batch
 
-    # ----- fitting (dataset_scalar only) ---------------------------------------------------------
+    # ----- fitting (dataset_scalar and whitening) ------------------------------------------------
 
     def fit(self, batches: Iterable[Tensor]) -> None:
-        """Estimate the dataset scalar from the first ``estimate_batches`` batches ``[B, d_in]``
-        (a no-op for every other mode). Takes at most that many, so an endless stream is fine."""
+        """Estimate the dataset scalar from the first ``estimate_batches`` batches ``[B, d_in]``,
+        or the whitening map from at least that many and WHITEN_ROWS_PER_DIM rows per dimension
+        (a no-op for every other mode). Takes no more than that, so an endless stream is fine."""
+        if self.mode == "whitening":
+            self._fit_whitening(batches)
+            return
         if self.mode != "dataset_scalar":
             return
         total, rows = 0.0, 0
@@ -87,6 +119,64 @@ class Normalizer:
         self.mean_norm = mean_norm
         self.scalar = math.sqrt(self.d_in) / mean_norm
 
+    def _fit_whitening(self, batches: Iterable[Tensor]) -> None:
+        """Mean and covariance (float64) of the first ``estimate_batches`` batches, continued until
+        WHITEN_ROWS_PER_DIM * d_in rows when the batches last; W = U diag(max(l, WHITEN_FLOOR l_max)^-1/2) U^T."""
+        d, want = self.d_in, WHITEN_ROWS_PER_DIM * self.d_in
+        s1 = outer = None
+        rows = 0
+        for i, b in enumerate(batches):
+            if i >= self.estimate_batches and rows >= want:
+                break
+            b = b.detach().to(torch.float64).reshape(-1, d)
+            s1 = b.sum(0) if s1 is None else s1 + b.sum(0)
+            outer = b.T @ b if outer is None else outer + b.T @ b
+            rows += b.shape[0]
+        if rows < 2:
+            raise ValueError(f"whitening: fit() got {rows} rows; the covariance needs at least 2 (better {want})")
+        mean = s1 / rows
+        cov = outer / rows - torch.outer(mean, mean)
+        cov = (cov + cov.T) / 2
+        eig, vec = torch.linalg.eigh(cov)
+        top = float(eig.max())
+        if not (math.isfinite(top) and top > 0):
+            raise ValueError(f"whitening: the covariance of {rows} rows has largest eigenvalue {top}; need a finite positive value")
+        floored = eig.clamp_min(WHITEN_FLOOR * top)
+        self.mean = mean
+        self.whiten = (vec * floored.rsqrt()) @ vec.T
+        self.unwhiten = (vec * floored.sqrt()) @ vec.T
+        self._cast = {}
+        self.spectrum = {"rows": rows, "eig_max": top, "eig_min": float(eig.min()), "floored": int((eig < WHITEN_FLOOR * top).sum()),
+                         "checksum": float(self.whiten.sum())}
+
+    def tensors(self) -> dict[str, Tensor]:
+        """Fitted tensors too large for the JSON state (whitening: mean, W, W^-1); {} otherwise.
+        The checkpoint stores them beside the model's weights."""
+        if self.mode != "whitening" or self.whiten is None:
+            return {}
+        return {"mean": self.mean, "whiten": self.whiten, "unwhiten": self.unwhiten}
+
+    def load_tensors(self, tensors: dict[str, Tensor]) -> None:
+        if self.mode != "whitening":
+            return
+        missing = {"mean", "whiten", "unwhiten"} - set(tensors)
+        if missing:
+            raise ValueError(f"whitening normalizer state lacks {sorted(missing)}")
+        d = self.d_in
+        for k, shape in (("mean", (d,)), ("whiten", (d, d)), ("unwhiten", (d, d))):
+            if tuple(tensors[k].shape) != shape:
+                raise ValueError(f"whitening normalizer state: {k} is {list(tensors[k].shape)}, expected {list(shape)}")
+        self.mean, self.whiten, self.unwhiten = (tensors[k].to(torch.float64) for k in ("mean", "whiten", "unwhiten"))
+        self._cast = {}
+
+    def _whitening(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self.whiten is None:
+            raise RuntimeError("whitening normalizer used before fit(); call fit(batches) or load_tensors()")
+        key = (like.dtype, like.device)
+        if key not in self._cast:
+            self._cast[key] = tuple(t.to(like.device, like.dtype) for t in (self.mean, self.whiten, self.unwhiten))
+        return self._cast[key]
+
     # ----- forward / inverse --------------------------------------------------------------------
 
     def __call__(self, x: Tensor) -> tuple[Tensor, NormInfo]:
@@ -94,6 +184,9 @@ class Normalizer:
         self._check_width(x)
         if self.mode == "none":
             return x, NormInfo()
+        if self.mode == "whitening":
+            mean, w, w_inv = self._whitening(x)
+            return (x - mean) @ w, NormInfo(shift=mean, matrix=w_inv)
         if self.mode == "layer_norm":
             var, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
             rstd = torch.rsqrt(var + LAYER_NORM_EPS)
@@ -107,6 +200,7 @@ class Normalizer:
     def inverse(self, y: Tensor, info: NormInfo) -> Tensor:
         """Map ``y [..., d_in]`` in normalized space (a reconstruction) back to the original space."""
         out = y if info.coef is None else y / info.coef
+        out = out if info.matrix is None else out @ info.matrix
         return out if info.shift is None else out + info.shift
 
     def _coef(self, x: Tensor) -> Tensor:
@@ -144,6 +238,10 @@ class Normalizer:
             var, mean = torch.var_mean(x64, dim=-1, unbiased=False, keepdim=True)
             coef = torch.rsqrt(var + LAYER_NORM_EPS).squeeze(-1)
             out = (x64 - mean) * coef[:, None]
+        elif self.mode == "whitening":  # coef: how much each row's norm changed, ||n|| / ||x||
+            mean, w, _ = self._whitening(x64)
+            out = (x64 - mean) @ w
+            coef = out.norm(dim=-1) / norm.clamp_min(1e-300)
         else:
             coef = self._coef(x64).expand(norm.shape[0], 1).squeeze(-1)
             out = x64 * coef[:, None]
@@ -163,8 +261,10 @@ class Normalizer:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-able state for resume: the mode and the fitted dataset scalar (None if unfitted)."""
-        return {"mode": self.mode, "d_in": self.d_in, "scalar": self.scalar, "mean_norm": self.mean_norm}
+        """JSON-able state for resume: the mode and the fitted dataset scalar (None if unfitted);
+        whitening adds what fit() measured (its matrices travel in ``tensors()``)."""
+        out = {"mode": self.mode, "d_in": self.d_in, "scalar": self.scalar, "mean_norm": self.mean_norm}
+        return out | ({"spectrum": dict(self.spectrum)} if self.mode == "whitening" else {})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("mode") != self.mode or state.get("d_in") != self.d_in:
@@ -174,6 +274,8 @@ class Normalizer:
             )
         self.scalar = state.get("scalar")
         self.mean_norm = state.get("mean_norm")
+        if self.mode == "whitening":
+            self.spectrum = dict(state.get("spectrum") or {})
 
 
 def _raise_on_nonfinite(x: Tensor, n: Tensor) -> None:
@@ -194,5 +296,5 @@ def _raise_on_nonfinite(x: Tensor, n: Tensor) -> None:
 
 def make_normalizer(cfg: NormalizeConfig, d_in: int) -> Normalizer:
     """The normalizer for ``cfg.mode``; call ``fit(batches)`` once before use (a no-op except for
-    dataset_scalar)."""
+    dataset_scalar and whitening)."""
     return Normalizer(cfg.mode, d_in, clamp_min=cfg.clamp_min, estimate_batches=cfg.estimate_batches)

@@ -18,7 +18,7 @@ from saelab.config import RunConfig
 from saelab.data.sources import Source
 from saelab.training import losses, metrics, remedies, schedules
 from saelab.training.models import SAE, build
-from saelab.training.normalize import Normalizer, make_normalizer
+from saelab.training.normalize import WHITEN_ROWS_PER_DIM, Normalizer, make_normalizer
 from saelab.training.optim import StackedAdam, retain_freed_memory
 from saelab.training.tracking import DETECTORS, DeadTracker, precision_recall
 
@@ -53,7 +53,7 @@ def build_groups(cfgs: list[RunConfig], source: Source, device: torch.device) ->
     """Stack the arms into groups (arms in one group share the SAE config, the tracking config and
     the AuxK k), each with its model (every arm starting from the same weights), Adam state,
     tracker and normalizers. The source's first normalize.estimate_batches batches fit the
-    dataset_scalar normalizers and, under sae.b_dec_init, give each arm's starting b_dec; under
+    dataset_scalar and whitening normalizers and, under sae.b_dec_init, give each arm's starting b_dec; under
     sae.init_subspace, those batches (at least SUBSPACE_ROWS_PER_DIM rows per input dimension)
     give the subspace the initial rows are projected into."""
     retain_freed_memory()  # once per process, off the step: steps reuse their big buffers (saelab.training.optim)
@@ -77,9 +77,12 @@ def build_groups(cfgs: list[RunConfig], source: Source, device: torch.device) ->
         # the subspace init's rows: at least SUBSPACE_ROWS_PER_DIM per dimension, so that a full-rank
         # input is not mistaken for a low-rank one (N rows span at most N directions)
         subspace_batches = -(-SUBSPACE_ROWS_PER_DIM * sae_cfg.d_in // first.data.batch_size) if sae_cfg.init_subspace > 0 else 0
-        needs_batches = (sae_cfg.b_dec_init != "zeros" or sae_cfg.init_subspace > 0
+        # whitening's covariance: at least WHITEN_ROWS_PER_DIM rows per dimension (Normalizer.fit)
+        whiten = any(c.normalize.mode == "whitening" for c in arm_cfgs)
+        whiten_batches = -(-WHITEN_ROWS_PER_DIM * sae_cfg.d_in // first.data.batch_size) if whiten else 0
+        needs_batches = (sae_cfg.b_dec_init != "zeros" or sae_cfg.init_subspace > 0 or whiten
                          or any(c.normalize.mode == "dataset_scalar" for c in arm_cfgs))
-        n_batches = max(fit_batches, subspace_batches) if needs_batches else 0
+        n_batches = max(fit_batches, subspace_batches, whiten_batches) if needs_batches else 0
         batches = [source.batch(s, first.data.batch_size).to(device, dtype) for s in range(n_batches)]
         for n in normalizers:
             n.fit(batches)

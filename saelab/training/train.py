@@ -280,6 +280,8 @@ class _Lockstep:
             tensors |= {f"g{i}.adam.{k}": v for k, v in g.adam.state_dict().items()}
             tensors |= {f"g{i}.tracker.{k}": v for k, v in g.tracker.state_dict().items()}
             meta["normalizers"].append([n.state_dict() for n in g.normalizers])
+            for k, n in enumerate(g.normalizers):  # whitening's matrices (too large for the JSON)
+                tensors |= {f"g{i}.norm{k}.{name}": t for name, t in n.tensors().items()}
         tensors |= {f"gen{i}": gen.get_state() for i, gen in enumerate(self.gens)}
         text = json.dumps(fileio.clean_json(meta), allow_nan=False)
         runs.write_tensors(checkpoint_path(self.out), tensors, metadata={"saelab": text})
@@ -317,8 +319,9 @@ class _Lockstep:
                 g.model.load_state_dict(pick(f"g{i}.model."))
                 g.adam.load_state_dict(pick(f"g{i}.adam."))
                 g.tracker.load_state_dict(pick(f"g{i}.tracker."))
-                for n, st in zip(g.normalizers, meta["normalizers"][i], strict=True):
+                for k, (n, st) in enumerate(zip(g.normalizers, meta["normalizers"][i], strict=True)):
                     n.load_state_dict(st)
+                    n.load_tensors(pick(f"g{i}.norm{k}."))
             for i, gen in enumerate(self.gens):
                 gen.set_state(tensors[f"gen{i}"])
         except (RuntimeError, KeyError, IndexError, TypeError, ValueError) as e:

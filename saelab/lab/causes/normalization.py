@@ -1,5 +1,6 @@
 """Phase 04: does input normalization, or an uncentered input, kill latents? (seeds/004 Bug #4; lab H8.)
-Also the encoder's initialization (H11, H21), the data's order and sink rows (H22, H23) and its rank (H24)."""
+Also the encoder's initialization (H11, H21), the data's order and sink rows (H22, H23), its rank (H24) and its
+anisotropy (H26)."""
 
 from __future__ import annotations
 
@@ -275,6 +276,58 @@ def _judge_subspace(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
                   compared({a.name: dict(a.changes) for a in arms}, "init_subspace"), fix="init_subspace")
 
 
+# participation ratio (sum l)^2 / sum l^2 of the covariance's eigenvalues at or below this share of d_in:
+# anisotropic. An isotropic spectrum gives d_in (sparse features along random directions: about 0.7
+# d_in). On the planted rows (benchmarks/planted_causes.py, d_in 16, 2 loud directions) the loud ones at
+# 3x the std of the rest give 0.35 d_in, at 10x 0.14, at 30x and 100x 0.13 and 0.12: a quarter of d_in
+# is where the few loud directions hold most of the variance, and there (10x and more, TopK k=4 of 64
+# latents) 33-37% of the latents die and whitening leaves 15%.
+ANISOTROPY_PR_FRACTION = 0.25
+
+
+def _anisotropic(ctx: Context) -> str | None:
+    if ctx.base.normalize.mode == "whitening":
+        return "the base already whitens its input (normalize.mode=whitening)"
+    r = _rank(ctx.base.data, ctx.base.sae.d_in, ctx.base.eval_rows)
+    if r["participation_ratio"] is None:
+        return f"the data's covariance spectrum was not measured (d_in {r['d_in']} above {datacheck.SPECTRUM_MAX_D_IN}, or no variance)"
+    if r["spectrum_rows"] < 2 * r["d_in"]:
+        return f"too few rows ({r['spectrum_rows']}) to tell the spectrum of {r['d_in']} dimensions"
+    pr = r["participation_ratio"]
+    if pr > ANISOTROPY_PR_FRACTION * r["d_in"]:
+        return (f"the data is not anisotropic: its covariance's participation ratio is {pr:.3g} of {r['d_in']} directions "
+                f"({100 * pr / r['d_in']:.0f}%, above {100 * ANISOTROPY_PR_FRACTION:.0f}%; the top component holds "
+                f"{100 * r['top1_variance_share']:.0f}% of the variance)")
+    return None
+
+
+def _judge_whitening(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H26 · anisotropic activations kill latents: when a few directions hold most of the variance,
+    the reconstruction loss and every pre-activation are dominated by them, so latents whose rows
+    point into the quiet directions never win (a TopK latent never enters the top k; a ReLU latent
+    is out-fired) and stop getting gradient. Base vs the same input whitened (normalize.mode=whitening:
+    ZCA, every direction at unit variance, measured back in the original space) by
+    ``removes_deaths``; the spectrum's participation ratio and top-component shares, and both arms'
+    final FVU in the original space, are reported beside it (whitening spends latents on the quiet
+    directions, so the loud ones may be reconstructed worse; that is reported, not judged)."""
+    r = removes_deaths(runs, "base", "whitening")
+    k = _rank(ctx.base.data, ctx.base.sae.d_in, ctx.base.eval_rows)
+    fv = {a: per_seed(runs, a, lambda x: tail(x, "fvu_orig")) for a in ("base", "whitening")}
+    effect = (f"participation ratio {k['participation_ratio']:.3g} of {k['d_in']} directions, top component "
+              f"{100 * k['top1_variance_share']:.0f}% and top 10% of components {100 * k['top10pct_variance_share']:.0f}% "
+              f"of the variance; " + r["effect"] + f"; final FVU (original space): base {pm(fv['base'], False)}, "
+              f"whitening {pm(fv['whitening'], False)}")
+    numbers = r["numbers"] | {"participation_ratio": k["participation_ratio"], "top1_variance_share": k["top1_variance_share"],
+                              "top10pct_variance_share": k["top10pct_variance_share"],
+                              "base_fvu_orig": stats(fv["base"])["mean"], "whitening_fvu_orig": stats(fv["whitening"])["mean"]}
+    return judged(H26, STEM, r["word"], effect, numbers, compared({a.name: dict(a.changes) for a in arms}, "whitening"),
+                  fix="whitening")
+
+
+H26 = Hypothesis("H26", "anisotropic activations: a few loud directions hold most of the variance, so latents of the quiet ones never win",
+                 "cause", ("normalize.mode",), _anisotropic, lambda ctx: [Arm("whitening", {"normalize.mode": "whitening"})],
+                 _judge_whitening, source="issue 21; Wang et al. 2025, arXiv 2508.16929 (anisotropic, low-rank activations); "
+                                          "ZCA whitening (Bell & Sejnowski 1997)")
 H24 = Hypothesis("H24", "low-rank activations: latents started outside the data's subspace stay dead", "cause", ("sae.init_subspace",),
                  _low_rank, lambda ctx: [Arm("init_subspace", {"sae.init_subspace": datacheck.VARIANCE_SHARE})], _judge_subspace,
                  source="Wang et al. 2025, arXiv 2508.16929 (attention outputs are low-rank; subspace init: 87% -> <1% dead)")
@@ -317,14 +370,18 @@ Where the base has them, three more single-factor arms: the encoder bias started
 (H21), the same stream shuffled instead of in document or file order (H22), and the same data without the
 rows above 10x the median norm, the sink rows of attention sinks and BOS positions (H23). When 99% of the
 data's variance lies in at most 75% of its directions (low-rank activations, such as attention outputs), one
-arm starts every latent's rows inside that subspace instead of anywhere (H24)."""
+arm starts every latent's rows inside that subspace instead of anywhere (H24). When a few directions hold most
+of the variance (anisotropic activations: the covariance's participation ratio at most a quarter of d_in), one
+arm whitens the input instead (ZCA: every direction at unit variance, its reconstruction mapped back to the
+original space for the FVU), so latents of the quiet directions can win too (H26). Both may apply to the
+same data: H24 changes where the rows start, H26 what the SAE sees."""
 
 PHASE = Phase(
     STEM,
     "Input normalization, centering and initialization",
     "Do the input's normalization, its offset or the encoder's initialization kill latents?",
     INTRO,
-    (H4, H4A, H8, H11, H21, H22, H23, H24),
+    (H4, H4A, H8, H11, H21, H22, H23, H24, H26),
     {
         "data_tiny_row_fraction": (
             "data.tiny_row_fraction",
