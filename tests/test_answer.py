@@ -126,6 +126,30 @@ def test_a_fix_that_keeps_latents_alive_by_making_the_sae_dense_ranks_after_one_
     assert answer.ranking([rec])[0]["costs_sparsity"] is False
 
 
+def test_a_dense_fix_is_a_cost_only_where_a_sparser_fix_removes_as_many_deaths():
+    """planted_lab's JumpReLU threshold started 1,000x too high (64 latents, 3 replicates): the base
+    left 67.2% dead at L0 1.21; the lower threshold (H12) took it to 3.1% at L0 26.4, the healthy
+    density of that toy SAE, while a normalization mode (H4) and a lower LR (H9) kept it sparse but
+    left 38.5% and 52.1% dead. No other fix removes as many deaths, so H12's density is the price of
+    the fix, not a cost: it comes first. With a sparse fix that removes as many (within the margin),
+    the dense one ranks after it and the page names the sparser fix."""
+    def arm(hid: str, changes: dict, with_fix: float, l0: float) -> dict:
+        c = cause(hid, "confirmed", 0.672, changes)
+        c["numbers"] |= {"base_peak_dead": 0.672, "peak_reduction": 0.672 - with_fix, "fix_peak_dead": with_fix, "base_final_l0": 1.21,
+                         "fix_final_l0": l0, "base_final_l0_frac": 1.21 / 64, "fix_final_l0_frac": l0 / 64}
+        return c
+    h12 = arm("H12", {"sae.jumprelu_threshold": 0.01}, 0.031, 26.4)
+    h4 = arm("H4", {"normalize.mode": "none"}, 0.385, 3.0)
+    h9 = arm("H9", {"optim.lr": 3e-4}, 0.521, 2.0)
+    ranked = answer.ranking([h4, h9, h12])
+    assert [r["id"] for r in ranked] == ["H12", "H4", "H9"], [(r["id"], r["cost"]) for r in ranked]
+    assert ranked[0]["costs_sparsity"] is False and not ranked[0]["cost"]
+    alt = arm("H20", {"optim.weight_decay": 0.0}, 0.05, 6.0)  # removes as many (within 5 points) at a quarter of the L0
+    ranked = answer.ranking([h4, h12, alt])
+    assert [r["id"] for r in ranked][:2] == ["H20", "H4"] and ranked[-1]["id"] == "H12"
+    assert ranked[-1]["costs_sparsity"] and "where H20's fix removes as many deaths at L0 6" in ranked[-1]["cost"]
+
+
 def test_identical_falls_are_tied_whatever_the_number_of_replicates_and_cheaper_first():
     a = cause("H9", "confirmed", 0.064, {"optim.lr": 3e-4})
     b = cause("H20", "confirmed", 0.064, {"optim.weight_decay": 0.0})

@@ -87,7 +87,9 @@ def _dead(n: dict[str, Any], which: str, arm: str) -> dict[str, Any]:
 def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Causes with a fix arm, most harmful first: confirmed before inconclusive before refuted;
     within each, fixes that keep the SAE sparse and reconstructing before those that keep latents
-    alive only by making it dense (``costs_sparsity``) or by learning less (``costs_reconstruction``;
+    alive only by making it dense (``costs_sparsity``: denser than the base by ``costs_sparsity``
+    and than another confirmed fix that removes as many deaths, ``sparser_alternative``) or by
+    learning less (``costs_reconstruction``;
     ``cost`` says which, with numbers), then by the mean fall of the peak dead fraction the fix
     brings, then of the final one, then by the L0 and FVU the fix ends with relative to the base's
     (FVU in the original space: ``hypothesis.health``). A row whose fall is within the spread of the
@@ -114,7 +116,9 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         # its FVU is not comparable with the base's, so it is not judged a cost
         r["fvu"]["comparable"] = not any(k.startswith("data.") for k in r["fix_changes"])
         r["costs_reconstruction"] = r["fvu"]["comparable"] and costs_reconstruction(r["fvu"])
-        r["costs_sparsity"] = costs_sparsity(r["l0"])
+    for r in rows:
+        alt = sparser_alternative(r, rows) if costs_sparsity(r["l0"]) else None
+        r["costs_sparsity"], r["sparser"] = alt is not None, alt
         r["cost"] = cost_sentence(r)
     # deaths removed first; a fix that keeps latents alive only by learning less or by making the SAE
     # dense after those that do not; equal falls by what they cost (L0 growth, then FVU)
@@ -146,13 +150,34 @@ def costs_sparsity(l0: dict[str, Any]) -> bool:
     return _ratio(l0) > L0_COST and isinstance(frac, (int, float)) and frac > L0_RANGE[1]
 
 
+def sparser_alternative(r: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The confirmed fix that shows ``r``'s density is a cost, not the price of any fix: it removes
+    about as many deaths (its peak fall at least ``r``'s less MIN_EFFECT) and ends at an L0 at most
+    1 / L0_COST of ``r``'s; None when there is none. Without one, a fix that leaves the SAE at a
+    toy dictionary's healthy density (a 64-latent SAE fires 40% of its latents per row at the
+    alpha its control trains with) is not ranked after fixes that remove far fewer deaths: a
+    JumpReLU threshold started 1,000x too high left 67% dead at L0 1.2; the lower threshold took it
+    to 3% at L0 26 while the sparser fixes left 38% and 52%."""
+    fall, l0 = r["peak_dead"].get("fall"), r["l0"].get("with_fix")
+    if fall is None or not isinstance(l0, (int, float)):
+        return None
+    for o in rows:
+        ofall, ol0 = o["peak_dead"].get("fall"), o["l0"].get("with_fix")
+        if (o is not r and o["verdict"] == "confirmed" and ofall is not None and ofall >= fall - MIN_EFFECT
+                and isinstance(ol0, (int, float)) and ol0 * L0_COST <= l0):
+            return {"id": o["id"], "l0": ol0, "peak_with_fix": o["peak_dead"].get("with_fix")}
+    return None
+
+
 def cost_sentence(r: dict[str, Any]) -> str:
     """Why a fix ranks after the others, in numbers ("" when it costs nothing)."""
     parts = []
     if r.get("costs_sparsity"):
         lv = r["l0"]
+        alt = r.get("sparser") or {}
         parts.append(f"keeps latents alive by making the SAE dense: L0 {lv['base']:.3g} -> {lv['with_fix']:.3g} per row "
-                     f"({100 * lv['with_fix_frac']:.0f}% of the latents)")
+                     f"({100 * lv['with_fix_frac']:.0f}% of the latents)"
+                     + (f", where {alt['id']}'s fix removes as many deaths at L0 {alt['l0']:.3g}" if alt else ""))
     if r.get("costs_reconstruction"):
         fv = r["fvu"]
         parts.append(f"costs reconstruction: final FVU {fv['base']:.3g} with the base, {fv['with_fix']:.3g} with this fix")
