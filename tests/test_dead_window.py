@@ -50,6 +50,8 @@ def test_applies_only_where_training_acts_on_latents_called_dead_by_a_short_wind
     assert resampling.H29.applies(ctx(**auxk, tracking__dead_tokens=800)) is not None
     # resampling by one batch beside AuxK: AuxK's window is the one to lengthen
     assert resampling.H29.applies(ctx(**(auxk | {"resample__strategy": "anthropic"}), resample__detector="single_batch")) is None
+    both = ctx(**(auxk | {"resample__strategy": "anthropic"}), resample__detector="single_batch", tracking__dead_tokens=800)
+    assert "single_batch" in resampling.H29.applies(both) and "its AuxK dead window is at least" in resampling.H29.applies(both)
 
 
 def test_the_arm_lengthens_the_window_the_remedy_uses_and_changes_one_field():

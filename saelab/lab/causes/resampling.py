@@ -132,7 +132,9 @@ def _short_windows(c: RunConfig) -> list[tuple[str, str, int, int]]:
     latents dead by and acts on (resampling through its detector, AuxK through tracking.dead_tokens)
     that is shorter than ``rare_interval``, one per field. The lengthened value is WINDOW_FACTOR
     times the field, kept below the run's tokens where AuxK reads it (the config refuses a window
-    that never opens); a window that cannot grow is left out."""
+    that never opens); a window that cannot grow is left out. The window detector also calls dead
+    every latent firing below ``tracking.window_threshold`` over its window, whatever its length:
+    lengthening it removes only the latents it calls dead for want of rows."""
     need, batch, run_tokens = rare_interval(c), c.data.batch_size, c.steps * c.data.batch_size
     out: dict[str, tuple[str, str, int, int]] = {}
     if c.resample.strategy != "off" and c.resample.detector == "window":
@@ -157,11 +159,14 @@ def _window_applies(ctx: Context) -> str | None:
                 "least its detection floor (stack.count_window)")
     if _short_windows(c):
         return None
-    if c.resample.strategy != "off" and c.resample.detector == "single_batch" and not _auxk_on(c):
-        return ("the base resamples by the single_batch detector: its window is one batch, with no field to lengthen "
-                "(H3a tests the other detectors)")
-    return (f"the base's dead window is at least the {rare_interval(c):,} tokens in which a latent firing at a tenth of "
-            f"the mean rate fires with 99% probability (or cannot be lengthened within the run)")
+    one_batch = c.resample.strategy != "off" and c.resample.detector == "single_batch"
+    single = ("the base resamples by the single_batch detector: its window is one batch, with no field to lengthen "
+              "(H3a tests the other detectors)")
+    if one_batch and not _auxk_on(c):
+        return single
+    long = (f"dead window is at least the {rare_interval(c):,} tokens in which a latent firing at a tenth of the mean "
+            f"rate fires with 99% probability (or cannot be lengthened within the run)")
+    return f"{single}; its AuxK {long}" if one_batch else f"the base's {long}"
 
 
 def _window_arms(ctx: Context) -> list[Arm]:
