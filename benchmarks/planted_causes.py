@@ -82,12 +82,30 @@ def anisotropic_rows(path: Path, d_in: int, loud: int, ratio: float, feats: int 
         codes.append(g.exponential(1.0, (rows, n)) * (g.random((rows, n)) < p))
     x = np.concatenate(codes, axis=1) @ np.concatenate(blocks) + 1e-3 * g.standard_normal((rows, d_in))
     np.save(path, x.astype(np.float32))
+def rare_feature_rows(path: Path, d_in: int, n_features: int, top_rate: float, exponent: float, rows: int = 200_000,
+                      seed: int = 0) -> None:
+    """Activations whose features fire at Zipf-like rates, made here with numpy (not saelab's
+    synthetic source): ``n_features`` random unit directions in R^d_in, feature i firing on
+    ``top_rate * (i + 1) ** -exponent`` of the rows (so most fire once per hundreds or thousands of
+    rows) with a magnitude 1 + exponential(1), plus isotropic noise of std 1e-2."""
+    g = np.random.default_rng(seed)
+    feats = g.standard_normal((n_features, d_in))
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    rate = top_rate * np.arange(1, n_features + 1, dtype=np.float64) ** -exponent
+    x = np.zeros((rows, d_in), np.float32)
+    for lo in range(0, rows, 50_000):  # in chunks: [rows, n_features] at once is large
+        n = min(50_000, rows - lo)
+        codes = (1.0 + g.exponential(1.0, (n, n_features))) * (g.random((n, n_features)) < rate)
+        x[lo:lo + n] = codes @ feats + 1e-2 * g.standard_normal((n, d_in))
+    np.save(path, x)
 
 
 # files a case's base reads (data.source "file:planted:<name>"), written on first use into the output folder
 FILES = {"lowrank_d64_r8.npy": lambda p: low_rank_rows(p, 64, 8), "fullrank_d64.npy": lambda p: low_rank_rows(p, 64, 64),
          **{f"aniso_d64_l8_x{a}.npy": (lambda a: lambda p: anisotropic_rows(p, 64, 8, float(a)))(a) for a in (1, 3, 10, 30, 100)},
-         **{f"aniso_d16_l2_x{a}.npy": (lambda a: lambda p: anisotropic_rows(p, 16, 2, float(a), 64))(a) for a in (1, 3, 10, 30, 100)}}
+         **{f"aniso_d16_l2_x{a}.npy": (lambda a: lambda p: anisotropic_rows(p, 16, 2, float(a), 64))(a) for a in (1, 3, 10, 30, 100)},
+         "rare_d32_f128.npy": lambda p: rare_feature_rows(p, 32, 128, 0.5, 1.2),
+         "rare_d32_f128_e15.npy": lambda p: rare_feature_rows(p, 32, 128, 0.5, 1.5)}
 
 
 def materialize(base: dict, root: Path) -> dict:
@@ -108,6 +126,13 @@ ANISO = merge(SMALL, merge(TOPK, {"sae": {"k": 4}, "data": {"source": "file:plan
 # TopK with AuxK mis-set (a hundredth of Gao's weight); its dead window a tenth of the run, k_aux = d_in/2
 AUXK_TOPK = merge(SMALL, merge(TOPK, {"sae": {"k": 4}, "steps": 2000, "optim": {"lr": 0.01},
                                      "aux": {"auxk_coef": 1 / 3200, "auxk_k": 16}, "tracking": {"dead_tokens": 12800}}))
+# TopK k=4 of 64 latents on features firing at Zipf rates (most of the SAE's latents fire once per
+# hundreds to a thousand rows), resampled (Anthropic's re-init) every 100 steps by the tokens detector
+# with a 128-token window: a fifth of the 735 tokens a latent at a tenth of the mean rate needs
+RARE_RESAMPLE = merge(SMALL, merge(TOPK, {"sae": {"k": 4}, "steps": 2000, "data": {"source": "file:planted:rare_d32_f128.npy"},
+                                          "resample": {"strategy": "anthropic", "detector": "tokens", "interval": 100,
+                                                       "first_step": 0, "after_warmup": False, "reset_adam": True},
+                                          "tracking": {"dead_tokens": 128}}))
 # name -> (phase, planted base, control base, phase parameters, the hypothesis that must come first)
 CASES = {
     "lr too high": ("02_lr_warmup", merge(SMALL, {"optim": {"lr": 0.1}}), SMALL, {"schedule_shape": []}, "H9"),
@@ -156,6 +181,11 @@ CASES = {
     # (benchmarks/README.md)
     "anisotropic activations": ("04_normalization", ANISO, merge(ANISO, {"data": {"source": "file:planted:aniso_d16_l2_x1.npy"}}),
                                 ONLY_04, "H26"),
+    # the dead window (tracking.dead_tokens 128) far shorter than the rare latents' firing interval: the
+    # resampler re-initializes alive latents (H29). Control: the window at 1,280 tokens, beyond the 735
+    # a latent at a tenth of the mean rate needs. Only resampling off (H3) is trained beside H29's arm
+    "dead window too short": ("03_resampling", RARE_RESAMPLE, merge(RARE_RESAMPLE, {"tracking": {"dead_tokens": 1280}}),
+                              {"resample_strategy": [], "resample_detector": []}, "H29"),
 }
 
 

@@ -114,7 +114,7 @@ def write_fake_run(
     m = {
         "step": log_steps, "lr": lr_curve, "alpha": np.full(n_logs, 0.003), "mse": mse,
         "fvu": mse / 0.6, "explained_variance": 1 - mse / 0.6, "l0": l0, "l0_frac": l0 / d_sae,
-        "dead_frac": dead_frac,
+        "dead_frac": dead_frac, "dead_frac_common": dead_frac,
         "dead_frac_batch": np.clip(dead_frac + rng.uniform(0.05, 0.2, n_logs), 0, 1),
         "dead_frac_window": np.clip(dead_frac + rng.uniform(0.0, 0.05, n_logs), 0, 1),
         "dead_frac_tokens": np.clip(dead_frac + rng.uniform(-0.02, 0.03, n_logs), 0, 1),

@@ -41,7 +41,7 @@ ARMS = {
 }
 DOCUMENTED = [
     "step", "lr", "alpha", "loss", "mse", "fvu", "explained_variance", "l0", "l0_frac", "dead_frac", "dead_frac_heldout",
-    "nearly_dead_1e-3", "nearly_dead_1e-5", "dead_rows", "dead_window_tokens",
+    "dead_frac_common", "nearly_dead_1e-3", "nearly_dead_1e-5", "dead_rows", "dead_window_tokens",
     "dead_frac_batch", "dead_frac_window", "dead_frac_tokens", "l1_recon_ratio", "l1_penalty", "reanim_coef",
     "l1_sum", "l1_mean", "l1_feature_mean", "mse_orig", "fvu_orig", "mmcs", "frac_recovered",
 ] + [f"det_{d}_{m}" for d in ("single_batch", "window", "tokens") for m in ("precision", "recall")]

@@ -209,7 +209,7 @@ def _removes_collapse(pairs: list[tuple[Any, Any]]) -> str:
             f"L0 {pm([r['l0'] for r, _ in h], False)} -> {pm([f['l0'] for _, f in h], False)} per row")
 
 
-def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict[str, Any]:
+def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0, column: str = "dead_frac") -> dict[str, Any]:
     """Does arm ``fix`` remove the deaths of arm ``ref``? Per replicate (the same seed gives both
     arms the same data and initialization, so the comparison is paired), the fall of the peak dead
     fraction (logs at steps >= ``after``) and of the final one (``verdicts.tail``). The fix
@@ -217,7 +217,9 @@ def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict
     margin — the larger of MIN_EFFECT (5 points) and SPREAD_FACTOR standard errors of the paired
     falls over the replicates — and the final dead fraction falls by the margin too (or the
     reference ends below it: nothing left to remove at the end). It does *not* remove them when the
-    peak falls by no more than MIN_EFFECT in every replicate. Else inconclusive.
+    peak falls by no more than MIN_EFFECT in every replicate. Else inconclusive. ``column``: the
+    dead count judged (the lab's ``dead_frac``; ``dead_frac_common`` counts both arms over one
+    window when the fix changes the window the lab's count looks back over, H29).
 
     Deaths are one way an SAE dies; when the fix does not remove them but removes a collapse (the
     SAE reconstructs nothing: L1 33x too strong leaves L0 0.5 per row and FVU 1.03 with no latent
@@ -229,10 +231,10 @@ def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict
     pairs = [(a[ref], a[fix]) for a in runs.values() if ref in a and fix in a]
     if not pairs:
         return {"word": "inconclusive", "effect": f"not testable: arms {ref!r} and {fix!r} were not both trained", "numbers": {}}
-    pr = [peak(r, "dead_frac", after) for r, _ in pairs]
-    pf = [peak(f, "dead_frac", after) for _, f in pairs]
-    fr = [tail(r, "dead_frac") for r, _ in pairs]
-    ff = [tail(f, "dead_frac") for _, f in pairs]
+    pr = [peak(r, column, after) for r, _ in pairs]
+    pf = [peak(f, column, after) for _, f in pairs]
+    fr = [tail(r, column) for r, _ in pairs]
+    ff = [tail(f, column) for _, f in pairs]
     d_peak = [a - b for a, b in zip(pr, pf)]
     d_final = [a - b for a, b in zip(fr, ff)]
     n = len(pairs)
@@ -273,10 +275,11 @@ def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0) -> dict
     return {"word": word, "effect": effect, "numbers": numbers}
 
 
-def best_fix(runs: RunsBySeed, ref: str, fixes: list[str], after: int = 0) -> tuple[str | None, dict[str, Any]]:
+def best_fix(runs: RunsBySeed, ref: str, fixes: list[str], after: int = 0,
+             column: str = "dead_frac") -> tuple[str | None, dict[str, Any]]:
     """The arm among ``fixes`` that removes the most deaths by ``removes_deaths`` (confirmed ones
-    first, then by mean peak reduction); (None, {}) when there is none."""
-    results = {f: removes_deaths(runs, ref, f, after) for f in fixes}
+    first, then by mean peak reduction; ``column`` the dead count judged); (None, {}) when there is none."""
+    results = {f: removes_deaths(runs, ref, f, after, column) for f in fixes}
     if not results:
         return None, {}
     order = sorted(results, key=lambda f: (results[f]["word"] != "confirmed", -results[f]["numbers"].get("peak_reduction", -1)))

@@ -35,6 +35,7 @@ DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")  # one p
 METRICS: dict[str, tuple[str, str | None]] = {
     "dead_frac": ("dead fraction (held-out rows and training window)", "dead latent"),
     "dead_frac_heldout": ("dead fraction, held-out rows alone", "dead latent"),
+    "dead_frac_common": ("dead fraction over one window for every arm (phase 03, H29)", "dead latent"),
     "dead_frac_batch": ("dead fraction in a single batch (the seed's count)", None),
     "dead_frac_window": ("dead fraction over the window detector", None),
     "dead_frac_tokens": ("dead fraction over the token-count detector", None),

@@ -299,9 +299,26 @@ def count_window(cfg: RunConfig, l0: float, rows: int) -> int:
     to the floor of one latent per row) is called dead with at most 1% probability. At k=2 of
     2,048 latents that is 47,150 tokens: 1,024 held-out rows alone put the floor at 4.6x the mean
     rate. Training rows stream past anyway, so the longer count holds nothing in memory."""
+    return max(cfg.tracking.dead_tokens, floor_window(cfg, l0, rows))
+
+
+def floor_window(cfg: RunConfig, l0: float, rows: int) -> int:
+    """The part of ``count_window`` its detection floor needs, without ``tracking.dead_tokens``:
+    training tokens that, with the ``rows`` held-out rows, call an alive latent firing at
+    FLOOR_OF_MEAN of the mean rate max(L0, 1) / d_sae dead with at most 1% probability (may be <= 0:
+    the held-out rows are enough)."""
     mean_rate = max(l0, 1.0) / cfg.sae.d_sae
-    need = metrics.observations_for(min(FLOOR_OF_MEAN * mean_rate, 0.5)) - rows
-    return max(cfg.tracking.dead_tokens, need)
+    return metrics.observations_for(min(FLOOR_OF_MEAN * mean_rate, 0.5)) - rows
+
+
+def common_window(cfg: RunConfig, rows: int) -> int:
+    """The look-back of the ``dead_frac_common`` count: ``floor_window`` at L0 = 1 (the longest
+    floor, a tenth of the rate of a code with one latent per row), so it depends on d_sae and the
+    held-out rows alone. Two arms that differ in the tracking config (the window their resampling or
+    AuxK calls latents dead by) or in L0 are counted over the same tokens: the lab's ``dead_frac``
+    looks back over at least ``tracking.dead_tokens``, so a longer window would count fewer deaths
+    by measurement alone (phase 03, H29). 64 latents and 256 held-out rows: 2,690 tokens."""
+    return max(0, floor_window(cfg, 1.0, rows))
 
 
 def stable_dead(g: Group, cfgs: list[RunConfig], heldout_dead: Tensor, windows: list[int] | None = None) -> Tensor:
@@ -328,6 +345,7 @@ def metric_rows(g: Group, cfgs: list[RunConfig], ev: dict, step: int, truth_dict
     truth = ev["fire"] == 0
     windows = [count_window(cfgs[arm], float(ev["l0"][k]), int(ev["rows"])) for k, arm in enumerate(g.idx)]
     dead = stable_dead(g, cfgs, truth, windows)
+    common = stable_dead(g, cfgs, truth, [common_window(cfgs[arm], int(ev["rows"])) for arm in g.idx])
     collapsed = metrics.collapsed(ev["fvu_orig"], ev["l0"])
     rate = ev["fire"].to(torch.float64) / ev["rows"]
     rows = []
@@ -352,6 +370,8 @@ def metric_rows(g: Group, cfgs: list[RunConfig], ev: dict, step: int, truth_dict
             "l0_frac": float(ev["l0"][k]) / S,
             "dead_frac": float(dead[k].double().mean()),
             "dead_frac_heldout": float(truth[k].double().mean()),
+            # over common_window, the same for arms that differ in tracking.dead_tokens or L0 (H29)
+            "dead_frac_common": float(common[k].double().mean()),
             "nearly_dead_1e-3": float((rate[k] < 1e-3).double().mean()),
             "nearly_dead_1e-5": float((rate[k] < 1e-5).double().mean()),
             "dead_rows": int(ev["rows"]),
