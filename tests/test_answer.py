@@ -148,6 +148,13 @@ def test_a_dense_fix_is_a_cost_only_where_a_sparser_fix_removes_as_many_deaths()
     ranked = answer.ranking([h4, h12, alt])
     assert [r["id"] for r in ranked][:2] == ["H20", "H4"] and ranked[-1]["id"] == "H12"
     assert ranked[-1]["costs_sparsity"] and "where H20's fix removes as many deaths at L0 6" in ranked[-1]["cost"]
+    # a fix that moves the sparsity itself (k x4: 4 -> 16 of 64 latents per row) is dense on its own,
+    # even where no sparser fix removes as many deaths (planted_lab's short dead window: H16 40.1% ->
+    # 2.1%, the planted H29 39.6% -> 28.1%)
+    k4 = arm("H16", {"sae.k": 16}, 0.021, 16.0)
+    k4["numbers"] |= {"base_final_l0": 4.0, "base_final_l0_frac": 4 / 64}
+    ranked = answer.ranking([k4, h4])
+    assert [r["id"] for r in ranked] == ["H4", "H16"] and ranked[1]["costs_sparsity"] and "L0 4 -> 16" in ranked[1]["cost"]
 
 
 def test_identical_falls_are_tied_whatever_the_number_of_replicates_and_cheaper_first():

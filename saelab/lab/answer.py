@@ -87,8 +87,9 @@ def _dead(n: dict[str, Any], which: str, arm: str) -> dict[str, Any]:
 def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Causes with a fix arm, most harmful first: confirmed before inconclusive before refuted;
     within each, fixes that keep the SAE sparse and reconstructing before those that keep latents
-    alive only by making it dense (``costs_sparsity``: denser than the base by ``costs_sparsity``
-    and than another confirmed fix that removes as many deaths, ``sparser_alternative``) or by
+    alive only by making it dense (``costs_sparsity``: denser than the base by ``costs_sparsity``,
+    and either moving the sparsity itself, SPARSITY_TARGETS, or denser than another confirmed fix
+    that removes as many deaths, ``sparser_alternative``) or by
     learning less (``costs_reconstruction``;
     ``cost`` says which, with numbers), then by the mean fall of the peak dead fraction the fix
     brings, then of the final one, then by the L0 and FVU the fix ends with relative to the base's
@@ -118,7 +119,8 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         r["costs_reconstruction"] = r["fvu"]["comparable"] and costs_reconstruction(r["fvu"])
     for r in rows:
         alt = sparser_alternative(r, rows) if costs_sparsity(r["l0"]) else None
-        r["costs_sparsity"], r["sparser"] = alt is not None, alt
+        knob = costs_sparsity(r["l0"]) and any(k in SPARSITY_TARGETS for k in r["fix_changes"])
+        r["costs_sparsity"], r["sparser"] = alt is not None or knob, alt
         r["cost"] = cost_sentence(r)
     # deaths removed first; a fix that keeps latents alive only by learning less or by making the SAE
     # dense after those that do not; equal falls by what they cost (L0 growth, then FVU)
@@ -150,8 +152,14 @@ def costs_sparsity(l0: dict[str, Any]) -> bool:
     return _ratio(l0) > L0_COST and isinstance(frac, (int, float)) and frac > L0_RANGE[1]
 
 
+# fields that set the SAE's sparsity itself: a fix that moves them toward density keeps latents alive
+# by making the SAE dense by definition (alpha x0.01; TopK's k x4 on 64 latents, 6% -> 25% per row)
+SPARSITY_TARGETS = ("penalty.alpha", "sae.k")
+
+
 def sparser_alternative(r: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The confirmed fix that shows ``r``'s density is a cost, not the price of any fix: it removes
+    """The confirmed fix that shows ``r``'s density is a cost, not the price of any fix (unless ``r``
+    moves a SPARSITY_TARGETS field, which is a cost on its own): it removes
     about as many deaths (its peak fall at least ``r``'s less MIN_EFFECT) and ends at an L0 at most
     1 / L0_COST of ``r``'s; None when there is none. Without one, a fix that leaves the SAE at a
     toy dictionary's healthy density (a 64-latent SAE fires 40% of its latents per row at the
