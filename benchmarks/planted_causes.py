@@ -63,6 +63,28 @@ def low_rank_rows(path: Path, d_in: int, rank: int, rows: int = 60_000, seed: in
     np.save(path, x.astype(np.float32))
 
 
+def bos_rows(path: Path, ratio: float, seq: int = 64, d_in: int = 64, sequences: int = 1000, spread: float = 0.25,
+             seed: int = 0) -> None:
+    """Sequences of ``seq`` rows, made here with numpy (not saelab's synthetic source): rows 1..seq-1
+    of each are ordinary sparse activations (256 unit features in R^d_in, each firing on 4/256 of the
+    rows with an exponential magnitude, plus noise of std 1e-2), row 0 a BOS row: one fixed unit
+    direction at ``ratio`` x the ordinary rows' median norm, times a factor uniform in
+    [1 - spread, 1 + spread] (real BOS norms vary by layer and sequence), plus noise of std 2% of
+    the median norm per coordinate. ``ratio = 1`` is the control: the same BOS rows at an ordinary norm."""
+    g = np.random.default_rng(seed)
+    feats = g.standard_normal((256, d_in))
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    n = seq * sequences
+    codes = g.exponential(1.0, (n, 256)) * (g.random((n, 256)) < 4 / 256)
+    x = codes @ feats + 1e-2 * g.standard_normal((n, d_in))
+    med = float(np.median(np.linalg.norm(x, axis=1)))
+    v = g.standard_normal(d_in)
+    v /= np.linalg.norm(v)
+    scale = ratio * med * g.uniform(1 - spread, 1 + spread, sequences)
+    x[::seq] = scale[:, None] * v + 0.02 * med * g.standard_normal((sequences, d_in))
+    np.save(path, x.astype(np.float32))
+
+
 # files a case's base reads (data.source "file:planted:<name>"), written on first use into the output folder
 FILES = {"lowrank_d64_r8.npy": lambda p: low_rank_rows(p, 64, 8), "fullrank_d64.npy": lambda p: low_rank_rows(p, 64, 64)}
 
