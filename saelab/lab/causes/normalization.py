@@ -1,5 +1,6 @@
 """Phase 04: does input normalization, or an uncentered input, kill latents? (seeds/004 Bug #4; lab H8.)
-Also the encoder's initialization (H11, H21), the data's order and sink rows (H22, H23) and its rank (H24)."""
+Also the encoder's initialization (H11, H21), the data's order and sink rows (H22, H23), its rank (H24) and its
+first position (BOS rows, H27)."""
 
 from __future__ import annotations
 
@@ -384,7 +385,10 @@ Where the base has them, three more single-factor arms: the encoder bias started
 (H21), the same stream shuffled instead of in document or file order (H22), and the same data without the
 rows above 10x the median norm, the sink rows of attention sinks and BOS positions (H23). When 99% of the
 data's variance lies in at most 75% of its directions (low-rank activations, such as attention outputs), one
-arm starts every latent's rows inside that subspace instead of anywhere (H24)."""
+arm starts every latent's rows inside that subspace instead of anywhere (H24). Where the rows are sequences
+of `data.context_length` rows (a file or a model's cache) and the rows at position 0 (BOS) have a mean norm at
+least 3x the other rows' median, one arm drops that position from every sequence, in training and held out,
+whatever each row's norm (H27): unlike the 10x norm filter it also takes BOS rows at 5-8x the median."""
 
 PHASE = Phase(
     STEM,
