@@ -100,12 +100,38 @@ def rare_feature_rows(path: Path, d_in: int, n_features: int, top_rate: float, e
     np.save(path, x)
 
 
+def bos_rows(path: Path, ratio: float, seq: int = 16, d_in: int = 16, sequences: int = 4000, spread: float = 0.25,
+             seed: int = 0, n_features: int = 512, mean_active: float = 8.0) -> None:
+    """Sequences of ``seq`` rows, made here with numpy (not saelab's synthetic source): rows 1..seq-1
+    of each are ordinary sparse activations (``n_features`` unit features in R^d_in, feature i firing
+    with probability ~ 1/(i+1), ``mean_active`` per row, with an exponential magnitude, plus noise of
+    std 1e-2), row 0 a BOS row: one fixed unit
+    direction at ``ratio`` x the ordinary rows' median norm, times a factor uniform in
+    [1 - spread, 1 + spread] (real BOS norms vary by layer and sequence), plus noise of std 2% of
+    the median norm per coordinate. ``ratio = 1`` is the control: the same BOS rows at an ordinary norm."""
+    g = np.random.default_rng(seed)
+    feats = g.standard_normal((n_features, d_in))
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    p = 1.0 / np.arange(1, n_features + 1)
+    p = np.minimum(1.0, p * mean_active / p.sum())
+    n = seq * sequences
+    codes = g.exponential(1.0, (n, n_features)).astype(np.float32) * (g.random((n, n_features)) < p)
+    x = codes @ feats + 1e-2 * g.standard_normal((n, d_in))
+    med = float(np.median(np.linalg.norm(x, axis=1)))
+    v = g.standard_normal(d_in)
+    v /= np.linalg.norm(v)
+    scale = ratio * med * g.uniform(1 - spread, 1 + spread, sequences)
+    x[::seq] = scale[:, None] * v + 0.02 * med * g.standard_normal((sequences, d_in))
+    np.save(path, x.astype(np.float32))
+
+
 # files a case's base reads (data.source "file:planted:<name>"), written on first use into the output folder
 FILES = {"lowrank_d64_r8.npy": lambda p: low_rank_rows(p, 64, 8), "fullrank_d64.npy": lambda p: low_rank_rows(p, 64, 64),
          **{f"aniso_d64_l8_x{a}.npy": (lambda a: lambda p: anisotropic_rows(p, 64, 8, float(a)))(a) for a in (1, 3, 10, 30, 100)},
          **{f"aniso_d16_l2_x{a}.npy": (lambda a: lambda p: anisotropic_rows(p, 16, 2, float(a), 64))(a) for a in (1, 3, 10, 30, 100)},
          "rare_d32_f128.npy": lambda p: rare_feature_rows(p, 32, 128, 0.5, 1.2),
-         "rare_d32_f128_e15.npy": lambda p: rare_feature_rows(p, 32, 128, 0.5, 1.5)}
+         "rare_d32_f128_e15.npy": lambda p: rare_feature_rows(p, 32, 128, 0.5, 1.5),
+         "bos8_s16_d16.npy": lambda p: bos_rows(p, 8.0), "bos1_s16_d16.npy": lambda p: bos_rows(p, 1.0)}
 
 
 def materialize(base: dict, root: Path) -> dict:
@@ -189,6 +215,22 @@ CASES = {
 }
 
 
+# cases whose planted cause did not show yet at any dose tried: run only when named with --only.
+# BOS rows (position 0 of 16-row sequences, d_in 16) at 8x the median norm (+-25%: below H23's 10x
+# cut) under a dataset scalar, TopK k=2 of 64 latents, no AuxK, LR 1e-2 (tracking.dead_tokens
+# 6,400, 3 seeds, benchmarks' direct runs): peak dead 35.4% with them, 31.8% without, 31.2% in the
+# control (BOS rows at the median norm): 3.6 points, below removes_deaths' 5. Not shown either:
+# ReLU + L1 (alpha 0.01-1.0, no normalization or a dataset scalar, LR 3e-3..3e-2, ratio 6-30,
+# sequences of 8-64 rows, d_in 16/64): 0% dead with or without the BOS rows; TopK k=4: 18.2% vs
+# 15.1% (control 15.1%); k=2 with sequences of 8, no normalization: 34.9% vs 32.8% (control 32.3%)
+BOS = merge(SMALL, merge(TOPK, {"sae": {"k": 2}, "optim": {"lr": 0.01}, "normalize": {"mode": "dataset_scalar"},
+                                "data": {"source": "file:planted:bos8_s16_d16.npy", "context_length": 16}}))
+PENDING = {
+    "bos rows at position 0": ("04_normalization", BOS, merge(BOS, {"data": {"source": "file:planted:bos1_s16_d16.npy"}}),
+                               ONLY_04, "H27"),
+}
+
+
 # a case whose planted cause has a co-cause: another single-factor fix the lab may rightly rank first.
 # Low-rank activations kill latents whose encoder and decoder rows start independent (kaiming): the
 # tied init (H11) removes those deaths too (27.6% -> 2.1% measured, against 9.4% for the subspace
@@ -221,7 +263,8 @@ def parse_args(doc: str, prefix: str) -> tuple[argparse.Namespace, Path]:
 def main() -> int:
     args, root = parse_args(__doc__, "planted-")
     ok = True
-    for name, (stem, planted, control, params, hid) in CASES.items():
+    cases = CASES | {k: v for k, v in PENDING.items() if args.only and k in args.only}
+    for name, (stem, planted, control, params, hid) in cases.items():
         if args.only and name not in args.only:
             continue
         t0 = time.perf_counter()

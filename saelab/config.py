@@ -201,7 +201,15 @@ class DataConfig(_Section):
     layer: int = 3  # hidden-state index; 0 is the embeddings
     text: str = "stdlib"  # stdlib: docstrings of the Python standard library; else a file or folder of .txt/.md
     max_tokens: int = 400_000  # tokens of text to run through the model (activations cached)
-    context_length: int = 128  # tokens per sequence fed to the model
+    # tokens per sequence: fed to the model (transformer sources); for file sources, the rows of one
+    # sequence (a SAELens cache's context_size), which gives each row its position when
+    # data.exclude_first_positions is set
+    context_length: int = 128
+    # drop the rows at the first N positions of every sequence (position = row index mod
+    # data.context_length, file and transformer sources) from training and held-out rows alike:
+    # the BOS position's activations have a huge, nearly constant norm in real LMs (SAELens #333
+    # excludes it by seqpos; sparsify #104 by token id). Counted in a dropped_rows event. 0: keep all
+    exclude_first_positions: int = 0
     drop_special_tokens: bool = True  # drop [CLS]/[SEP]/padding positions
     shuffle_buffer: int = 65_536  # rows mixed before batching (file and transformer sources)
     # file sources: train without rows holding NaN/Inf (their count goes into the run's events)
@@ -234,6 +242,11 @@ class DataConfig(_Section):
         self._require(self.layer >= 0, "layer", "must be >= 0")
         self._require(self.max_tokens >= 1, "max_tokens", "must be >= 1")
         self._require(self.context_length >= 2, "context_length", "must be >= 2")
+        self._require(self.exclude_first_positions >= 0, "exclude_first_positions", "must be >= 0 (0: keep every position)")
+        self._require(self.exclude_first_positions < self.context_length, "exclude_first_positions",
+                      f"must be < data.context_length={self.context_length} (it would drop every row of a sequence)")
+        self._require(self.exclude_first_positions == 0 or self.source != "synthetic", "exclude_first_positions",
+                      "needs rows with positions (a file: or transformer source); the synthetic source's rows are independent")
         self._require(self.shuffle_buffer >= 1, "shuffle_buffer", "must be >= 1")
 
 

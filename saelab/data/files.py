@@ -336,13 +336,17 @@ class FileSource:
     file order, consecutive rows of one document staying together. Only the chunks a batch needs are
     read (one stays cached). The whole file is checked once up front (NaN/Inf rows refused, or
     skipped with ``skip_nonfinite``; constant rows refused); every chunk is checked again when read.
+    With ``exclude_first`` > 0 (``data.exclude_first_positions``) the rows are consecutive
+    sequences of ``sequence_rows`` rows (``data.context_length``) and the rows at the first
+    ``exclude_first`` positions of each are never served, in training or held out, the way
+    skipped NaN rows are not (``excluded_rows``, ``excluded_eval_rows`` count them).
     """
 
     ground_truth = None
 
     def __init__(self, segments: list[Segment], eval_rows: int, seed: int, shuffle_buffer: int,
                  label: str, info: dict | None = None, batch_size: int | None = None, skip_nonfinite: bool = False,
-                 order: str = "shuffled"):
+                 order: str = "shuffled", sequence_rows: int = 0, exclude_first: int = 0):
         if order not in ("shuffled", "ordered"):
             raise ValueError(f"data.order={order!r} is not allowed; choose one of ['shuffled', 'ordered']")
         self.segments, self.label, self.seed, self.info = segments, label, seed, dict(info or {})
@@ -352,14 +356,23 @@ class FileSource:
         self._starts = np.cumsum([0] + [s.rows for s in segments])
         # the whole file is checked before training (a NaN at row 150,000 must not crash a run
         # minutes in, and again on resume): streamed in blocks, so memory stays bounded
-        self._bad = self._scan(skip_nonfinite)  # sorted file rows skipped (empty unless skip_nonfinite)
-        self.skipped_rows = len(self._bad)
+        nonfinite = self._scan(skip_nonfinite)  # sorted file rows with NaN/Inf (empty unless skip_nonfinite)
+        self.sequence_rows, self.exclude_first = sequence_rows, exclude_first
+        excluded = self._positions(sequence_rows, exclude_first)
+        self._bad = np.union1d(nonfinite, excluded)  # sorted file rows never served
+        self.skipped_rows = len(nonfinite)
         self._shift = self._bad - np.arange(len(self._bad))  # served row i is file row i + #(shift <= i)
-        self.rows = self.file_rows - self.skipped_rows
+        self.rows = self.file_rows - len(self._bad)
         if self.rows <= eval_rows:
             raise ValueError(f"{label}: {self.rows} rows is not more than eval_rows={eval_rows} (held out); use more data or fewer eval rows")
         self.eval_rows = eval_rows
         self.train_rows = self.rows - eval_rows
+        if exclude_first:  # excluded rows among the file rows behind the training rows, and behind the held-out ones
+            last_train = self.train_rows - 1 + int(np.searchsorted(self._shift, self.train_rows - 1, side="right"))
+            self.excluded_rows = int(np.searchsorted(excluded, last_train, side="right"))
+            self.excluded_eval_rows = len(excluded) - self.excluded_rows
+        else:
+            self.excluded_rows = self.excluded_eval_rows = 0
         if batch_size is not None and self.train_rows < batch_size:
             raise ValueError(f"data.batch_size={batch_size} is more than the {self.train_rows} training rows of {label} "
                              f"({self.rows} rows minus eval_rows={eval_rows}); use more data or a smaller batch")
@@ -400,6 +413,24 @@ class FileSource:
                              "from constant rows")
         return np.concatenate(bad) if bad else np.empty(0, dtype=np.int64)
 
+    def _positions(self, sequence_rows: int, exclude_first: int) -> np.ndarray:
+        """Sorted file rows at positions 0 .. exclude_first - 1 of each sequence of ``sequence_rows``
+        consecutive rows (position = file row mod sequence_rows); empty when exclude_first is 0."""
+        if not exclude_first:
+            return np.empty(0, dtype=np.int64)
+        if sequence_rows < 2:
+            raise ValueError(f"{self.label}: data.exclude_first_positions={exclude_first} needs the rows' positions, but its "
+                             "sequences differ in length")
+        if exclude_first >= sequence_rows:
+            raise ValueError(f"{self.label}: data.exclude_first_positions={exclude_first} would drop every row of its "
+                             f"{sequence_rows}-row sequences")
+        if self.file_rows % sequence_rows:
+            raise ValueError(f"{self.label}: its {self.file_rows} rows are not whole sequences of data.context_length={sequence_rows} "
+                             f"rows, so data.exclude_first_positions cannot tell a row's position; set data.context_length to "
+                             f"the rows of one sequence in the file (a SAELens cache's context_size)")
+        starts = np.arange(0, self.file_rows, sequence_rows, dtype=np.int64)
+        return (starts[:, None] + np.arange(exclude_first, dtype=np.int64)).ravel()
+
     def _locate(self, row: int) -> tuple[Path, int]:
         i = int(np.searchsorted(self._starts, row, side="right")) - 1
         return self.segments[i].path, row - int(self._starts[i])
@@ -420,7 +451,7 @@ class FileSource:
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         """Served rows [start, stop) (file rows with the skipped ones taken out) as float32."""
-        if not self.skipped_rows:
+        if not len(self._bad):
             return self._read_file_rows(start, stop)
         lo, hi = (i + int(np.searchsorted(self._shift, i, side="right")) for i in (start, stop - 1))
         x = self._read_file_rows(lo, hi + 1, check=False)
@@ -468,6 +499,11 @@ class FileSource:
                 out[where[m]] = self._chunk(c)[self._perm(int(e), c)[within[m]]]
         return torch.from_numpy(out)
 
+    def head(self, n_rows: int) -> np.ndarray:
+        """The first ``n_rows`` file rows in file order, nothing skipped or excluded (so row i is at
+        position i mod ``sequence_rows``): float32 [n_rows, d_in], NaN rows as they are."""
+        return self._read_file_rows(0, min(n_rows, self.file_rows), check=False)
+
     def eval_set(self, n_rows: int) -> Tensor:
         """The last ``n_rows`` rows: float32 [n_rows, d_in], never in a training batch."""
         import torch
@@ -479,7 +515,10 @@ class FileSource:
         files = [str(s.path) for s in self.segments]
         return {
             "name": "file", **self.info, "d_in": self.d_in, "rows": self.rows, "train_rows": self.train_rows,
-            "eval_rows": self.eval_rows, "chunk_rows": self.chunk_rows, "order": self.order, "skipped_nonfinite_rows": self.skipped_rows, "dtype": sorted({s.dtype for s in self.segments}),
+            "eval_rows": self.eval_rows, "chunk_rows": self.chunk_rows, "order": self.order, "skipped_nonfinite_rows": self.skipped_rows,
+            **({"exclude_first_positions": self.exclude_first, "sequence_rows": self.sequence_rows, "excluded_rows": self.excluded_rows,
+                "excluded_eval_rows": self.excluded_eval_rows} if self.exclude_first else {}),
+            "dtype": sorted({s.dtype for s in self.segments}),
             "files": files if len(files) <= 8 else files[:4] + [f"... {len(files)} files"],
         }
 
@@ -497,4 +536,5 @@ def make_file_source(cfg: RunConfig) -> FileSource:
     check_width(cfg, segments[0].d_in, f"activation file {spec}")
     return FileSource(segments, cfg.eval_rows, cfg.seed, cfg.data.shuffle_buffer, f"activation file {spec}",
                       info={"source": cfg.data.source}, batch_size=cfg.data.batch_size,
-                      skip_nonfinite=cfg.data.skip_nonfinite, order=cfg.data.order)
+                      skip_nonfinite=cfg.data.skip_nonfinite, order=cfg.data.order,
+                      sequence_rows=cfg.data.context_length, exclude_first=cfg.data.exclude_first_positions)

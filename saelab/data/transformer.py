@@ -339,5 +339,10 @@ def make_transformer_source(cfg: RunConfig) -> FileSource:
         "text_tokens": manifest["text_tokens"], "sequences": manifest["sequences"],
         "drop_special_tokens": cfg.data.drop_special_tokens, **corpus.describe(),
     }
+    # rows kept per sequence: data.context_length, less its special tokens under drop_special_tokens
+    # (0 when sequences differ in length: then data.exclude_first_positions is refused, positions unknown)
+    rows, seqs = int(manifest["rows"]), int(manifest["sequences"])
+    per_seq = rows // seqs if seqs and rows % seqs == 0 else 0
     return FileSource(segments, cfg.eval_rows, cfg.seed, cfg.data.shuffle_buffer, f"{spec.name} layer {cfg.data.layer} ({folder})", info,
-                      batch_size=cfg.data.batch_size, order=cfg.data.order)
+                      batch_size=cfg.data.batch_size, order=cfg.data.order, sequence_rows=per_seq,
+                      exclude_first=cfg.data.exclude_first_positions)

@@ -374,6 +374,12 @@ class _Lockstep:
         for n in self.names if skipped else ():
             self.state.events[n].append({"step": 0, "kind": "skipped_rows", "rows": skipped, "why": "NaN or Inf",
                                     "source": getattr(self.source, "label", "")})
+        if getattr(self.source, "exclude_first", 0):  # data.exclude_first_positions: rows never served, by position
+            for n in self.names:
+                src = self.source
+                self.state.events[n].append({"step": 0, "kind": "dropped_rows", "where": "positions", "positions": src.exclude_first,
+                                             "sequence_rows": src.sequence_rows, "rows": src.excluded_rows,
+                                             "held_out_rows": src.excluded_eval_rows})
         if hasattr(self.source, "threshold"):  # data.drop_norm_above: the threshold, and the held-out rows left out
             for n in self.names:
                 self.state.events[n].append({"step": 0, "kind": "dropped_rows", "where": "held-out set", "rows": self.source.eval_dropped,

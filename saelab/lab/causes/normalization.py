@@ -1,6 +1,6 @@
 """Phase 04: does input normalization, or an uncentered input, kill latents? (seeds/004 Bug #4; lab H8.)
 Also the encoder's initialization (H11, H21), the data's order and sink rows (H22, H23), its rank (H24) and its
-anisotropy (H26)."""
+anisotropy (H26), its first position (BOS rows, H27)."""
 
 from __future__ import annotations
 
@@ -231,6 +231,72 @@ def _judge_sinks(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
                   compared({a.name: dict(a.changes) for a in arms}, "drop_sinks"), fix="drop_sinks")
 
 
+BOS_FACTOR = 3.0  # the first position counts as high-norm when its rows' mean norm is this multiple of the others' median:
+# ordinary token rows of an LM layer mostly lie within 2x of their median, BOS rows at 5x to 100x+ depending on the layer
+BOS_SEQUENCES = 64  # sequences the first position's norm is measured on (at least MEDIAN_ROWS rows)
+
+
+@functools.lru_cache(maxsize=8)
+def _first_position(data: Any, d_in: int, eval_rows: int) -> dict[str, Any]:
+    """The norms by position of a non-synthetic source's first rows in file order (whole sequences of
+    the source's ``sequence_rows``, at least BOS_SEQUENCES of them and MEDIAN_ROWS rows): the mean
+    norm of the rows at position 0 over the median norm of the other rows (``ratio``), and the share
+    of position-0 rows above SINK_FACTOR x the median of all rows (what H23's norm filter drops).
+    ``why`` says why positions are unknown. Read once per source, cached."""
+    cfg = RunConfig(data=dataclasses.replace(data, drop_norm_above=0.0, exclude_first_positions=0)).with_overrides(
+        {"sae.d_in": d_in, "eval_rows": eval_rows})
+    source = make_source(cfg)
+    n_seq, total = getattr(source, "sequence_rows", 0), getattr(source, "file_rows", 0)
+    if n_seq < 2:
+        return {"why": "positions unknown: its sequences differ in length"}
+    if total % n_seq:
+        return {"why": f"positions unknown: its {total} rows are not whole sequences of data.context_length={n_seq} rows; "
+                       "set data.context_length to the rows of one sequence"}
+    n = min(total, max(BOS_SEQUENCES * n_seq, -(-MEDIAN_ROWS // n_seq) * n_seq))
+    norms = np.linalg.norm(source.head(n).astype(np.float64), axis=1)
+    first = (np.arange(n) % n_seq) == 0
+    ok = np.isfinite(norms)
+    rest = float(np.median(norms[ok & ~first]))
+    bos = norms[ok & first]
+    return {"ratio": float(bos.mean()) / rest if rest > 0 else float("inf"), "sequences": int(first.sum()), "sequence_rows": n_seq,
+            "above_sink": float((bos > SINK_FACTOR * np.median(norms[ok])).mean())}
+
+
+def _has_bos(ctx: Context) -> str | None:
+    d = ctx.base.data
+    if d.exclude_first_positions > 0:
+        return f"the base already drops the first {d.exclude_first_positions} position(s) of every sequence (data.exclude_first_positions)"
+    if d.source == "synthetic":
+        return "the synthetic source's rows are independent: they have no positions (data.context_length applies to files and models)"
+    m = _first_position(d, ctx.base.sae.d_in, ctx.base.eval_rows)
+    if "why" in m:
+        return m["why"]
+    if m["ratio"] < BOS_FACTOR:
+        return (f"the rows at position 0 of its {m['sequence_rows']}-row sequences have a mean norm {m['ratio']:.3g}x the other "
+                f"rows' median, below {BOS_FACTOR:g}x")
+    return None
+
+
+def _judge_bos(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H27 · the first position's (BOS) rows kill latents: in real LMs the activation at the first
+    token has a huge, nearly constant norm (5x to 100x+ the median, by layer); one row in every
+    sequence pulls the early updates of many latents toward that one direction, and the ones it
+    leaves behind fire on nothing else. Base vs the same rows without position 0 of each sequence
+    (data.exclude_first_positions=1; held out too: SAELens #333's seqpos slice, sparsify #104's
+    excluded tokens) by ``removes_deaths``. No FVU guard: the two arms' held-out rows differ.
+    Distinct from H23: the position rule removes every BOS row whatever its norm, the 10x norm
+    filter only those above it (the effect reports the share of BOS rows above 10x)."""
+    r = removes_deaths(runs, "base", "exclude_bos")
+    m = _first_position(ctx.base.data, ctx.base.sae.d_in, ctx.base.eval_rows)
+    dropped = per_seed(runs, "exclude_bos", lambda x: float(sum(e.get("rows", 0) for e in x.events if e.get("kind") == "dropped_rows"
+                                                               and e.get("where") == "positions")))
+    effect = (f"position-0 rows at {m['ratio']:.3g}x the other rows' median norm, {100 * m['above_sink']:.0f}% of them above "
+              f"{SINK_FACTOR:g}x the median (H23's cut); " + r["effect"] + f"; training rows dropped per run: {pm(dropped, False)}")
+    return judged(H27, STEM, r["word"], effect, r["numbers"] | {"bos_norm_ratio": m["ratio"], "bos_above_sink": m["above_sink"],
+                                                               "dropped_training_rows": stats(dropped)["mean"]},
+                  compared({a.name: dict(a.changes) for a in arms}, "exclude_bos"), fix="exclude_bos")
+
+
 @functools.lru_cache(maxsize=8)
 def _rank(data: Any, d_in: int, eval_rows: int) -> dict[str, Any]:
     """``datacheck.rank_summary`` of the base's raw training rows (the first
@@ -342,6 +408,11 @@ H23 = Hypothesis("H23", "high-norm sink rows (attention sinks, BOS) kill latents
                  source="dictionary_learning PR 52 (25%+ dead early from rows with norm > 100x the median); "
                         "Xiao et al. 2023 (attention sinks)")
 
+H27 = Hypothesis("H27", "the first position's (BOS) rows kill latents", "cause", ("data.exclude_first_positions",), _has_bos,
+                 lambda ctx: [Arm("exclude_bos", {"data.exclude_first_positions": 1})], _judge_bos,
+                 source="SAELens #333 (ignore the BOS position by seqpos); sparsify #104 / PR 113 (exclude BOS/EOS tokens: "
+                        "training unstable and FVU misleading without)")
+
 H11 = Hypothesis("H11", "the encoder's initialization kills latents", "cause", ("sae.init",), lambda ctx: None,
                  lambda ctx: [Arm("init_kaiming" if ctx.base.sae.init == "tied" else "init_tied",
                                   {"sae.init": "kaiming" if ctx.base.sae.init == "tied" else "tied"})], _judge_init,
@@ -374,14 +445,17 @@ arm starts every latent's rows inside that subspace instead of anywhere (H24). W
 of the variance (anisotropic activations: the covariance's participation ratio at most a quarter of d_in), one
 arm whitens the input instead (ZCA: every direction at unit variance, its reconstruction mapped back to the
 original space for the FVU), so latents of the quiet directions can win too (H26). Both may apply to the
-same data: H24 changes where the rows start, H26 what the SAE sees."""
+same data: H24 changes where the rows start, H26 what the SAE sees. Where the rows are sequences
+of `data.context_length` rows (a file or a model's cache) and the rows at position 0 (BOS) have a mean norm at
+least 3x the other rows' median, one arm drops that position from every sequence, in training and held out,
+whatever each row's norm (H27): unlike the 10x norm filter it also takes BOS rows at 5-8x the median."""
 
 PHASE = Phase(
     STEM,
     "Input normalization, centering and initialization",
     "Do the input's normalization, its offset or the encoder's initialization kill latents?",
     INTRO,
-    (H4, H4A, H8, H11, H21, H22, H23, H24, H26),
+    (H4, H4A, H8, H11, H21, H22, H23, H24, H26, H27),
     {
         "data_tiny_row_fraction": (
             "data.tiny_row_fraction",
