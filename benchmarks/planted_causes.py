@@ -49,18 +49,19 @@ SINKS = {"data": {"outlier_fraction": 0.02, "outlier_norm": 1000.0}}  # 2% of ro
 ORDERED = {"data": {"order": "ordered", "document_rows": 4096, "document_features": 1.0}, "optim": {"lr": 0.01}, "steps": 800}
 
 
-def low_rank_rows(path: Path, d_in: int, rank: int, rows: int = 60_000, seed: int = 0) -> None:
+def low_rank_rows(path: Path, d_in: int, rank: int, rows: int = 60_000, seed: int = 0, scale: float = 1.0) -> None:
     """Activations on a ``rank``-dimensional subspace of R^d_in, made here with numpy (not saelab's
     synthetic source): 256 unit features inside the subspace, each firing on 4/256 of the rows with
     an exponential magnitude, plus isotropic noise of std 1e-3 in all d_in directions (attention
-    outputs are low-rank, not exactly rank-deficient). ``rank = d_in`` is the full-rank control."""
+    outputs are low-rank, not exactly rank-deficient). ``rank = d_in`` is the full-rank control;
+    ``scale`` multiplies every row (raw residual streams have norms of 100+)."""
     g = np.random.default_rng(seed)
     basis = np.linalg.qr(g.standard_normal((d_in, rank)))[0].T  # [rank, d_in], orthonormal rows
     feats = g.standard_normal((256, rank))
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
     codes = g.exponential(1.0, (rows, 256)) * (g.random((rows, 256)) < 4 / 256)
     x = codes @ (feats @ basis) + 1e-3 * g.standard_normal((rows, d_in))
-    np.save(path, x.astype(np.float32))
+    np.save(path, (scale * x).astype(np.float32))
 
 
 # files a case's base reads (data.source "file:planted:<name>"), written on first use into the output folder
