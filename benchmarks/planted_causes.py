@@ -49,19 +49,18 @@ SINKS = {"data": {"outlier_fraction": 0.02, "outlier_norm": 1000.0}}  # 2% of ro
 ORDERED = {"data": {"order": "ordered", "document_rows": 4096, "document_features": 1.0}, "optim": {"lr": 0.01}, "steps": 800}
 
 
-def low_rank_rows(path: Path, d_in: int, rank: int, rows: int = 60_000, seed: int = 0, scale: float = 1.0) -> None:
+def low_rank_rows(path: Path, d_in: int, rank: int, rows: int = 60_000, seed: int = 0) -> None:
     """Activations on a ``rank``-dimensional subspace of R^d_in, made here with numpy (not saelab's
     synthetic source): 256 unit features inside the subspace, each firing on 4/256 of the rows with
     an exponential magnitude, plus isotropic noise of std 1e-3 in all d_in directions (attention
-    outputs are low-rank, not exactly rank-deficient). ``rank = d_in`` is the full-rank control;
-    ``scale`` multiplies every row (raw residual streams have norms of 100+)."""
+    outputs are low-rank, not exactly rank-deficient). ``rank = d_in`` is the full-rank control."""
     g = np.random.default_rng(seed)
     basis = np.linalg.qr(g.standard_normal((d_in, rank)))[0].T  # [rank, d_in], orthonormal rows
     feats = g.standard_normal((256, rank))
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
     codes = g.exponential(1.0, (rows, 256)) * (g.random((rows, 256)) < 4 / 256)
     x = codes @ (feats @ basis) + 1e-3 * g.standard_normal((rows, d_in))
-    np.save(path, (scale * x).astype(np.float32))
+    np.save(path, x.astype(np.float32))
 
 
 # files a case's base reads (data.source "file:planted:<name>"), written on first use into the output folder
@@ -120,6 +119,16 @@ CASES = {
     # a larger k removes deaths whatever AuxK does
     "auxk weight too weak": ("01_l1_penalty", AUXK_TOPK, merge(AUXK_TOPK, {"aux": {"auxk_coef": 1 / 32}}),
                              {"sae_k_multipliers": []}, "H25"),
+    # H28 (JumpReLU bandwidth mismatched to the input scale) has no case: no dose tried kills latents
+    # that the matched bandwidth (0.001 x the RMS row norm) spares. On low_rank_rows at full rank, d_in
+    # 64, scaled to RMS norm ~100 (normalize none), bandwidth 0.001 vs the matched 0.101: threshold 10
+    # 0% dead; 30: peak 63.5% both, final 3.1% vs 6.2%; 60: 99.5% / 89.6% both; 45 at LR 1e-2, 1,200
+    # steps: 97.4% / 14.6% both (H12's x0.1 arm: 0%). Bandwidths 1 and 5 at threshold 30 leave the
+    # same 63.5% peak. Too wide: bandwidth 10 at threshold 45 ends 65.6% dead where the matched one
+    # ends 14.6%, but both peak at 97.4% from the start (the threshold's, H12). The lab's JumpReLU
+    # latents die below a threshold that starts too high (H12) or under the L1 (H1s); the kernel
+    # reaches only rows within half a width of the threshold, and the L1's straight-through gradient
+    # pushes the threshold up, not down.
 }
 
 
