@@ -160,6 +160,8 @@ def _decoder_applies(ctx: Context) -> str | None:
         return why
     if ctx.base.sae.decoder_constraint != "none":
         return "the base already constrains its decoder rows to unit norm"
+    if ctx.base.penalty.form not in L1_FORMS:  # l0: a count of firing latents, blind to the codes' size
+        return f"penalty.form={ctx.base.penalty.form} counts firing latents: growing decoder rows cannot shrink it"
     return None if ctx.params["sae_decoder_constraint"] != "none" else "not asked for (sae_decoder_constraint='none')"
 
 
