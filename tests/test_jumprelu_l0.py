@@ -112,3 +112,31 @@ def test_phase_01_multiplies_an_l0_alpha_and_never_converts_an_l1_alpha_into_it(
     assert "l0" not in [dict(a.changes).get("penalty.form") for a in l1.H1A.arms(l1_base)]
     with pytest.raises(ValueError, match="penalty_form"):
         l1.H1A.arms(Context(l1_base.base, l1_base.profile, l1_base.params | {"penalty_form": ["l0"]}, False))
+
+
+SAELENS_JUMPRELU = {"d_in": 16, "d_sae": 32, "architecture": "jumprelu", "jumprelu_init_threshold": 0.01,
+                    "jumprelu_bandwidth": 0.05, "l0_coefficient": 2.0, "jumprelu_sparsity_loss_mode": "step"}
+
+
+@pytest.mark.parametrize("changes, alpha, said", [
+    ({}, 2.0, None),  # SAELens 6 with the step L0: mapped, nothing assumed about the penalty
+    ({"jumprelu_sparsity_loss_mode": None}, 2.0, None),  # absent (older versions): step
+    ({"l0_coefficient": None, "l1_coefficient": 0.5}, 0.5, "SAELens before 6 scaled the step L0"),
+    ({"l0_coefficient": None}, 1.0, "l0_coefficient absent"),
+    ({"jumprelu_sparsity_loss_mode": "tanh", "jumprelu_tanh_scale": 4.0}, 2.0, "the step L0 (penalty.form=l0)"),
+])
+def test_a_saelens_jumprelu_trains_the_step_l0(tmp_path, changes, alpha, said):
+    import json
+
+    from saelab.interop.saelens_config import from_saelens
+    from saelab.lab.base import load_base
+
+    cfg = {k: v for k, v in (SAELENS_JUMPRELU | changes).items() if v is not None}
+    m = from_saelens(cfg)
+    assert (m.config["penalty"]["form"], m.config["penalty"]["alpha"]) == ("l0", alpha)
+    assert m.config["sae"]["jumprelu_bandwidth"] == 0.05
+    penalty_said = [a for a in m.assumed if "penalty" in a or "L0" in a]
+    assert (said is None and not penalty_said) or (said is not None and any(said in a for a in penalty_said)), m.assumed
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    base = load_base(str(tmp_path / "cfg.json")).config
+    assert (base.sae.architecture, base.penalty.form, base.penalty.alpha) == ("jumprelu", "l0", alpha)
