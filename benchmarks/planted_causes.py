@@ -49,22 +49,24 @@ SINKS = {"data": {"outlier_fraction": 0.02, "outlier_norm": 1000.0}}  # 2% of ro
 ORDERED = {"data": {"order": "ordered", "document_rows": 4096, "document_features": 1.0}, "optim": {"lr": 0.01}, "steps": 800}
 
 
-def low_rank_rows(path: Path, d_in: int, rank: int, rows: int = 60_000, seed: int = 0) -> None:
+def low_rank_rows(path: Path, d_in: int, rank: int, rows: int = 60_000, seed: int = 0, scale: float = 1.0) -> None:
     """Activations on a ``rank``-dimensional subspace of R^d_in, made here with numpy (not saelab's
     synthetic source): 256 unit features inside the subspace, each firing on 4/256 of the rows with
     an exponential magnitude, plus isotropic noise of std 1e-3 in all d_in directions (attention
-    outputs are low-rank, not exactly rank-deficient). ``rank = d_in`` is the full-rank control."""
+    outputs are low-rank, not exactly rank-deficient). ``rank = d_in`` is the full-rank control;
+    ``scale`` multiplies every row (raw residual streams have norms of 100+)."""
     g = np.random.default_rng(seed)
     basis = np.linalg.qr(g.standard_normal((d_in, rank)))[0].T  # [rank, d_in], orthonormal rows
     feats = g.standard_normal((256, rank))
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
     codes = g.exponential(1.0, (rows, 256)) * (g.random((rows, 256)) < 4 / 256)
     x = codes @ (feats @ basis) + 1e-3 * g.standard_normal((rows, d_in))
-    np.save(path, x.astype(np.float32))
+    np.save(path, (scale * x).astype(np.float32))
 
 
 # files a case's base reads (data.source "file:planted:<name>"), written on first use into the output folder
-FILES = {"lowrank_d64_r8.npy": lambda p: low_rank_rows(p, 64, 8), "fullrank_d64.npy": lambda p: low_rank_rows(p, 64, 64)}
+FILES = {"lowrank_d64_r8.npy": lambda p: low_rank_rows(p, 64, 8), "fullrank_d64.npy": lambda p: low_rank_rows(p, 64, 64),
+         "fullrank_d64_x36.npy": lambda p: low_rank_rows(p, 64, 64, scale=36.0)}
 
 
 def materialize(base: dict, root: Path) -> dict:
@@ -84,6 +86,11 @@ LOW_RANK = merge(SMALL, merge(TOPK, {"data": {"source": "file:planted:lowrank_d6
 # TopK with AuxK mis-set (a hundredth of Gao's weight); its dead window a tenth of the run, k_aux = d_in/2
 AUXK_TOPK = merge(SMALL, merge(TOPK, {"sae": {"k": 4}, "steps": 2000, "optim": {"lr": 0.01},
                                      "aux": {"auxk_coef": 1 / 3200, "auxk_k": 16}, "tracking": {"dead_tokens": 12800}}))
+# JumpReLU on the paper's L0 penalty (penalty.form=l0) at raw scale (RMS row norm ~100, normalize none):
+# its straight-through kernel 1,000x wider than the matched 0.001 x 100 = 0.1
+WIDE_L0 = merge(SMALL, {"sae": {"architecture": "jumprelu", "jumprelu_threshold": 1.0, "jumprelu_bandwidth": 100.0},
+                        "penalty": {"form": "l0", "alpha": 3.0}, "normalize": {"mode": "none"}, "optim": {"lr": 0.01},
+                        "steps": 600, "data": {"source": "file:planted:fullrank_d64_x36.npy"}})
 # name -> (phase, planted base, control base, phase parameters, the hypothesis that must come first)
 CASES = {
     "lr too high": ("02_lr_warmup", merge(SMALL, {"optim": {"lr": 0.1}}), SMALL, {"schedule_shape": []}, "H9"),
@@ -119,7 +126,16 @@ CASES = {
     # a larger k removes deaths whatever AuxK does
     "auxk weight too weak": ("01_l1_penalty", AUXK_TOPK, merge(AUXK_TOPK, {"aux": {"auxk_coef": 1 / 32}}),
                              {"sae_k_multipliers": []}, "H25"),
-    # H28 (JumpReLU bandwidth mismatched to the input scale) has no case: no dose tried kills latents
+    # H28 on the L0 penalty: a kernel far wider than the pre-activations' scale puts every row in the
+    # window, so the L0 term pushes every threshold up (alpha / bandwidth per row) whatever the rows do,
+    # while the reconstruction's pull sums over rows that mostly do not care; the thresholds run away
+    # and the code collapses (the lab's other way of dying: no latent is silent; peak dead 1.6% in the
+    # base). Control: the matched bandwidth (H28 not applicable). Tried: bandwidth 0.001 (100x narrow)
+    # at thresholds 3-30, alpha 0.01-1, LR 3e-3-2e-2: thresholds freeze, L0 stays where it started, no
+    # deaths and no collapse in either arm (#494's symptom is a code that stays dense, not deaths)
+    "jumprelu l0 bandwidth too wide": ("01_l1_penalty", WIDE_L0, merge(WIDE_L0, {"sae": {"jumprelu_bandwidth": 0.102}}),
+                                       ONLY_L1 | {"penalty_alpha_multipliers": [0.1]}, "H28"),
+    # On the L1 penalty, H28 (JumpReLU bandwidth mismatched to the input scale) has no case: no dose tried kills latents
     # that the matched bandwidth (0.001 x the RMS row norm) spares. On low_rank_rows at full rank, d_in
     # 64, scaled to RMS norm ~100 (normalize none), bandwidth 0.001 vs the matched 0.101: threshold 10
     # 0% dead; 30: peak 63.5% both, final 3.1% vs 6.2%; 60: 99.5% / 89.6% both; 45 at LR 1e-2, 1,200
@@ -136,7 +152,11 @@ CASES = {
 # Low-rank activations kill latents whose encoder and decoder rows start independent (kaiming): the
 # tied init (H11) removes those deaths too (27.6% -> 2.1% measured, against 9.4% for the subspace
 # init), so the case passes when H24 is confirmed and only a confirmed co-cause ranks above it.
-CO_CAUSES = {"low-rank activations": ("H11",)}
+CO_CAUSES = {"low-rank activations": ("H11",),
+             # the runaway thresholds collapse the code (L0 0.3-0.4 per row, FVU 0.80-0.84); the matched
+             # bandwidth removes the collapse (L0 9.5-9.9, FVU 0.31) and so does alpha x0.1 (L0 1.7, FVU
+             # 0.64): a weaker push on the same runaway, ranked first for keeping the code sparser
+             "jumprelu l0 bandwidth too wide": ("H1s",)}
 
 
 def run_case(stem: str, base: dict, params: dict, out: Path) -> list[dict]:

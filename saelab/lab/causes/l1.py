@@ -405,7 +405,10 @@ with AuxK, move each of its settings (weight, k_aux, dead window) to Gao's, one 
 JumpReLU base also gets lower starting thresholds, and, when its straight-through bandwidth is more
 than 10x off the paper's 0.001 per unit of input norm (measured on its first training rows after
 its normalization: raw residual streams have norms of 100+), the bandwidth matched to that scale:
-a kernel far narrower than the pre-activations gives the threshold almost no gradient (SAELens #494)."""
+a kernel far narrower than the pre-activations gives the threshold almost no gradient (SAELens #494);
+on the paper's L0 penalty (`penalty.form=l0`, SAELens' `l0_coefficient`) a kernel far wider puts every row
+in its window, so the penalty pushes every threshold up whatever the rows do and the code collapses. An
+L0 base's alpha arms multiply its own alpha; no L1 form is converted into an L0 alpha (another unit)."""
 
 PHASE = Phase(
     STEM,
