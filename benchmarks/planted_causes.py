@@ -49,18 +49,19 @@ SINKS = {"data": {"outlier_fraction": 0.02, "outlier_norm": 1000.0}}  # 2% of ro
 ORDERED = {"data": {"order": "ordered", "document_rows": 4096, "document_features": 1.0}, "optim": {"lr": 0.01}, "steps": 800}
 
 
-def low_rank_rows(path: Path, d_in: int, rank: int, rows: int = 60_000, seed: int = 0) -> None:
+def low_rank_rows(path: Path, d_in: int, rank: int, rows: int = 60_000, seed: int = 0, scale: float = 1.0) -> None:
     """Activations on a ``rank``-dimensional subspace of R^d_in, made here with numpy (not saelab's
     synthetic source): 256 unit features inside the subspace, each firing on 4/256 of the rows with
     an exponential magnitude, plus isotropic noise of std 1e-3 in all d_in directions (attention
-    outputs are low-rank, not exactly rank-deficient). ``rank = d_in`` is the full-rank control."""
+    outputs are low-rank, not exactly rank-deficient). ``rank = d_in`` is the full-rank control;
+    ``scale`` multiplies every row (raw residual streams have norms of 100+)."""
     g = np.random.default_rng(seed)
     basis = np.linalg.qr(g.standard_normal((d_in, rank)))[0].T  # [rank, d_in], orthonormal rows
     feats = g.standard_normal((256, rank))
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
     codes = g.exponential(1.0, (rows, 256)) * (g.random((rows, 256)) < 4 / 256)
     x = codes @ (feats @ basis) + 1e-3 * g.standard_normal((rows, d_in))
-    np.save(path, x.astype(np.float32))
+    np.save(path, (scale * x).astype(np.float32))
 
 
 def anisotropic_rows(path: Path, d_in: int, loud: int, ratio: float, feats: int = 256, rows: int = 60_000, seed: int = 0) -> None:
@@ -131,7 +132,8 @@ FILES = {"lowrank_d64_r8.npy": lambda p: low_rank_rows(p, 64, 8), "fullrank_d64.
          **{f"aniso_d16_l2_x{a}.npy": (lambda a: lambda p: anisotropic_rows(p, 16, 2, float(a), 64))(a) for a in (1, 3, 10, 30, 100)},
          "rare_d32_f128.npy": lambda p: rare_feature_rows(p, 32, 128, 0.5, 1.2),
          "rare_d32_f128_e15.npy": lambda p: rare_feature_rows(p, 32, 128, 0.5, 1.5),
-         "bos8_s16_d16.npy": lambda p: bos_rows(p, 8.0), "bos1_s16_d16.npy": lambda p: bos_rows(p, 1.0)}
+         "bos8_s16_d16.npy": lambda p: bos_rows(p, 8.0), "bos1_s16_d16.npy": lambda p: bos_rows(p, 1.0),
+         "fullrank_d64_x36.npy": lambda p: low_rank_rows(p, 64, 64, scale=36.0)}
 
 
 def materialize(base: dict, root: Path) -> dict:
@@ -159,6 +161,11 @@ RARE_RESAMPLE = merge(SMALL, merge(TOPK, {"sae": {"k": 4}, "steps": 2000, "data"
                                           "resample": {"strategy": "anthropic", "detector": "tokens", "interval": 100,
                                                        "first_step": 0, "after_warmup": False, "reset_adam": True},
                                           "tracking": {"dead_tokens": 128}}))
+# JumpReLU on the paper's L0 penalty (penalty.form=l0) at raw scale (RMS row norm ~100, normalize none):
+# its straight-through kernel 1,000x wider than the matched 0.001 x 100 = 0.1
+WIDE_L0 = merge(SMALL, {"sae": {"architecture": "jumprelu", "jumprelu_threshold": 1.0, "jumprelu_bandwidth": 100.0},
+                        "penalty": {"form": "l0", "alpha": 3.0}, "normalize": {"mode": "none"}, "optim": {"lr": 0.01},
+                        "steps": 600, "data": {"source": "file:planted:fullrank_d64_x36.npy"}})
 # name -> (phase, planted base, control base, phase parameters, the hypothesis that must come first)
 CASES = {
     "lr too high": ("02_lr_warmup", merge(SMALL, {"optim": {"lr": 0.1}}), SMALL, {"schedule_shape": []}, "H9"),
@@ -212,6 +219,28 @@ CASES = {
     # a latent at a tenth of the mean rate needs. Only resampling off (H3) is trained beside H29's arm
     "dead window too short": ("03_resampling", RARE_RESAMPLE, merge(RARE_RESAMPLE, {"tracking": {"dead_tokens": 1280}}),
                               {"resample_strategy": [], "resample_detector": []}, "H29"),
+    # H28 on the L0 penalty: a kernel far wider than the pre-activations' scale puts every row in the
+    # window, so the L0 term pushes every threshold up (alpha / bandwidth per row) whatever the rows do,
+    # while the reconstruction's pull sums over rows that mostly do not care; the thresholds run away
+    # and the code collapses (the lab's other way of dying: no latent is silent; peak dead 1.6% in the
+    # base). Control: the matched bandwidth (H28 not applicable). Tried: bandwidth 0.001 (100x narrow)
+    # at thresholds 3-30, alpha 0.01-1, LR 3e-3-2e-2: thresholds freeze, L0 stays where it started, no
+    # deaths and no collapse in either arm (#494's symptom is a code that stays dense, not deaths). Only a
+    # kernel wider than the whole pre-activation range collapses the code: at alpha 1 and 3 (threshold 1,
+    # 600 steps, seed 0) bandwidth 1 (10x wide) ends L0 19.4 / 9.1 and bandwidth 10 (100x) L0 17.0 / 8.9,
+    # as healthy as the matched one; bandwidth 100 at alpha 1 ends L0 0.8, at alpha 3 0.3-0.4
+    "jumprelu l0 bandwidth too wide": ("01_l1_penalty", WIDE_L0, merge(WIDE_L0, {"sae": {"jumprelu_bandwidth": 0.102}}),
+                                       ONLY_L1 | {"penalty_alpha_multipliers": [0.1]}, "H28"),
+    # On the L1 penalty, H28 (JumpReLU bandwidth mismatched to the input scale) has no case: no dose tried kills latents
+    # that the matched bandwidth (0.001 x the RMS row norm) spares. On low_rank_rows at full rank, d_in
+    # 64, scaled to RMS norm ~100 (normalize none), bandwidth 0.001 vs the matched 0.101: threshold 10
+    # 0% dead; 30: peak 63.5% both, final 3.1% vs 6.2%; 60: 99.5% / 89.6% both; 45 at LR 1e-2, 1,200
+    # steps: 97.4% / 14.6% both (H12's x0.1 arm: 0%). Bandwidths 1 and 5 at threshold 30 leave the
+    # same 63.5% peak. Too wide: bandwidth 10 at threshold 45 ends 65.6% dead where the matched one
+    # ends 14.6%, but both peak at 97.4% from the start (the threshold's, H12). The lab's JumpReLU
+    # latents die below a threshold that starts too high (H12) or under the L1 (H1s); the kernel
+    # reaches only rows within half a width of the threshold, and the L1's straight-through gradient
+    # pushes the threshold up, not down.
 }
 
 
@@ -237,7 +266,11 @@ PENDING = {
 # init), so the case passes when H24 is confirmed and only a confirmed co-cause ranks above it.
 # H26 (whitening) is confirmed on the low-rank case too (27.6% -> 0% dead), but by fitting the 1e-3
 # noise of the empty directions (FVU 0.05 -> 0.49): the answer ranks it after H24 for that cost.
-CO_CAUSES = {"low-rank activations": ("H11",)}
+CO_CAUSES = {"low-rank activations": ("H11",),
+             # the runaway thresholds collapse the code (L0 0.3-0.4 per row, FVU 0.80-0.84); the matched
+             # bandwidth removes the collapse (L0 9.5-9.9, FVU 0.31) and so does alpha x0.1 (L0 1.7, FVU
+             # 0.64): a weaker push on the same runaway, ranked first for keeping the code sparser
+             "jumprelu l0 bandwidth too wide": ("H1s",)}
 
 
 def run_case(stem: str, base: dict, params: dict, out: Path) -> list[dict]:

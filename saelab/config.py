@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from saelab.version import provenance as which
 
 Architecture = Literal["relu", "topk", "batchtopk", "jumprelu"]
-PenaltyForm = Literal["none", "mean_all", "per_sample_sum", "per_feature_mean", "sum", "decoder_weighted"]
+PenaltyForm = Literal["none", "mean_all", "per_sample_sum", "per_feature_mean", "sum", "decoder_weighted", "l0"]
 RecForm = Literal["mse_mean", "sum_features"]
 LRShape = Literal["constant", "linear_warmup", "warmup_cosine", "warmup_linear_decay"]
 NormMode = Literal["none", "constant_norm_rescale", "constant_norm_rescale_clamped", "dataset_scalar", "layer_norm", "whitening"]
@@ -115,7 +115,10 @@ class SAEConfig(_Section):
 @dataclass(frozen=True)
 class PenaltyConfig(_Section):
     _prefix = "penalty"
-    form: PenaltyForm = "mean_all"  # how |z| is reduced; mean_all is the seed's line 216 z.abs().mean()
+    # how |z| is reduced; mean_all is the seed's line 216 z.abs().mean(); l0 (JumpReLU only): the
+    # count of latents above their threshold per row, its gradient reaching the thresholds through
+    # the rectangle kernel (Rajamanoharan 2024, eq. 10-12; SAELens' l0_coefficient)
+    form: PenaltyForm = "mean_all"
     alpha: float = 0.003  # coefficient on the reduced penalty (the seed's l1_alpha)
     warmup_steps: int = 0  # alpha rises linearly from 0 over these steps (Anthropic April 2024: 5% of training)
     reconstruction: RecForm = "mse_mean"  # mse_mean: the seed's mean over all elements; sum_features: sum over d_in, mean over batch
@@ -362,6 +365,9 @@ class RunConfig(_Section):
         self._require(self.checkpoint_seconds >= 0, "checkpoint_seconds", "must be >= 0 (0: by steps only)")
         self._require(self.seed >= 0, "seed", "must be >= 0")
         self._require(re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is not None, "device", "must be cpu, cuda or cuda:N")
+        if self.penalty.form == "l0" and self.sae.architecture != "jumprelu":
+            raise ValueError(f"penalty.form='l0' counts latents above a JumpReLU threshold; sae.architecture="
+                             f"{self.sae.architecture!r} has no threshold (use an L1 form, or none for topk/batchtopk)")
         if self.aux.auxk_coef > 0 and self.aux.auxk_k > self.sae.d_sae:
             raise ValueError(f"aux.auxk_k={self.aux.auxk_k} must be <= sae.d_sae={self.sae.d_sae}")
         run_tokens = self.steps * self.data.batch_size

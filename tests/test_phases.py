@@ -17,7 +17,7 @@ from saelab.lab.hypothesis import diff
 from saelab.training.losses import convert_alpha
 from saelab.training.train import SHARED_FIELDS
 
-BASES = [*PRESETS, "topk", "jumprelu", "no_penalty", "causes_on", "topk_causes_on"]
+BASES = [*PRESETS, "topk", "jumprelu", "jumprelu_l0", "no_penalty", "causes_on", "topk_causes_on"]
 # every cause option of issue 11 set at once (weight decay, negative b_enc, ordered stream, sink rows)
 CAUSES_ON = {"optim": {"weight_decay": 0.1}, "sae": {"b_enc_init": -0.2},
              "data": {"order": "ordered", "document_features": 0.5, "outlier_fraction": 0.02}}
@@ -30,6 +30,7 @@ def base_for(name: str, tmp_path) -> str:
     partial = {
         "topk": {"sae": {"architecture": "topk", "k": 8}, "penalty": {"form": "none", "alpha": 0.0}},
         "jumprelu": {"sae": {"architecture": "jumprelu", "jumprelu_threshold": 0.01}, "penalty": {"form": "per_sample_sum", "alpha": 1e-3}},
+        "jumprelu_l0": {"sae": {"architecture": "jumprelu", "jumprelu_threshold": 0.01}, "penalty": {"form": "l0", "alpha": 1e-2}},
         "no_penalty": {"penalty": {"form": "none", "alpha": 0.0}},
         "causes_on": CAUSES_ON,
         "topk_causes_on": {

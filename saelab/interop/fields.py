@@ -73,17 +73,19 @@ SAELENS: tuple[Field, ...] = _t(
     ("topk_threshold_lr", "mapped", "0.01 is saelab's BatchTopK threshold EMA rate; another rate is assumed at 0.01"),
     ("matryoshka_widths", "assumed", "the nested Matryoshka losses are not in saelab: the arms train plain BatchTopK"),
     ("use_matryoshka_aux_loss", "assumed", "as matryoshka_widths"),
-    ("l1_coefficient", "mapped", "penalty.alpha (with penalty.reconstruction=sum_features)"),
+    ("l1_coefficient", "mapped", "penalty.alpha (with penalty.reconstruction=sum_features); on a jumprelu without "
+     "l0_coefficient (SAELens before 6) the alpha of penalty.form=l0"),
     ("lp_norm", "mapped", "1 -> penalty.form=decoder_weighted; any other p is refused"),
     ("l1_warm_up_steps", "mapped", "penalty.warmup_steps"),
     ("l0_warm_up_steps", "mapped", "penalty.warmup_steps"),
     ("jumprelu_init_threshold", "mapped", "sae.jumprelu_threshold"),
     ("jumprelu_bandwidth", "mapped", "sae.jumprelu_bandwidth"),
-    ("l0_coefficient", "assumed", "SAELens' JumpReLU trains an L0 penalty; saelab's trains an L1 penalty "
-     "(penalty.form=decoder_weighted at saelab's penalty.alpha unless l1_coefficient is given)"),
-    ("jumprelu_sparsity_loss_mode", "assumed", "as l0_coefficient (step, tanh or quadratic L0 -> saelab's L1)"),
-    ("jumprelu_tanh_scale", "assumed", "as l0_coefficient"),
-    ("target_l0", "assumed", "as l0_coefficient"),
+    ("l0_coefficient", "mapped", "penalty.alpha of penalty.form=l0 (a jumprelu's step L0: the count of latents above "
+     "threshold, its gradient to the thresholds through the rectangle kernel); absent: SAELens' default 1.0"),
+    ("jumprelu_sparsity_loss_mode", "mapped", "step (or absent) -> penalty.form=l0; tanh (or another surrogate) is "
+     "assumed: the step L0 at the same coefficient is trained instead"),
+    ("jumprelu_tanh_scale", "assumed", "as jumprelu_sparsity_loss_mode=tanh: the step L0 is trained"),
+    ("target_l0", "assumed", "the step L0 at l0_coefficient is trained; no coefficient is adapted to a target"),
     ("jumprelu_ste_to_input", "assumed", "saelab's straight-through estimator reaches the threshold only (false, DeepMind's)"),
     ("pre_act_loss_coefficient", "refused", "when set: Anthropic's pre-activation loss is not in saelab"),
     # --- the runner (runner_cfg.json) ---

@@ -144,23 +144,44 @@ def _sparsity(d: dict[str, Any], arch: str, put, assumed: list[str]) -> None:
     put("penalty.reconstruction", "sum_features")
     if d.get("lp_norm", 1.0) != 1.0:
         raise ValueError(f"lp_norm={d['lp_norm']!r}: saelab's penalties are L1 (lp_norm 1)")
-    if "l1_coefficient" in d:
-        put("penalty.alpha", float(d["l1_coefficient"]))
-    scaled = d.get("scale_sparsity_penalty_by_decoder_norm", True)
-    put("penalty.form", "decoder_weighted" if scaled else "per_sample_sum")
     for theirs in ("l1_warm_up_steps", "l0_warm_up_steps"):
         if theirs in d:
             put("penalty.warmup_steps", int(d[theirs]))
     if arch == "jumprelu":
-        for ours, theirs in (("sae.jumprelu_threshold", "jumprelu_init_threshold"), ("sae.jumprelu_bandwidth", "jumprelu_bandwidth")):
-            if theirs in d:
-                put(ours, float(d[theirs]))
-        if "l0_coefficient" in d and "l1_coefficient" not in d:
-            assumed.append(f"l0_coefficient={d['l0_coefficient']} ({d.get('jumprelu_sparsity_loss_mode', 'step')} L0): saelab's "
-                           f"JumpReLU trains an L1 penalty instead (decoder_weighted, saelab's penalty.alpha); set "
-                           f"penalty.alpha in a saelab base to choose its strength")
-        if d.get("jumprelu_ste_to_input"):
-            assumed.append("jumprelu_ste_to_input=true: saelab's straight-through estimator reaches the threshold only")
+        _jumprelu(d, put, assumed)
+        return
+    if "l1_coefficient" in d:
+        put("penalty.alpha", float(d["l1_coefficient"]))
+    scaled = d.get("scale_sparsity_penalty_by_decoder_norm", True)
+    put("penalty.form", "decoder_weighted" if scaled else "per_sample_sum")
+
+
+L0_COEFFICIENT_DEFAULT = 1.0  # SAELens 6's JumpReLUTrainingSAEConfig.l0_coefficient
+
+
+def _jumprelu(d: dict[str, Any], put, assumed: list[str]) -> None:
+    """SAELens trains a JumpReLU on the step L0 (Rajamanoharan 2024): penalty.form=l0 at
+    l0_coefficient (before SAELens 6, its l1_coefficient scaled that same L0 term)."""
+    for ours, theirs in (("sae.jumprelu_threshold", "jumprelu_init_threshold"), ("sae.jumprelu_bandwidth", "jumprelu_bandwidth")):
+        if theirs in d:
+            put(ours, float(d[theirs]))
+    put("penalty.form", "l0")
+    if "l0_coefficient" in d:
+        put("penalty.alpha", float(d["l0_coefficient"]))
+    elif "l1_coefficient" in d:
+        put("penalty.alpha", float(d["l1_coefficient"]))
+        assumed.append(f"l1_coefficient={d['l1_coefficient']} on a jumprelu: SAELens before 6 scaled the step L0 by it, "
+                       f"so it is penalty.alpha of penalty.form=l0")
+    else:
+        put("penalty.alpha", L0_COEFFICIENT_DEFAULT)
+        assumed.append(f"l0_coefficient absent: SAELens' default {L0_COEFFICIENT_DEFAULT:g} -> penalty.alpha of penalty.form=l0; "
+                       + PASS_REAL)
+    mode = d.get("jumprelu_sparsity_loss_mode") or "step"
+    if mode != "step":
+        assumed.append(f"jumprelu_sparsity_loss_mode={mode!r}: SAELens' {mode} surrogate of the L0 is not in saelab; "
+                       f"the step L0 (penalty.form=l0) at the same coefficient is trained instead")
+    if d.get("jumprelu_ste_to_input"):
+        assumed.append("jumprelu_ste_to_input=true: saelab's straight-through estimator reaches the threshold only")
 
 
 def _training(d: dict[str, Any], put, assumed: list[str]) -> None:

@@ -7,6 +7,9 @@ import torch
 from torch import Tensor
 
 L1_FORMS = ("mean_all", "per_sample_sum", "per_feature_mean", "sum", "decoder_weighted")
+# penalty.form "l0" (JumpReLU only): the count of firing latents, not a reduction of |z|; its alpha is
+# in its own unit (latents per row), so convert_alpha has no conversion to or from it
+L0_FORM = "l0"
 
 
 def reconstruction(x: Tensor, x_hat: Tensor, form: str = "mse_mean") -> Tensor:
@@ -46,6 +49,36 @@ def l1_penalty(z: Tensor, form: str, W_dec: Tensor | None = None) -> Tensor:
         norms = W_dec.norm(dim=-1)  # [..., S]
         return (a * norms.unsqueeze(-2)).sum(-1).mean(-1)
     raise ValueError(f"unknown l1 form {form!r}; use one of {list(L1_FORMS)} or none")
+
+
+class _Step(torch.autograd.Function):
+    """H(pre - theta) with the straight-through gradient of Rajamanoharan et al. 2024 (eq. 11-12) and
+    SAELens' ``Step``: d/dtheta = -(1/bandwidth) * rect((pre - theta)/bandwidth), rect(u) = 1 on
+    |u| < 1/2; no gradient to pre. theta [..., 1, S] broadcasts over the batch; its gradient is
+    summed over the batch."""
+
+    @staticmethod
+    def forward(ctx, pre: Tensor, theta: Tensor, bandwidth: float) -> Tensor:
+        ctx.save_for_backward(pre, theta)
+        ctx.bandwidth = bandwidth
+        return (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        pre, theta = ctx.saved_tensors
+        eps = ctx.bandwidth
+        kernel = ((pre - theta).abs() < eps / 2).to(pre.dtype) / eps
+        grad_theta = -(kernel * grad_out).sum(dim=-2, keepdim=True)
+        return None, grad_theta, None
+
+
+def l0_penalty(pre: Tensor, theta: Tensor, bandwidth: float) -> Tensor:
+    """penalty.form "l0", before alpha (JumpReLU only): the mean over rows of the number of latents
+    with pre > theta, sum_i H(pre_i - theta_i) (Rajamanoharan et al. 2024, eq. 10; SAELens'
+    ``l0_coefficient`` with ``jumprelu_sparsity_loss_mode="step"``). Its gradient reaches only the
+    thresholds, through the rectangle kernel of width ``bandwidth`` (``_Step``): a threshold moves
+    up when pre-activations sit within bandwidth/2 of it. pre [..., B, S], theta [..., 1, S] -> [...]."""
+    return _Step.apply(pre, theta, bandwidth).sum(-1).mean(-1)
 
 
 def l1_divisor(form: str, batch_size: int, d_sae: int) -> float:

@@ -168,8 +168,16 @@ def forward_losses(model: SAE, X: Tensor, rec_forms: tuple[str, ...], l1_forms: 
     if all(f == "none" for f in l1_forms):  # TopK arms: no |z| pass over [K, B, S]
         pen = torch.zeros_like(rec)
     else:
-        pen = _per_form(l1_forms, lambda f: losses.l1_penalty(codes, f, model.W_dec))
+        pen = _per_form(l1_forms, lambda f: _sparsity(model, pre, codes, f))
     return pre, codes, x_hat, rec, pen
+
+
+def _sparsity(model: SAE, pre: Tensor, codes: Tensor, form: str) -> Tensor:
+    """Every arm's sparsity term (before alpha) under one penalty.form: the L0 count of a JumpReLU
+    (its pre-activations against its thresholds) or an L1 reduction of the codes."""
+    if form == losses.L0_FORM:
+        return losses.l0_penalty(pre, model.threshold(), model.cfg.jumprelu_bandwidth)
+    return losses.l1_penalty(codes, form, model.W_dec)
 
 
 def step_group(g: Group, cfgs: list[RunConfig], x: Tensor, step: int) -> Tensor:

@@ -7,9 +7,18 @@ and 100 on its own form, every other form at the alpha that gives the same gradi
 
 from __future__ import annotations
 
+import functools
+import math
+from typing import Any
+
+import torch
+
+from saelab.config import RunConfig
+from saelab.data.sources import MEDIAN_ROWS, make_source
 from saelab.lab.hypothesis import Arm, Context, Hypothesis, Phase, best_fix, compared, judged, removes_deaths
 from saelab.lab.verdicts import L0_RANGE, RunsBySeed, paired, per_seed, pm, pre, rule, stats, tail
 from saelab.training.losses import L1_FORMS, convert_alpha
+from saelab.training.normalize import make_normalizer
 
 STEM = "01_l1_penalty"
 PENALTY = ("penalty.alpha", "penalty.form")
@@ -151,6 +160,8 @@ def _decoder_applies(ctx: Context) -> str | None:
         return why
     if ctx.base.sae.decoder_constraint != "none":
         return "the base already constrains its decoder rows to unit norm"
+    if ctx.base.penalty.form not in L1_FORMS:  # l0: a count of firing latents, blind to the codes' size
+        return f"penalty.form={ctx.base.penalty.form} counts firing latents: growing decoder rows cannot shrink it"
     return None if ctx.params["sae_decoder_constraint"] != "none" else "not asked for (sae_decoder_constraint='none')"
 
 
@@ -300,6 +311,73 @@ def _judge_threshold(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
                   compared(_changes(ctx, arms), *[a.name for a in arms]), fix=name)
 
 
+# Rajamanoharan et al. 2024 (JumpReLU, section 4 and appendix J) pair the straight-through kernel's
+# width 0.001 with inputs normalised to unit mean squared norm; SAELens #494 found that at the
+# sqrt(d_in) norm of Anthropic's normalization (or raw residual-stream norms of 100+) the same 0.001
+# catches almost no pre-activation, so the threshold gets no gradient and cannot learn
+PAPER_BANDWIDTH = 0.001  # the paper's width, for inputs of RMS row norm 1
+BANDWIDTH_MISMATCH = 10.0  # a width more than 10x off the paper's width at the input's scale is mismatched
+BANDWIDTH_DOSES = (1.0, 3.0, 10.0)  # H28's dose ladder: the matched width, then 3x and 10x wider
+
+
+@functools.lru_cache(maxsize=8)
+def _input_rms(data: Any, normalize: Any, d_in: int, eval_rows: int) -> float:
+    """sqrt(mean ||n||^2) of the first MEDIAN_ROWS training rows after the base's normalization
+    (read once per source and normalization, cached): the scale of the SAE's input, hence of its
+    pre-activations."""
+    cfg = RunConfig(data=data, normalize=normalize).with_overrides({"sae.d_in": d_in, "eval_rows": eval_rows})
+    source = make_source(cfg)
+    batches = [source.batch(s, data.batch_size) for s in range(-(-MEDIAN_ROWS // data.batch_size))]
+    norm = make_normalizer(normalize, source.d_in)
+    norm.fit(iter(batches))
+    x = norm(torch.cat(batches).float())[0]
+    return float(x.square().sum(-1).mean().sqrt())
+
+
+def matched_bandwidth(ctx: Context) -> tuple[float, float]:
+    """(the input's RMS row norm after the base's normalization, the bandwidth matched to it:
+    PAPER_BANDWIDTH x that norm)."""
+    c = ctx.base
+    rms = _input_rms(c.data, c.normalize, c.sae.d_in, c.eval_rows)
+    return rms, PAPER_BANDWIDTH * rms
+
+
+def _bandwidth_applies(ctx: Context) -> str | None:
+    if (why := _jumprelu(ctx)) is not None:
+        return why
+    rms, matched = matched_bandwidth(ctx)
+    ratio = ctx.base.sae.jumprelu_bandwidth / matched if matched > 0 else math.inf
+    if 1 / BANDWIDTH_MISMATCH <= ratio <= BANDWIDTH_MISMATCH:
+        return (f"the bandwidth {ctx.base.sae.jumprelu_bandwidth:g} is within {BANDWIDTH_MISMATCH:g}x of the paper's "
+                f"{PAPER_BANDWIDTH:g} per unit of input norm at this input's scale (RMS row norm {rms:.3g} after "
+                f"normalize.mode={ctx.base.normalize.mode}: matched {matched:.3g})")
+    return None
+
+
+def _bandwidth_arms(ctx: Context, ms: tuple[float, ...] = (1.0,)) -> list[Arm]:
+    matched = matched_bandwidth(ctx)[1]
+    out = []
+    for m in ms:
+        b = float(f"{matched * m:.3g}")
+        if b != ctx.base.sae.jumprelu_bandwidth:
+            out.append(Arm(f"bandwidth_{b:g}", {"sae.jumprelu_bandwidth": b}))
+    return out
+
+
+def _judge_bandwidth(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
+    """H28 · the JumpReLU threshold cannot learn: its straight-through kernel (width
+    sae.jumprelu_bandwidth) is far narrower than the pre-activations' scale, so almost no row lands
+    within half a width of the threshold and the threshold gets no gradient; one that starts above
+    a latent's pre-activations stays there and the latent stays dead (SAELens #494). Base vs the
+    bandwidth matched to the input's scale by ``removes_deaths`` (best_fix over the arms)."""
+    name, r = best_fix(runs, "base", [a.name for a in arms])
+    rms, matched = matched_bandwidth(ctx)
+    effect = (f"input RMS row norm {rms:.3g} (matched bandwidth {matched:.3g}, base {ctx.base.sae.jumprelu_bandwidth:g}); "
+              f"best bandwidth {name}: {r['effect']}")
+    return judged(H28, STEM, r["word"], effect, r["numbers"] | {"best": name, "input_rms": rms, "matched_bandwidth": matched},
+                  compared(_changes(ctx, arms), *[a.name for a in arms]), fix=name)
+
+
 H16 = Hypothesis("H16", "k is too small: latents never win a top-k slot", "cause", ("sae.k",), _topk, _k_arms, _judge_k,
                  source="Gao et al. 2024 (dead latents vs k)", doses=lambda ctx: _k_values(ctx, K_DOSES, ctx.base.sae.d_sae // 2))
 H17 = Hypothesis("H17", "without AuxK, dead TopK latents stay dead", "cause", ("aux.auxk_coef", "aux.auxk_k", "tracking.dead_tokens"),
@@ -311,6 +389,10 @@ H25 = Hypothesis("H25", "AuxK is mis-set: too weak a coefficient, too few auxili
 H12 = Hypothesis("H12", "the JumpReLU threshold starts too high", "cause", ("sae.jumprelu_threshold",), _jumprelu, _threshold_arms,
                  _judge_threshold, source="Rajamanoharan et al. 2024 (threshold init 0.001)",
                  doses=lambda ctx: _threshold_arms(ctx, THRESHOLD_DOSES))
+H28 = Hypothesis("H28", "the JumpReLU threshold cannot learn: its straight-through bandwidth is mismatched to the scale of the "
+                 "pre-activations", "cause", ("sae.jumprelu_bandwidth",), _bandwidth_applies, _bandwidth_arms, _judge_bandwidth,
+                 source="Rajamanoharan et al. 2024 (bandwidth 0.001 at unit-norm inputs); SAELens #494",
+                 doses=lambda ctx: _bandwidth_arms(ctx, BANDWIDTH_DOSES))
 
 INTRO = """An L1 penalty at the wrong strength either leaves the code dense (too weak: the seed's Bug #1,
 `z.abs().mean()` divides by batch x latents) or kills latents (too strong). The arms change only the
@@ -320,14 +402,20 @@ x d_sae), the seed's Task 2.2 arm (alpha x d_sae), and a unit-norm decoder at th
 TopK SAE, which has no L1 penalty, those are *not applicable*; its sparsity is k, and the arms
 change k (times the multipliers below) and add AuxK (Gao 2024), or, when the base already trains
 with AuxK, move each of its settings (weight, k_aux, dead window) to Gao's, one at a time. A
-JumpReLU base also gets lower starting thresholds."""
+JumpReLU base also gets lower starting thresholds, and, when its straight-through bandwidth is more
+than 10x off the paper's 0.001 per unit of input norm (measured on its first training rows after
+its normalization: raw residual streams have norms of 100+), the bandwidth matched to that scale:
+a kernel far narrower than the pre-activations gives the threshold almost no gradient (SAELens #494);
+on the paper's L0 penalty (`penalty.form=l0`, SAELens' `l0_coefficient`) a kernel far wider puts every row
+in its window, so the penalty pushes every threshold up whatever the rows do and the code collapses. An
+L0 base's alpha arms multiply its own alpha; no L1 form is converted into an L0 alpha (another unit)."""
 
 PHASE = Phase(
     STEM,
     "Sparsity: L1 penalty, k, threshold",
     "Is the sparsity penalty (or k) at the wrong strength?",
     INTRO,
-    (H1, H1S, H1A, H1B, H7, H16, H17, H25, H12),
+    (H1, H1S, H1A, H1B, H7, H16, H17, H25, H12, H28),
     {
         "penalty_alpha_multipliers": (
             "penalty.alpha",

@@ -76,9 +76,12 @@ def _arms(ctx: Context) -> list[Arm]:
                                                   "aux.reanimation_anneal_steps": max(1, c.steps // 2)}))
     if ctx.params["aux_auxk_coef"] and c.aux.auxk_coef == 0:
         out.append(Arm("auxk", _auxk_changes(ctx)))
-    # other architectures: only from a base whose penalty carries over (relu / jumprelu)
+    # other architectures: only from a base whose penalty carries over (relu / jumprelu; a JumpReLU's
+    # L0 penalty, penalty.form=l0, counts latents above a threshold a relu does not have)
     for arch in archs:
         if arch == own or (arch in ("relu", "jumprelu") and own not in ("relu", "jumprelu")):
+            continue
+        if arch == "relu" and c.penalty.form == "l0":
             continue
         ref = _arch_changes(ctx, arch)
         out.append(Arm(arch, ref, against=None))
