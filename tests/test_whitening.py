@@ -185,3 +185,14 @@ def test_h26_judge_confirms_when_whitening_removes_the_deaths(spectrum, white_de
     assert v["numbers"]["participation_ratio"] == 6.0 and v["numbers"]["whitening_fvu_orig"] == pytest.approx(0.2)
     assert "participation ratio 6" in v["effect"] and "final FVU" in v["effect"]
     assert v["fix"] == {"arm": "whitening", "changes": {"normalize.mode": "whitening"}}
+
+
+def test_h26_measures_the_data_without_its_sink_rows(tmp_path):
+    """A few rows at 1000x the median norm make isotropic data look anisotropic: that is H23's cause
+    (sparsify's sink fixture had whitening ranked above dropping the sinks), so H26 does not apply."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20_000, 16)).astype(np.float32)
+    x[::50] = 1000 * np.median(np.linalg.norm(x, axis=1)) * np.eye(16, dtype=np.float32)[0]
+    np.save(tmp_path / "sinks.npy", x)
+    cfg = RunConfig().with_overrides({"data.source": f"file:{tmp_path / 'sinks.npy'}", "sae.d_in": 16, "eval_rows": 1000})
+    assert "not anisotropic" in nz.H26.applies(Context(cfg, PROFILES["smoke"], {}, False))
