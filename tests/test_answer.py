@@ -157,6 +157,29 @@ def test_a_dense_fix_is_a_cost_only_where_a_sparser_fix_removes_as_many_deaths()
     assert [r["id"] for r in ranked] == ["H4", "H16"] and ranked[1]["costs_sparsity"] and "L0 4 -> 16" in ranked[1]["cost"]
 
 
+def test_a_sparser_alternative_must_itself_keep_the_sae_sparse_and_learning():
+    """planted_lab's unshuffled stream (64 latents): the base left 42.2% dead at L0 1.45; shuffling
+    (H22) took it to 21.9% at L0 28.6, the control's density. Alpha lowered 10x (H1s) removed about
+    as many at L0 7.4, but by moving the sparsity itself (dense on its own), and a lower LR that
+    barely trains shows nothing either: neither makes the shuffled stream's density a cost. A sparse
+    fix that neither moves the sparsity nor learns less still does."""
+    def arm(hid: str, changes: dict, with_fix: float, l0: float, fvu: float = 0.3) -> dict:
+        c = cause(hid, "confirmed", 0.422, changes)
+        c["numbers"] |= {"base_peak_dead": 0.422, "peak_reduction": 0.422 - with_fix, "fix_peak_dead": with_fix,
+                         "base_final_l0": 1.45, "fix_final_l0": l0, "base_final_l0_frac": 1.45 / 64,
+                         "fix_final_l0_frac": l0 / 64, "base_final_fvu": 0.3, "fix_final_fvu": fvu}
+        return c
+    h22 = arm("H22", {"data.order": "shuffled"}, 0.219, 28.6)
+    h1s = arm("H1s", {"penalty.alpha": 0.001}, 0.25, 7.4)
+    slow = arm("H9", {"optim.lr": 1e-4}, 0.22, 3.0, fvu=0.9)
+    ranked = {r["id"]: r for r in answer.ranking([h22, h1s, slow])}
+    assert ranked["H22"]["costs_sparsity"] is False and ranked["H22"]["cost"] == "", ranked["H22"]["cost"]
+    assert ranked["H1s"]["costs_sparsity"] and ranked["H9"]["costs_reconstruction"]
+    sparse = arm("H14", {"optim.beta1": 0.0}, 0.23, 6.0)
+    ranked = answer.ranking([h22, sparse])
+    assert [r["id"] for r in ranked] == ["H14", "H22"] and "where H14's fix removes as many deaths" in ranked[1]["cost"]
+
+
 def test_identical_falls_are_tied_whatever_the_number_of_replicates_and_cheaper_first():
     a = cause("H9", "confirmed", 0.064, {"optim.lr": 3e-4})
     b = cause("H20", "confirmed", 0.064, {"optim.weight_decay": 0.0})

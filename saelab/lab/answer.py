@@ -118,9 +118,12 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         r["fvu"]["comparable"] = not any(k.startswith("data.") for k in r["fix_changes"])
         r["costs_reconstruction"] = r["fvu"]["comparable"] and costs_reconstruction(r["fvu"])
     for r in rows:
+        r["knob_dense"] = costs_sparsity(r["l0"]) and any(k in SPARSITY_TARGETS for k in r["fix_changes"])
+    for r in rows:
         alt = sparser_alternative(r, rows) if costs_sparsity(r["l0"]) else None
-        knob = costs_sparsity(r["l0"]) and any(k in SPARSITY_TARGETS for k in r["fix_changes"])
-        r["costs_sparsity"], r["sparser"] = alt is not None or knob, alt
+        r["costs_sparsity"], r["sparser"] = alt is not None or r["knob_dense"], alt
+    for r in rows:
+        del r["knob_dense"]
         r["cost"] = cost_sentence(r)
     # deaths removed first; a fix that keeps latents alive only by learning less or by making the SAE
     # dense after those that do not; equal falls by what they cost (L0 growth, then FVU)
@@ -159,7 +162,9 @@ SPARSITY_TARGETS = ("penalty.alpha", "sae.k")
 
 def sparser_alternative(r: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The confirmed fix that shows ``r``'s density is a cost, not the price of any fix (unless ``r``
-    moves a SPARSITY_TARGETS field, which is a cost on its own): it removes
+    moves a SPARSITY_TARGETS field, which is a cost on its own): a fix that is not dense by moving
+    the sparsity itself and does not learn less (an alpha lowered 10x ending at L0 7.4 from 1.45
+    shows nothing about a shuffled stream ending at the control's L0 28.6); it removes
     about as many deaths (its peak fall at least ``r``'s less MIN_EFFECT) and ends at an L0 at most
     1 / L0_COST of ``r``'s; None when there is none. Without one, a fix that leaves the SAE at a
     toy dictionary's healthy density (a 64-latent SAE fires 40% of its latents per row at the
@@ -171,8 +176,9 @@ def sparser_alternative(r: dict[str, Any], rows: list[dict[str, Any]]) -> dict[s
         return None
     for o in rows:
         ofall, ol0 = o["peak_dead"].get("fall"), o["l0"].get("with_fix")
-        if (o is not r and o["verdict"] == "confirmed" and ofall is not None and ofall >= fall - MIN_EFFECT
-                and isinstance(ol0, (int, float)) and ol0 * L0_COST <= l0):
+        # an alternative that is itself dense by moving the sparsity, or that learns less, shows nothing
+        if (o is not r and o["verdict"] == "confirmed" and not o.get("knob_dense") and not o.get("costs_reconstruction")
+                and ofall is not None and ofall >= fall - MIN_EFFECT and isinstance(ol0, (int, float)) and ol0 * L0_COST <= l0):
             return {"id": o["id"], "l0": ol0, "peak_with_fix": o["peak_dead"].get("with_fix")}
     return None
 
