@@ -27,9 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from planted_causes import CASES, CO_CAUSES, SMALL, TOPK, materialize, merge, parse_args  # noqa: E402
-
-CENTRED = {"b_dec_init": "geometric_median", "apply_b_dec_to_input": True}
+from planted_causes import CASES, CENTRED, CO_CAUSES, SMALL, TOPK, materialize, merge, parse_args  # noqa: E402
 
 # issue 21's whole-lab cases: (planted base, healthy control, the hypothesis that must come first)
 LAB_CASES = {

@@ -180,6 +180,30 @@ def test_a_sparser_alternative_must_itself_keep_the_sae_sparse_and_learning():
     assert [r["id"] for r in ranked] == ["H14", "H22"] and "where H14's fix removes as many deaths" in ranked[1]["cost"]
 
 
+def test_among_costly_fixes_one_whose_code_no_longer_compresses_comes_last():
+    """planted_lab's anisotropic activations (TopK k 4 of 64 latents, d_in 16, 3 replicates): k x4
+    (H16) removed every death at L0 16, as many latents per row as the input has dimensions;
+    a lower LR (H9) and whitening (H26) removed fewer at a reconstruction cost. All three cost
+    something; the one whose code could copy the input through d_in latents ranks last, and says so.
+    A fix that costs nothing keeps its place whatever its L0."""
+    def arm(hid: str, changes: dict, with_fix: float, l0: float, fvu: float) -> dict:
+        c = cause(hid, "confirmed", 0.339, changes)
+        c["numbers"] |= {"base_peak_dead": 0.339, "peak_reduction": 0.339 - with_fix, "fix_peak_dead": with_fix,
+                         "base_final_l0": 4.0, "fix_final_l0": l0, "base_final_l0_frac": 4 / 64, "fix_final_l0_frac": l0 / 64,
+                         "base_final_fvu": 0.0145, "fix_final_fvu": fvu, "d_in": 16}
+        return c
+    k4 = arm("H16", {"sae.k": 16}, 0.0, 16.0, 0.005)
+    lr = arm("H9", {"optim.lr": 3e-4}, 0.135, 4.0, 0.198)
+    white = arm("H26", {"normalize.mode": "whitening"}, 0.151, 4.0, 0.145)
+    ranked = answer.ranking([k4, lr, white])
+    assert [r["id"] for r in ranked] == ["H9", "H26", "H16"], [(r["id"], r["cost"]) for r in ranked]
+    assert "as many as the input's 16 dimensions: the code no longer compresses" in ranked[2]["cost"]
+    # without d_in (runs logged before it was recorded) the fall alone orders them, as before
+    for c in (k4, lr, white):
+        del c["numbers"]["d_in"]
+    assert [r["id"] for r in answer.ranking([k4, lr, white])][0] == "H16"
+
+
 def test_identical_falls_are_tied_whatever_the_number_of_replicates_and_cheaper_first():
     a = cause("H9", "confirmed", 0.064, {"optim.lr": 3e-4})
     b = cause("H20", "confirmed", 0.064, {"optim.weight_decay": 0.0})

@@ -72,3 +72,25 @@ def test_the_judge_names_the_arm_that_removes_the_most_deaths(coef_dead, k_dead,
     if best:
         assert v["numbers"]["best"] == best and v["fix"] == {"arm": best, "changes": {"aux.auxk_k": 16}}
         assert "auxk_coef_0.03125:" in v["effect"]  # the other arm is reported
+
+
+def test_deaths_before_auxk_can_act_are_not_held_against_it():
+    """AuxK revives latents that have been silent for a dead window; it cannot stop the first deaths,
+    which every arm shares. Its judges read the peak from two of the base's dead windows on (here
+    6,400 tokens of 64 rows: step 200), so an arm that shares the base's early peak and then brings
+    the latents back is confirmed, and one that only matches it late is not."""
+    c = ctx(aux__auxk_coef=1 / 3200, aux__auxk_k=2)
+    assert l1._auxk_after(c) == 200
+    assert l1._auxk_after(ctx(aux__auxk_coef=1 / 3200, tracking__dead_tokens=32_000)) == 500  # at most half the run
+    arms = l1.H25.arms(c)
+
+    def revived(at: int) -> SimpleNamespace:
+        r = run(0.4)
+        r.metrics.loc[r.metrics["step"] >= at, "dead_frac"] = 0.02
+        return r
+
+    early = {s: {"base": run(0.4), "auxk_coef_0.03125": revived(200), "auxk_k_16": run(0.4)} for s in range(3)}
+    v = l1.H25.judge(early, c, arms)
+    assert v["verdict"] == "confirmed" and v["fix"]["arm"] == "auxk_coef_0.03125", v["effect"]
+    late = {s: {"base": run(0.4), "auxk_coef_0.03125": revived(700), "auxk_k_16": run(0.4)} for s in range(3)}
+    assert l1.H25.judge(late, c, arms)["verdict"] != "confirmed"

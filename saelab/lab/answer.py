@@ -107,7 +107,7 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "peak_dead": _dead(n, "peak", arm), "final_dead": _dead(n, "final", arm),
             "fvu": {"base": n.get("base_final_fvu"), "with_fix": n.get(f"{arm}_final_fvu")},
             "l0": {"base": n.get("base_final_l0"), "with_fix": n.get(f"{arm}_final_l0"),
-                   "base_frac": n.get("base_final_l0_frac"), "with_fix_frac": n.get(f"{arm}_final_l0_frac")},
+                   "base_frac": n.get("base_final_l0_frac"), "with_fix_frac": n.get(f"{arm}_final_l0_frac"), "d_in": n.get("d_in")},
             "removed": n.get("removed") if v["verdict"] == "confirmed" else None,
             "margin": n.get("margin"), "replicates": n.get("replicates"),
             "fix": _fix_lines(fix["changes"]), "fix_changes": fix["changes"], "fix_arm": arm,
@@ -126,8 +126,10 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         del r["knob_dense"]
         r["cost"] = cost_sentence(r)
     # deaths removed first; a fix that keeps latents alive only by learning less or by making the SAE
-    # dense after those that do not; equal falls by what they cost (L0 growth, then FVU)
+    # dense after those that do not, and among those, one whose code no longer compresses last;
+    # equal falls by what they cost (L0 growth, then FVU)
     rows.sort(key=lambda r: (VERDICT_ORDER[r["verdict"]], r["costs_reconstruction"] or r["costs_sparsity"],
+                             r["costs_sparsity"] and no_compression(r["l0"]),
                              -round(r["peak_dead"]["fall"] or 0, 9), -round(r["final_dead"]["fall"] or 0, 9),
                              _ratio(r["l0"]), _ratio(r["fvu"]) if r["fvu"]["comparable"] else 1.0))
     for i, r in enumerate(rows):
@@ -141,6 +143,18 @@ def _ratio(pair: dict[str, Any]) -> float:
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (b, f)) or b <= 0:
         return 1.0
     return f / b
+
+
+def no_compression(l0: dict[str, Any]) -> bool:
+    """Does the fix's code fire as many latents per row as the input has dimensions (L0 >= d_in,
+    from a base below it)? Such a code can copy any input through d_in latents: it no longer
+    compresses, so among the fixes that cost something it is the dearest. TopK's k x4 on a
+    d_in 16 input with k 4 reached exactly that (L0 16), ahead of whitening (FVU 0.015 -> 0.145)
+    by deaths removed alone."""
+    d_in, b, f = l0.get("d_in"), l0.get("base"), l0.get("with_fix")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (d_in, b, f)):
+        return False
+    return f >= d_in > b
 
 
 def costs_sparsity(l0: dict[str, Any]) -> bool:
@@ -190,7 +204,8 @@ def cost_sentence(r: dict[str, Any]) -> str:
         lv = r["l0"]
         alt = r.get("sparser") or {}
         parts.append(f"keeps latents alive by making the SAE dense: L0 {lv['base']:.3g} -> {lv['with_fix']:.3g} per row "
-                     f"({100 * lv['with_fix_frac']:.0f}% of the latents)"
+                     f"({100 * lv['with_fix_frac']:.0f}% of the latents"
+                     + (f", as many as the input's {lv['d_in']} dimensions: the code no longer compresses)" if no_compression(lv) else ")")
                      + (f", where {alt['id']}'s fix removes as many deaths at L0 {alt['l0']:.3g}" if alt else ""))
     if r.get("costs_reconstruction"):
         fv = r["fvu"]

@@ -266,6 +266,9 @@ def removes_deaths(runs: RunsBySeed, ref: str, fix: str, after: int = 0, column:
                     f"{name}_final_dense": stats([h["dense"] for h in hs])["mean"],
                     f"{name}_collapsed": stats([h["collapsed"] for h in hs])["mean"],
                     f"{name}_dead_floor_rate": stats([h["floor"] for h in hs])["mean"]}
+    d_in = getattr(getattr(getattr(pairs[0][0], "config", None), "sae", None), "d_in", None)
+    if isinstance(d_in, int):  # the input's width: an L0 that reaches it no longer compresses (answer.ranking)
+        numbers["d_in"] = d_in
     if removed:
         numbers["removed"] = removed
     if n > 1:  # the spread over the replicates (sample sd; SE of the paired falls), shown beside each mean

@@ -233,10 +233,21 @@ def _auxk_arm(ctx: Context) -> list[Arm]:
                          "tracking.dead_tokens": min(c.tracking.dead_tokens, max(1, c.steps * c.data.batch_size // 10))})]
 
 
+def _auxk_after(ctx: Context) -> int:
+    """The step from which an AuxK arm's peak dead fraction is judged: two of the base's dead windows
+    (one for a latent to go silent long enough to count as dead and get AuxK's gradient, one for that
+    gradient to bring it back), at most half the run. AuxK revives latents; it cannot stop the first
+    deaths, which every arm shares (planted TopK k 4 of 128, AuxK at a hundredth of Gao's weight: peak
+    dead from step 0 20.6% -> 16.7%, from step 400 17.4% -> 4.9%, final 14.8% -> 2.1%). Deaths before
+    that step are not AuxK's doing, as resampling's judge (H3) starts at the first resampling."""
+    c = ctx.base
+    return min(2 * -(-c.tracking.dead_tokens // c.data.batch_size), c.steps // 2)
+
+
 def _judge_auxk(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
     """H17 · the missing AuxK loss lets latents die: base vs AuxK at 1/32 (Gao 2024) by
-    ``hypothesis.removes_deaths``."""
-    r = removes_deaths(runs, "base", "auxk")
+    ``hypothesis.removes_deaths``, the peak from ``_auxk_after``."""
+    r = removes_deaths(runs, "base", "auxk", _auxk_after(ctx))
     return judged(H17, STEM, r["word"], r["effect"], r["numbers"], compared(_changes(ctx, arms), "auxk"), fix="auxk")
 
 
@@ -278,13 +289,14 @@ def _misset_applies(ctx: Context) -> str | None:
 def _judge_misset(runs: RunsBySeed, ctx: Context, arms: list[Arm]) -> dict:
     """H25 · AuxK is on but mis-set: each arm moves one of its settings to Gao 2024's; confirmed
     when some arm removes the deaths by ``hypothesis.removes_deaths`` (the fix: the one with the
-    largest fall), else that arm's word; the others are reported. The window arm leans against
+    largest fall; the peak from ``_auxk_after``), else that arm's word; the others are reported. The window arm leans against
     confirmation: the lab's dead count looks back over at least ``tracking.dead_tokens``
     (``stack.count_window``), so the shorter window counts latents dead sooner than the base's."""
-    name, r = best_fix(runs, "base", [a.name for a in arms])
+    after = _auxk_after(ctx)
+    name, r = best_fix(runs, "base", [a.name for a in arms], after)
     rest = [a.name for a in arms if a.name != name]
     effect = f"best AuxK setting {name}: {r['effect']}" + "".join(
-        f"; {a}: " + removes_deaths(runs, "base", a)["effect"].split("; final")[0] for a in rest)
+        f"; {a}: " + removes_deaths(runs, "base", a, after)["effect"].split("; final")[0] for a in rest)
     return judged(H25, STEM, r["word"], effect, r["numbers"] | {"best": name},
                   compared(_changes(ctx, arms), *[a.name for a in arms]), fix=name)
 
