@@ -246,3 +246,29 @@ def test_the_proof_weighs_the_fixed_runs_own_sparsity_and_reconstruction_against
     assert "learned nothing (FVU 1 >= 0.99)" in text and "within the 5% margin." not in text
     assert answer.costs_sparsity({"base": 8.0, "with_fix": 250.0, "with_fix_frac": 250 / 256})
     assert not answer.costs_sparsity({"base": 8.0, "with_fix": 12.0, "with_fix_frac": 12 / 256})
+
+
+def test_from_a_base_that_learned_nothing_density_is_recovery_and_a_still_collapsed_fix_comes_after():
+    """planted_lab's unshuffled stream as measured: the base fitted its last document (FVU 1.24 on
+    shuffled held-out rows, L0 1.45 of 64, every replicate collapsed); the shuffle (H22) left 21.9%
+    dead at FVU 0.043, L0 28.6; Adam's beta1 = 0 (H14) left 26.0% dead at L0 2.9 but FVU 1.20, still
+    collapsed. H22's L0 is the recovery of an SAE that learned nothing, not a density cost, and H14,
+    whose SAE still reconstructs nothing, neither shows one nor ranks above it. The same fall from a
+    base that learned (FVU 0.3) keeps the density rule."""
+    def arm(hid: str, changes: dict, with_fix: float, l0: float, fvu: float, collapsed: float, base_fvu: float = 1.24) -> dict:
+        c = cause(hid, "confirmed", 0.422, changes)
+        c["numbers"] |= {"base_peak_dead": 0.422, "peak_reduction": 0.422 - with_fix, "fix_peak_dead": with_fix,
+                         "base_final_l0": 1.45, "fix_final_l0": l0, "base_final_l0_frac": 1.45 / 64, "fix_final_l0_frac": l0 / 64,
+                         "base_final_fvu": base_fvu, "fix_final_fvu": fvu,
+                         "base_collapsed": float(base_fvu >= 0.99), "fix_collapsed": collapsed}
+        return c
+    h22 = arm("H22", {"data.order": "shuffled"}, 0.219, 28.6, 0.043, 0.0)
+    h14 = arm("H14", {"optim.beta1": 0.0}, 0.26, 2.9, 1.20, 1.0)
+    ranked = answer.ranking([h14, h22])
+    assert [r["id"] for r in ranked] == ["H22", "H14"], [(r["id"], r["cost"]) for r in ranked]
+    assert ranked[0]["cost"] == "" and ranked[1]["still_collapsed"]
+    assert ranked[1]["cost"].startswith("leaves the SAE collapsed: it still reconstructs nothing (final FVU 1.2, L0 2.9")
+    learned = [arm("H22", {"data.order": "shuffled"}, 0.219, 28.6, 0.043, 0.0, base_fvu=0.3),
+               arm("H14", {"optim.beta1": 0.0}, 0.23, 2.9, 0.3, 0.0, base_fvu=0.3)]
+    ranked = answer.ranking(learned)
+    assert [r["id"] for r in ranked] == ["H14", "H22"] and ranked[1]["costs_sparsity"]

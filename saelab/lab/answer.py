@@ -90,7 +90,8 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     alive only by making it dense (``costs_sparsity``: denser than the base by ``costs_sparsity``,
     and either moving the sparsity itself, SPARSITY_TARGETS, or denser than another confirmed fix
     that removes as many deaths, ``sparser_alternative``) or by
-    learning less (``costs_reconstruction``;
+    learning less (``costs_reconstruction``) or while the SAE it leaves has still collapsed
+    (``still_collapsed``;
     ``cost`` says which, with numbers), then by the mean fall of the peak dead fraction the fix
     brings, then of the final one, then by the L0 and FVU the fix ends with relative to the base's
     (FVU in the original space: ``hypothesis.health``). A row whose fall is within the spread of the
@@ -107,7 +108,9 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "peak_dead": _dead(n, "peak", arm), "final_dead": _dead(n, "final", arm),
             "fvu": {"base": n.get("base_final_fvu"), "with_fix": n.get(f"{arm}_final_fvu")},
             "l0": {"base": n.get("base_final_l0"), "with_fix": n.get(f"{arm}_final_l0"),
-                   "base_frac": n.get("base_final_l0_frac"), "with_fix_frac": n.get(f"{arm}_final_l0_frac"), "d_in": n.get("d_in")},
+                   "base_frac": n.get("base_final_l0_frac"), "with_fix_frac": n.get(f"{arm}_final_l0_frac"), "d_in": n.get("d_in"),
+                   "base_collapsed": n.get("base_collapsed")},
+            "collapsed": {"base": n.get("base_collapsed"), "with_fix": n.get(f"{arm}_collapsed")},
             "removed": n.get("removed") if v["verdict"] == "confirmed" else None,
             "margin": n.get("margin"), "replicates": n.get("replicates"),
             "fix": _fix_lines(fix["changes"]), "fix_changes": fix["changes"], "fix_arm": arm,
@@ -117,6 +120,7 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         # its FVU is not comparable with the base's, so it is not judged a cost
         r["fvu"]["comparable"] = not any(k.startswith("data.") for k in r["fix_changes"])
         r["costs_reconstruction"] = r["fvu"]["comparable"] and costs_reconstruction(r["fvu"])
+        r["still_collapsed"] = still_collapsed(r["collapsed"])
     for r in rows:
         r["knob_dense"] = costs_sparsity(r["l0"]) and any(k in SPARSITY_TARGETS for k in r["fix_changes"])
     for r in rows:
@@ -125,10 +129,10 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         del r["knob_dense"]
         r["cost"] = cost_sentence(r)
-    # deaths removed first; a fix that keeps latents alive only by learning less or by making the SAE
-    # dense after those that do not, and among those, one whose code no longer compresses last;
-    # equal falls by what they cost (L0 growth, then FVU)
-    rows.sort(key=lambda r: (VERDICT_ORDER[r["verdict"]], r["costs_reconstruction"] or r["costs_sparsity"],
+    # deaths removed first; a fix that keeps latents alive only by learning less, by making the SAE
+    # dense or while the SAE it leaves has still collapsed after those that do not, and among those, one
+    # whose code no longer compresses last; equal falls by what they cost (L0 growth, then FVU)
+    rows.sort(key=lambda r: (VERDICT_ORDER[r["verdict"]], r["costs_reconstruction"] or r["costs_sparsity"] or r["still_collapsed"],
                              r["costs_sparsity"] and no_compression(r["l0"]),
                              -round(r["peak_dead"]["fall"] or 0, 9), -round(r["final_dead"]["fall"] or 0, 9),
                              _ratio(r["l0"]), _ratio(r["fvu"]) if r["fvu"]["comparable"] else 1.0))
@@ -162,9 +166,14 @@ def costs_sparsity(l0: dict[str, Any]) -> bool:
     than L0_COST times the base's and ends above the seed's acceptable L0 fraction (7% of the
     latents per row): alpha x0.01 took L0 from 7.4 to 110 of 512 latents (21%) where LR x0.3 kept
     it at 16 (3%). TopK's k x4 stays under 7% on any real dictionary. From a collapsed base (L0 < 1
-    per row: LR 30x too high left 0.98) a larger L0 is the recovery, not a cost."""
+    per row: LR 30x too high left 0.98) a larger L0 is the recovery, not a cost, and so from one that
+    learned nothing (FVU >= COLLAPSE_FVU in most replicates): an unshuffled stream's base ended at FVU
+    1.24 on shuffled held-out rows (it fitted the last document) at L0 1.45; the shuffle took it to
+    FVU 0.043 at L0 28.6."""
     frac, base = l0.get("with_fix_frac"), l0.get("base")
     if isinstance(base, (int, float)) and base < 1:  # a collapsed base: any SAE that works has a larger L0
+        return False
+    if (l0.get("base_collapsed") or 0) >= 0.5:  # collapsed by its FVU (learned nothing): the same
         return False
     return _ratio(l0) > L0_COST and isinstance(frac, (int, float)) and frac > L0_RANGE[1]
 
@@ -190,8 +199,10 @@ def sparser_alternative(r: dict[str, Any], rows: list[dict[str, Any]]) -> dict[s
         return None
     for o in rows:
         ofall, ol0 = o["peak_dead"].get("fall"), o["l0"].get("with_fix")
-        # an alternative that is itself dense by moving the sparsity, or that learns less, shows nothing
+        # an alternative that is itself dense by moving the sparsity, that learns less or that leaves the
+        # SAE collapsed shows nothing
         if (o is not r and o["verdict"] == "confirmed" and not o.get("knob_dense") and not o.get("costs_reconstruction")
+                and not o.get("still_collapsed")
                 and ofall is not None and ofall >= fall - MIN_EFFECT and isinstance(ol0, (int, float)) and ol0 * L0_COST <= l0):
             return {"id": o["id"], "l0": ol0, "peak_with_fix": o["peak_dead"].get("with_fix")}
     return None
@@ -210,7 +221,22 @@ def cost_sentence(r: dict[str, Any]) -> str:
     if r.get("costs_reconstruction"):
         fv = r["fvu"]
         parts.append(f"costs reconstruction: final FVU {fv['base']:.3g} with the base, {fv['with_fix']:.3g} with this fix")
+    elif r.get("still_collapsed"):
+        fv, lv = r["fvu"], r["l0"]
+        parts.append("leaves the SAE collapsed: it still reconstructs nothing"
+                     + (f" (final FVU {fv['with_fix']:.3g}, L0 {lv['with_fix']:.3g} per row)"
+                        if isinstance(fv.get("with_fix"), (int, float)) and isinstance(lv.get("with_fix"), (int, float)) else ""))
     return "; ".join(parts)
+
+
+def still_collapsed(collapsed: dict[str, Any]) -> bool:
+    """Does the SAE the fix leaves still reconstruct nothing (``hypothesis.health``'s collapse, FVU >=
+    COLLAPSE_FVU or L0 < 1 per row, in most replicates)? Its latents may fire again, but the SAE has
+    not recovered: Adam's beta1 = 0 on an unshuffled stream took the dead 42.2% -> 26.0% and left FVU
+    at 1.20, where the shuffle (21.9% dead) took it to 0.043. Such a fix ranks after those whose SAE
+    works, and shows nothing about another fix's density (``sparser_alternative``)."""
+    f = collapsed.get("with_fix")
+    return isinstance(f, (int, float)) and f >= 0.5
 
 
 def costs_reconstruction(fvu: dict[str, Any]) -> bool:
