@@ -108,8 +108,7 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "peak_dead": _dead(n, "peak", arm), "final_dead": _dead(n, "final", arm),
             "fvu": {"base": n.get("base_final_fvu"), "with_fix": n.get(f"{arm}_final_fvu")},
             "l0": {"base": n.get("base_final_l0"), "with_fix": n.get(f"{arm}_final_l0"),
-                   "base_frac": n.get("base_final_l0_frac"), "with_fix_frac": n.get(f"{arm}_final_l0_frac"), "d_in": n.get("d_in"),
-                   "base_collapsed": n.get("base_collapsed")},
+                   "base_frac": n.get("base_final_l0_frac"), "with_fix_frac": n.get(f"{arm}_final_l0_frac"), "d_in": n.get("d_in")},
             "collapsed": {"base": n.get("base_collapsed"), "with_fix": n.get(f"{arm}_collapsed")},
             "removed": n.get("removed") if v["verdict"] == "confirmed" else None,
             "margin": n.get("margin"), "replicates": n.get("replicates"),
@@ -122,9 +121,9 @@ def ranking(verdicts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         r["costs_reconstruction"] = r["fvu"]["comparable"] and costs_reconstruction(r["fvu"])
         r["still_collapsed"] = still_collapsed(r["collapsed"])
     for r in rows:
-        r["knob_dense"] = costs_sparsity(r["l0"]) and any(k in SPARSITY_TARGETS for k in r["fix_changes"])
+        r["knob_dense"] = costs_sparsity(r["l0"], r["collapsed"]) and any(k in SPARSITY_TARGETS for k in r["fix_changes"])
     for r in rows:
-        alt = sparser_alternative(r, rows) if costs_sparsity(r["l0"]) else None
+        alt = sparser_alternative(r, rows) if costs_sparsity(r["l0"], r["collapsed"]) else None
         r["costs_sparsity"], r["sparser"] = alt is not None or r["knob_dense"], alt
     for r in rows:
         del r["knob_dense"]
@@ -161,7 +160,12 @@ def no_compression(l0: dict[str, Any]) -> bool:
     return f >= d_in > b
 
 
-def costs_sparsity(l0: dict[str, Any]) -> bool:
+def _mostly(share: Any) -> bool:
+    """Is a share of the replicates (``hypothesis.health``'s collapsed, averaged) most of them?"""
+    return isinstance(share, (int, float)) and share >= 0.5
+
+
+def costs_sparsity(l0: dict[str, Any], collapsed: dict[str, Any] | None = None) -> bool:
     """Does the fix keep the latents alive only by making the SAE dense? Its final L0 grows by more
     than L0_COST times the base's and ends above the seed's acceptable L0 fraction (7% of the
     latents per row): alpha x0.01 took L0 from 7.4 to 110 of 512 latents (21%) where LR x0.3 kept
@@ -173,7 +177,7 @@ def costs_sparsity(l0: dict[str, Any]) -> bool:
     frac, base = l0.get("with_fix_frac"), l0.get("base")
     if isinstance(base, (int, float)) and base < 1:  # a collapsed base: any SAE that works has a larger L0
         return False
-    if (l0.get("base_collapsed") or 0) >= 0.5:  # collapsed by its FVU (learned nothing): the same
+    if _mostly((collapsed or {}).get("base")):  # collapsed by its FVU (learned nothing): the same
         return False
     return _ratio(l0) > L0_COST and isinstance(frac, (int, float)) and frac > L0_RANGE[1]
 
@@ -235,8 +239,7 @@ def still_collapsed(collapsed: dict[str, Any]) -> bool:
     not recovered: Adam's beta1 = 0 on an unshuffled stream took the dead 42.2% -> 26.0% and left FVU
     at 1.20, where the shuffle (21.9% dead) took it to 0.043. Such a fix ranks after those whose SAE
     works, and shows nothing about another fix's density (``sparser_alternative``)."""
-    f = collapsed.get("with_fix")
-    return isinstance(f, (int, float)) and f >= 0.5
+    return _mostly(collapsed.get("with_fix"))
 
 
 def costs_reconstruction(fvu: dict[str, Any]) -> bool:
