@@ -272,3 +272,18 @@ def test_from_a_base_that_learned_nothing_density_is_recovery_and_a_still_collap
                arm("H14", {"optim.beta1": 0.0}, 0.23, 2.9, 0.3, 0.0, base_fvu=0.3)]
     ranked = answer.ranking(learned)
     assert [r["id"] for r in ranked] == ["H14", "H22"] and ranked[1]["costs_sparsity"]
+
+
+def test_the_fixed_runs_cost_follows_the_collapse_rule_of_the_ranking():
+    """Phase 06 weighs the fixed run against the base's own run by the ranking's rules: from a base
+    that learned nothing (the unshuffled stream: FVU 1.24 at L0 1.45 of 64 in every replicate) the
+    fixed run's L0 28.6 is the recovery, not a density cost; from a base that learned (FVU 0.3) the
+    same rise is one."""
+    fixed = {"l0": 28.6, "l0_frac": 28.6 / 64, "fvu": 0.043, "collapsed": 0.0}
+    collapsed_base = {"l0": 1.45, "fvu": 1.24, "collapsed": 1.0}
+    assert answer.fixed_run_cost(collapsed_base, fixed) == ""
+    learned_base = {"l0": 1.45, "fvu": 0.3, "collapsed": 0.0}
+    assert "keeps latents alive by making the SAE dense: L0 1.45 -> 28.6" in answer.fixed_run_cost(learned_base, fixed)
+    # worse reconstruction is a cost whatever the base's collapse
+    assert "costs reconstruction" in answer.fixed_run_cost({"l0": 8.0, "fvu": 0.05, "collapsed": 0.0},
+                                                            {"l0": 8.0, "l0_frac": 0.125, "fvu": 0.5, "collapsed": 0.0})

@@ -348,13 +348,14 @@ def write(out_dir: Path, ranked: list[dict[str, Any]], fixed: RunConfig | None, 
 def measure(runs: RunsBySeed, arm: str = "fixed") -> dict[str, Any] | None:
     """What arm ``arm`` measured over the replicates that trained it (means, and sds with several):
     final and peak dead fraction, L0 per row and as a share of the latents, dense share, FVU in the
-    original space; None when no replicate trained it."""
+    original space, collapsed (the share of the replicates); None when no replicate trained it."""
     mine = [r[arm] for r in runs.values() if arm in r]
     if not mine:
         return None
     hs = [health(r) for r in mine]
     cols = {"dead": [h["dead"] for h in hs], "peak_dead": [peak(r, "dead_frac") for r in mine], "l0": [h["l0"] for h in hs],
-            "l0_frac": [h["l0_frac"] for h in hs], "dense": [h["dense"] for h in hs], "fvu": [h["fvu"] for h in hs]}
+            "l0_frac": [h["l0_frac"] for h in hs], "dense": [h["dense"] for h in hs], "fvu": [h["fvu"] for h in hs],
+            "collapsed": [h["collapsed"] for h in hs]}
     out: dict[str, Any] = {"arm": arm, "replicates": len(mine)}
     for k, v in cols.items():
         st = stats(v)
@@ -436,12 +437,19 @@ def write_answer(run: Any) -> dict[str, Any]:
     measured = measure(run.runs, "fixed") if run.runs and "fixed" in built.plan.arms else None
     if measured is not None and (base := measure(run.runs, "base")) is not None:  # what the fixed run costs, against the base's own run
         measured |= {"base_l0": base["l0"], "base_fvu": base["fvu"]}
-        measured["cost"] = cost_sentence({
-            "costs_sparsity": costs_sparsity(l0 := {"base": base["l0"], "with_fix": measured["l0"], "with_fix_frac": measured["l0_frac"]}),
-            "costs_reconstruction": costs_reconstruction(fvu := {"base": base["fvu"], "with_fix": measured["fvu"]}),
-            "l0": l0, "fvu": fvu})
+        measured["cost"] = fixed_run_cost(base, measured)
     path = write(run.out_dir, ranked, fixed_cfg, run.base, user, measured, search)
     return json.loads(path.read_text())
+
+
+def fixed_run_cost(base: dict[str, Any], fixed: dict[str, Any]) -> str:
+    """What the fixed configuration's own run costs against the base's own run in phase 06 (both
+    ``measure``'s), by the ranking's rules: denser (``costs_sparsity``, where a base that learned
+    nothing makes any larger L0 the recovery) or reconstructing worse; "" when neither."""
+    l0 = {"base": base["l0"], "with_fix": fixed["l0"], "with_fix_frac": fixed["l0_frac"]}
+    fvu = {"base": base["fvu"], "with_fix": fixed["fvu"]}
+    return cost_sentence({"costs_sparsity": costs_sparsity(l0, {"base": base.get("collapsed"), "with_fix": fixed.get("collapsed")}),
+                          "costs_reconstruction": costs_reconstruction(fvu), "l0": l0, "fvu": fvu})
 
 
 def no_fixed(found: dict[str, Any]) -> str:
