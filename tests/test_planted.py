@@ -190,3 +190,18 @@ def test_low_rank_activations_kill_a_tied_topk_sae_and_the_subspace_init_removes
     assert planted["H11"]["verdict"] != "confirmed", planted["H11"]["effect"]
     full = lab_base(tmp_path, "full", data__source=low_rank_file(tmp_path / "full.npy", 64, 64), **topk)
     assert "99%" in not_applicable_in("04_normalization", full, "H24", **ONLY_04)
+
+
+def test_an_unshuffled_stream_kills_a_centred_topk_sae_and_the_shuffle_removes_it(tmp_path):
+    """Documents of 2,048 rows, each firing only its own features (document_features 1), fed in
+    order to a TopK SAE (k=8 of 64 latents) centred as Gao et al. train TopK, at a healthy LR:
+    latents die while their features are absent; the shuffled stream (H22's arm) keeps them. The
+    control's documents share no features (the same ordered stream, no drift): H22 not confirmed."""
+    topk = {"sae__architecture": "topk", "sae__k": 8, "sae__b_dec_init": "geometric_median", "sae__apply_b_dec_to_input": True,
+            "penalty__form": "none", "penalty__alpha": 0.0, "data__order": "ordered", "data__document_rows": 2048}
+    planted = verdicts_of("04_normalization", lab_base(tmp_path, "ordered", data__document_features=1.0, **topk), tmp_path / "o", **ONLY_04)
+    h22 = planted["H22"]
+    assert h22["verdict"] == "confirmed", h22["effect"]
+    assert h22["fix"]["changes"] == {"data.order": "shuffled"}
+    control = verdicts_of("04_normalization", lab_base(tmp_path, "mixed", data__document_features=0.0, **topk), tmp_path / "m", **ONLY_04)
+    assert control["H22"]["verdict"] != "confirmed", control["H22"]["effect"]
