@@ -134,7 +134,7 @@ FILES = {"lowrank_d64_r4.npy": lambda p: low_rank_rows(p, 64, 4), "fullrank_d64.
          **{f"aniso_d16_l2_x{a}.npy": (lambda a: lambda p: anisotropic_rows(p, 16, 2, float(a), 64))(a) for a in (1, 3, 10, 30, 100)},
          "rare_d32_f128.npy": lambda p: rare_feature_rows(p, 32, 128, 0.5, 1.2),
          "rare_d32_f128_e15.npy": lambda p: rare_feature_rows(p, 32, 128, 0.5, 1.5),
-         "bos8_s16_d16.npy": lambda p: bos_rows(p, 8.0), "bos1_s16_d16.npy": lambda p: bos_rows(p, 1.0),
+         "bos300_s16_d16.npy": lambda p: bos_rows(p, 300.0), "bos1_s16_d16.npy": lambda p: bos_rows(p, 1.0),
          "fullrank_d64_x36.npy": lambda p: low_rank_rows(p, 64, 64, scale=36.0)}
 
 
@@ -174,6 +174,11 @@ RARE_RESAMPLE = merge(SMALL, merge(TOPK, {"sae": {"k": 4}, "steps": 2000, "data"
 WIDE_L0 = merge(SMALL, {"sae": {"architecture": "jumprelu", "jumprelu_threshold": 1.0, "jumprelu_bandwidth": 100.0},
                         "penalty": {"form": "l0", "alpha": 3.0}, "normalize": {"mode": "none"}, "optim": {"lr": 0.01},
                         "steps": 600, "data": {"source": "file:planted:fullrank_d64_x36.npy"}})
+# BOS rows (position 0 of 16-row sequences, d_in 16) at 300x the other rows' median norm (+-25%), under a
+# dataset scalar they inflate; TopK k=8 of 64 latents, tied and centred (as SAELens, sparsify and Gao et
+# al. start TopK). Control: the same BOS rows at the median norm (H27 not applicable)
+BOS = merge(SMALL, merge(TOPK, {"sae": {"k": 8, "init": "tied", **CENTRED}, "normalize": {"mode": "dataset_scalar"},
+                                "data": {"source": "file:planted:bos300_s16_d16.npy", "context_length": 16}}))
 # name -> (phase, planted base, control base, phase parameters, the hypothesis that must come first)
 CASES = {
     "lr too high": ("02_lr_warmup", merge(SMALL, {"optim": {"lr": 0.1}}), SMALL, {"schedule_shape": []}, "H9"),
@@ -257,20 +262,14 @@ CASES = {
     # latents die below a threshold that starts too high (H12) or under the L1 (H1s); the kernel
     # reaches only rows within half a width of the threshold, and the L1's straight-through gradient
     # pushes the threshold up, not down.
-}
-
-
-# cases whose planted cause did not show yet at any dose tried: run only when named with --only.
-# BOS rows (position 0 of 16-row sequences, d_in 16) at 8x the median norm (+-25%: below H23's 10x
-# cut) under a dataset scalar, TopK k=2 of 64 latents, no AuxK, LR 1e-2 (tracking.dead_tokens
-# 6,400, 3 seeds, benchmarks' direct runs): peak dead 35.4% with them, 31.8% without, 31.2% in the
-# control (BOS rows at the median norm): 3.6 points, below removes_deaths' 5. Not shown either:
-# ReLU + L1 (alpha 0.01-1.0, no normalization or a dataset scalar, LR 3e-3..3e-2, ratio 6-30,
-# sequences of 8-64 rows, d_in 16/64): 0% dead with or without the BOS rows; TopK k=4: 18.2% vs
-# 15.1% (control 15.1%); k=2 with sequences of 8, no normalization: 34.9% vs 32.8% (control 32.3%)
-BOS = merge(SMALL, merge(TOPK, {"sae": {"k": 2}, "optim": {"lr": 0.01}, "normalize": {"mode": "dataset_scalar"},
-                                "data": {"source": "file:planted:bos8_s16_d16.npy", "context_length": 16}}))
-PENDING = {
+    # (H27) BOS rows kill only at norms far above H23's 10x cut, through the dataset scalar they inflate (as
+    # sink rows do): 26.6% die, none without position 0 (or without rows above 10x: H23, the named
+    # co-cause: on this data both fixes drop the same rows). At 100x 2.6% die (tied init), at 300x with
+    # kaiming rows and k=4, 41.7% -> 13.0% (the kaiming start itself leaves 13%). Below the 10x cut, where
+    # only the position rule would act, no dose tried killed: at 8x (+-25%), TopK k=2 of 64, LR 1e-2, peak
+    # dead 35.4% with them, 31.8% without, 31.2% in the control; ReLU + L1 (alpha 0.01-1.0, no
+    # normalization or a dataset scalar, LR 3e-3..3e-2, ratio 6-30, sequences of 8-64 rows, d_in 16/64):
+    # 0% dead with or without; TopK k=4 18.2% vs 15.1% (control 15.1%)
     "bos rows at position 0": ("04_normalization", BOS, merge(BOS, {"data": {"source": "file:planted:bos1_s16_d16.npy"}}),
                                ONLY_04, "H27"),
 }
@@ -280,7 +279,7 @@ PENDING = {
 # JumpReLU's runaway thresholds collapse the code (L0 0.3-0.4 per row, FVU 0.80-0.84); the matched bandwidth
 # removes the collapse (L0 9.5-9.9, FVU 0.31) and so does alpha x0.1 (L0 1.7, FVU 0.64): a weaker push on the
 # same runaway, ranked first for keeping the code sparser
-CO_CAUSES = {"jumprelu l0 bandwidth too wide": ("H1s",)}
+CO_CAUSES = {"jumprelu l0 bandwidth too wide": ("H1s",), "bos rows at position 0": ("H23",)}
 
 
 def run_case(stem: str, base: dict, params: dict, out: Path) -> list[dict]:
@@ -306,8 +305,7 @@ def parse_args(doc: str, prefix: str) -> tuple[argparse.Namespace, Path]:
 def main() -> int:
     args, root = parse_args(__doc__, "planted-")
     ok = True
-    cases = CASES | {k: v for k, v in PENDING.items() if args.only and k in args.only}
-    for name, (stem, planted, control, params, hid) in cases.items():
+    for name, (stem, planted, control, params, hid) in CASES.items():
         if args.only and name not in args.only:
             continue
         t0 = time.perf_counter()

@@ -205,3 +205,37 @@ def test_an_unshuffled_stream_kills_a_centred_topk_sae_and_the_shuffle_removes_i
     assert h22["fix"]["changes"] == {"data.order": "shuffled"}
     control = verdicts_of("04_normalization", lab_base(tmp_path, "mixed", data__document_features=0.0, **topk), tmp_path / "m", **ONLY_04)
     assert control["H22"]["verdict"] != "confirmed", control["H22"]["effect"]
+
+
+def bos_file(path: Path, ratio: float, seq: int = 16, d_in: int = 16, sequences: int = 2000) -> str:
+    """Sequences of ``seq`` rows made with numpy: ordinary sparse rows (512 unit features at Zipf
+    rates, 8 per row, exponential magnitudes) and, at position 0, one fixed direction at ``ratio``
+    times their median norm (+-25%)."""
+    g = np.random.default_rng(0)
+    feats = g.standard_normal((512, d_in))
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    p = np.minimum(1.0, 8.0 / np.arange(1, 513) / (1.0 / np.arange(1, 513)).sum())
+    n = seq * sequences
+    x = (g.exponential(1.0, (n, 512)) * (g.random((n, 512)) < p)) @ feats + 1e-2 * g.standard_normal((n, d_in))
+    med = float(np.median(np.linalg.norm(x, axis=1)))
+    v = g.standard_normal(d_in)
+    x[::seq] = (ratio * med * g.uniform(0.75, 1.25, sequences))[:, None] * v / np.linalg.norm(v)
+    np.save(path, x.astype(np.float32))
+    return f"file:{path}"
+
+
+def test_bos_rows_that_inflate_the_dataset_scalar_kill_and_dropping_position_0_removes_it(tmp_path):
+    """Position 0 of 16-row sequences at 300x the other rows' median norm inflates the dataset
+    scalar (every other row shrinks ~19x): latents of a tied, centred TopK SAE die; H27's arm
+    (drop position 0) removes the deaths, and so does H23's (the same rows are above its 10x cut).
+    BOS rows at the median norm: H27 does not apply (benchmarks/planted_causes.py: 26.6% -> 0.0%)."""
+    topk = {"sae__architecture": "topk", "sae__k": 8, "sae__init": "tied", "sae__b_dec_init": "geometric_median",
+            "sae__apply_b_dec_to_input": True, "penalty__form": "none", "penalty__alpha": 0.0, "normalize__mode": "dataset_scalar",
+            "data__context_length": 16, "steps": 400}
+    planted = verdicts_of("04_normalization", lab_base(tmp_path, "bos", data__source=bos_file(tmp_path / "bos.npy", 300.0), **topk),
+                          tmp_path / "b", **ONLY_04)
+    assert planted["H27"]["verdict"] == "confirmed", planted["H27"]["effect"]
+    assert planted["H27"]["fix"]["changes"] == {"data.exclude_first_positions": 1}
+    assert planted["H23"]["verdict"] == "confirmed", planted["H23"]["effect"]
+    flat = lab_base(tmp_path, "flat", data__source=bos_file(tmp_path / "flat.npy", 1.0), **topk)
+    assert "below 3x" in not_applicable_in("04_normalization", flat, "H27", **ONLY_04)
