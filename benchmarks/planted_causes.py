@@ -154,8 +154,8 @@ def materialize(base: dict, root: Path) -> dict:
 # tied init (the encoder started as the decoder's transpose), as SAELens, sparsify, Gao et al. and Wang et
 # al. start their SAEs: with independent rows (kaiming) the untied start is a second cause (H11), which
 # on 8 of 64 directions removed more of the deaths (27.6% -> 2.1%) than the subspace init (-> 9.4%)
-UNSHUFFLED = merge(SMALL, merge(TOPK, merge(ORDERED, {"sae": CENTRED})))
 LOW_RANK = merge(SMALL, merge(TOPK, {"sae": {"init": "tied"}, "data": {"source": "file:planted:lowrank_d64_r4.npy"}}))
+UNSHUFFLED = merge(SMALL, merge(TOPK, merge(ORDERED, {"sae": CENTRED})))  # centred TopK at the healthy LR 3e-3
 ANISO = merge(SMALL, merge(TOPK, {"sae": {"k": 4}, "data": {"source": "file:planted:aniso_d16_l2_x30.npy"}}))
 # TopK with AuxK mis-set (a hundredth of Gao's weight); its dead window a tenth of the run, k_aux = d_in/2;
 # centred, as Gao et al. train TopK (uncentred on 64 latents, centring alone took the whole lab's base

@@ -17,6 +17,16 @@ from saelab.lab import phases
 
 SEEDS = [0, 1, 2]
 
+# the benchmark's own generators of activation files (numpy, not saelab's synthetic source)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import planted_causes  # noqa: E402
+
+
+def planted_file(path: Path, make, *args, **kwargs) -> str:
+    """A file source written by one of ``planted_causes``' generators."""
+    make(path, *args, **kwargs)
+    return f"file:{path}"
+
 
 def lab_base(tmp_path: Path, name: str, **fields) -> str:
     """A partial saelab config: a small ReLU SAE with a moderate per-sample L1, constant LR."""
@@ -164,31 +174,20 @@ def test_sink_rows_under_a_dataset_scalar_are_confirmed_and_without_normalizatio
     assert events[0]["where"] == "held-out set" and events[0]["rows"] > 0 and events[-1]["step"] == 300
 
 
-def low_rank_file(path: Path, d_in: int, rank: int, rows: int = 30_000) -> str:
-    """Rows on a ``rank``-dimensional subspace of R^d_in, made here with numpy (not saelab's synthetic
-    source): 256 unit features inside it, 4 active per row with exponential magnitudes, noise 1e-3."""
-    g = np.random.default_rng(0)
-    basis = np.linalg.qr(g.standard_normal((d_in, rank)))[0].T
-    feats = g.standard_normal((256, rank))
-    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
-    codes = g.exponential(1.0, (rows, 256)) * (g.random((rows, 256)) < 4 / 256)
-    np.save(path, (codes @ (feats @ basis) + 1e-3 * g.standard_normal((rows, d_in))).astype(np.float32))
-    return f"file:{path}"
-
-
 def test_low_rank_activations_kill_a_tied_topk_sae_and_the_subspace_init_removes_it(tmp_path):
     """4 of 64 directions hold the data, TopK k=8 of 64 latents started tied (as SAELens and sparsify
     start them): rows started anywhere in R^64 die, rows started in the data's subspace (H24's arm)
     do not; the untied start (H11's arm from a tied base) removes nothing. At full rank H24 does not
     apply (benchmarks/planted_causes.py: 16.7% -> 0.0% on 60,000 rows)."""
     topk = {"sae__architecture": "topk", "sae__k": 8, "sae__init": "tied", "penalty__form": "none", "penalty__alpha": 0.0, "steps": 400}
-    low = lab_base(tmp_path, "low", data__source=low_rank_file(tmp_path / "low.npy", 64, 4), **topk)
+    make = planted_causes.low_rank_rows
+    low = lab_base(tmp_path, "low", data__source=planted_file(tmp_path / "low.npy", make, 64, 4, rows=30_000), **topk)
     planted = verdicts_of("04_normalization", low, tmp_path / "l", **ONLY_04)
     h24 = planted["H24"]
     assert h24["verdict"] == "confirmed", h24["effect"]
     assert h24["fix"]["changes"] == {"sae.init_subspace": 0.99}
     assert planted["H11"]["verdict"] != "confirmed", planted["H11"]["effect"]
-    full = lab_base(tmp_path, "full", data__source=low_rank_file(tmp_path / "full.npy", 64, 64), **topk)
+    full = lab_base(tmp_path, "full", data__source=planted_file(tmp_path / "full.npy", make, 64, 64, rows=30_000), **topk)
     assert "99%" in not_applicable_in("04_normalization", full, "H24", **ONLY_04)
 
 
@@ -207,23 +206,6 @@ def test_an_unshuffled_stream_kills_a_centred_topk_sae_and_the_shuffle_removes_i
     assert control["H22"]["verdict"] != "confirmed", control["H22"]["effect"]
 
 
-def bos_file(path: Path, ratio: float, seq: int = 16, d_in: int = 16, sequences: int = 2000) -> str:
-    """Sequences of ``seq`` rows made with numpy: ordinary sparse rows (512 unit features at Zipf
-    rates, 8 per row, exponential magnitudes) and, at position 0, one fixed direction at ``ratio``
-    times their median norm (+-25%)."""
-    g = np.random.default_rng(0)
-    feats = g.standard_normal((512, d_in))
-    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
-    p = np.minimum(1.0, 8.0 / np.arange(1, 513) / (1.0 / np.arange(1, 513)).sum())
-    n = seq * sequences
-    x = (g.exponential(1.0, (n, 512)) * (g.random((n, 512)) < p)) @ feats + 1e-2 * g.standard_normal((n, d_in))
-    med = float(np.median(np.linalg.norm(x, axis=1)))
-    v = g.standard_normal(d_in)
-    x[::seq] = (ratio * med * g.uniform(0.75, 1.25, sequences))[:, None] * v / np.linalg.norm(v)
-    np.save(path, x.astype(np.float32))
-    return f"file:{path}"
-
-
 def test_bos_rows_that_inflate_the_dataset_scalar_kill_and_dropping_position_0_removes_it(tmp_path):
     """Position 0 of 16-row sequences at 300x the other rows' median norm inflates the dataset
     scalar (every other row shrinks ~19x): latents of a tied, centred TopK SAE die; H27's arm
@@ -232,10 +214,12 @@ def test_bos_rows_that_inflate_the_dataset_scalar_kill_and_dropping_position_0_r
     topk = {"sae__architecture": "topk", "sae__k": 8, "sae__init": "tied", "sae__b_dec_init": "geometric_median",
             "sae__apply_b_dec_to_input": True, "penalty__form": "none", "penalty__alpha": 0.0, "normalize__mode": "dataset_scalar",
             "data__context_length": 16, "steps": 400}
-    planted = verdicts_of("04_normalization", lab_base(tmp_path, "bos", data__source=bos_file(tmp_path / "bos.npy", 300.0), **topk),
+    bos = planted_file(tmp_path / "bos.npy", planted_causes.bos_rows, 300.0, sequences=2000)
+    planted = verdicts_of("04_normalization", lab_base(tmp_path, "bos", data__source=bos, **topk),
                           tmp_path / "b", **ONLY_04)
     assert planted["H27"]["verdict"] == "confirmed", planted["H27"]["effect"]
     assert planted["H27"]["fix"]["changes"] == {"data.exclude_first_positions": 1}
     assert planted["H23"]["verdict"] == "confirmed", planted["H23"]["effect"]
-    flat = lab_base(tmp_path, "flat", data__source=bos_file(tmp_path / "flat.npy", 1.0), **topk)
+    flat = planted_file(tmp_path / "flat.npy", planted_causes.bos_rows, 1.0, sequences=2000)
+    flat = lab_base(tmp_path, "flat", data__source=flat, **topk)
     assert "below 3x" in not_applicable_in("04_normalization", flat, "H27", **ONLY_04)
